@@ -1,0 +1,204 @@
+"""One config system: typed dataclasses, loaded from YAML, every field overridable as ``key=value``.
+
+    cfg = load_config("configs/offline.yaml", ["stage1_text.epochs=1", "seeds=[0]"])
+
+Unknown keys and ill-typed values are errors that name the key. ``config_hash`` gives the content hash
+that decides whether a stage must run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from merits.errors import ConfigError
+
+# Shipped profiles live in the repository's configs/ (found from the source tree, or from the working directory).
+CONFIG_DIRS = (Path(__file__).resolve().parents[2] / "configs", Path.cwd() / "configs")
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "meld"                       # adapter: meld | iemocap | mosi | msp_podcast | custom
+    root: str | None = None                    # raw release; None = the embedded default (MELD text only)
+    options: dict = field(default_factory=dict)  # adapter options, e.g. {validation_session: 4}
+    max_conversations: int | None = None       # keep the first N conversations per split (quick runs, tests)
+
+
+@dataclass
+class TextEncoderConfig:
+    model: str = "all-MiniLM-L6-v2"            # HF id, local path, or a packaged offline model name
+    max_length: int = 128                      # tokens per utterance
+    pooling: str = "mean"                      # mean | cls: how token states become the utterance vector
+
+
+@dataclass
+class Stage1TextConfig:
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 5e-5                           # encoder learning rate (AdamW)
+    head_lr: float = 1e-3                      # classification head learning rate
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1                  # linear warm-up then linear decay
+    dropout: float = 0.1
+    patience: int = 2                          # epochs without validation wF1 gain before stopping
+    eval_batch_size: int = 128
+
+
+@dataclass
+class ContextConfig:
+    """Stage II: Bi-GRU + self-attention over a conversation of frozen Stage I embeddings."""
+
+    hidden: int = 128                          # GRU units per direction (output is 2 * hidden)
+    heads: int = 4
+    dropout: float = 0.3
+    input_dropout: float = 0.2
+    epochs: int = 30
+    batch_size: int = 16                       # conversations per batch
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 6
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "meld-offline"
+    runs_dir: str = "runs"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    device: str = "auto"                       # auto | cpu | cuda
+    threads: int | None = None                 # torch CPU threads; None = torch default
+    data: DataConfig = field(default_factory=DataConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    stage1_text: Stage1TextConfig = field(default_factory=Stage1TextConfig)
+    stage2_text: ContextConfig = field(default_factory=ContextConfig)
+
+
+# ---------------------------------------------------------------------------------------------- building
+def _check_type(value, annotation, key: str):
+    """Coerce ``value`` to ``annotation`` where that is lossless (int -> float); raise ConfigError otherwise."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(typing) | globals())  # noqa: S307 - our own annotations only
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(annotation):
+            try:
+                return _check_type(value, option, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: {value!r} fits none of {annotation}")
+    if annotation is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key}: expected null, got {value!r}")
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(annotation, value, key + ".")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(annotation) or (typing.Any,)
+        return [_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if annotation is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is typing.Any or (isinstance(annotation, type) and isinstance(value, annotation)
+                                    and not (annotation is int and isinstance(value, bool))):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
+
+
+def _build(cls, values: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown config keys {[prefix + u for u in unknown]}; valid here: {sorted(names)}")
+    kwargs = {k: _check_type(v, hints[k], prefix + k) for k, v in values.items()}
+    base = cls()
+    for k, v in kwargs.items():
+        if dataclasses.is_dataclass(hints[k]) and isinstance(v, dict):
+            v = _build(hints[k], v, prefix + k + ".")
+        setattr(base, k, v)
+    return base
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides) -> dict:
+    """``["a.b=1", "seeds=[0,1]"]`` -> nested dict; values are parsed as YAML scalars/lists."""
+    tree: dict = {}
+    for item in overrides or ():
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        _set(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "options" else v
+    return out
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config by path, or by name among the shipped profiles (``offline`` -> configs/offline.yaml)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    for directory in CONFIG_DIRS:
+        for candidate in (directory / p.name, directory / f"{p.name}.yaml"):
+            if candidate.is_file():
+                return candidate
+    shipped = sorted({x.stem for d in CONFIG_DIRS for x in d.glob("*.yaml")})
+    raise ConfigError(f"config {path} not found (shipped profiles: {shipped})")
+
+
+def load_config(path=None, overrides=(), cls=ExperimentConfig):
+    """Load a YAML profile (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    values: dict = {}
+    if path is not None:
+        p = resolve_config_path(path)
+        try:
+            values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: invalid YAML: {e}") from e
+        if not isinstance(values, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+    values = _merge(values, parse_overrides(overrides))
+    return _build(cls, values)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(*parts) -> str:
+    """Stable hash of configs (dataclasses or plain data) and input fingerprints."""
+    plain = [to_dict(p) if dataclasses.is_dataclass(p) else p for p in parts]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_config(cfg, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

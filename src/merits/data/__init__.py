@@ -1,0 +1,33 @@
+"""Corpus adapters: each turns one raw release into a :class:`Manifest` and stops there.
+
+``prepare(corpus, root, **options)`` is the single entry point; nothing downstream knows which corpus a
+manifest came from.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from merits.data.manifest import COLUMNS, SPLITS, Manifest
+from merits.errors import DataError
+
+# adapter name -> module exposing build(root, **options) -> Manifest
+ADAPTERS = {
+    "meld": "merits.data.meld",
+    "iemocap": "merits.data.iemocap",
+    "mosi": "merits.data.mosi",
+    "msp_podcast": "merits.data.msp_podcast",
+    "custom": "merits.data.custom",
+}
+
+
+def prepare(corpus: str, root=None, **options) -> Manifest:
+    """Build the manifest of ``corpus`` from the release at ``root`` and validate it."""
+    if corpus not in ADAPTERS:
+        raise DataError(f"unknown corpus {corpus!r}; known: {sorted(ADAPTERS)}")
+    module = importlib.import_module(ADAPTERS[corpus])
+    manifest = module.build(root, **options)
+    return manifest.validate()
+
+
+__all__ = ["ADAPTERS", "COLUMNS", "SPLITS", "Manifest", "prepare"]

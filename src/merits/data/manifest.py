@@ -1,0 +1,218 @@
+"""The one manifest format: a table with one row per utterance, whatever corpus it came from.
+
+Columns (documented in docs/manifest.md):
+
+required
+    utterance_id     str   unique in the corpus
+    conversation_id  str   utterances of one conversation share it
+    turn             int   position in the conversation (unique per conversation; gaps allowed)
+    split            str   train | validation | test
+    text             str   transcript (may be empty only when the row has audio)
+    label            str   one of ``Manifest.labels``, or empty for an unlabelled utterance
+optional (empty when unknown)
+    audio_path       str   absolute path of the audio (or video) file
+    start, end       float seconds inside ``audio_path``; empty means the whole file
+    speaker          str   kept for reference only: MERITS-L never uses speaker identities
+    valence, arousal float continuous annotations in the corpus' own scale
+    sentiment        str   a gold three-class sentiment (positive / negative / neutral) where the corpus has one
+
+A manifest is saved as ``manifest.csv`` plus ``manifest.json`` (corpus name, label names, counts, what the
+label map excluded on purpose, where it was built from).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from merits.errors import DataError
+
+REQUIRED_COLUMNS = ("utterance_id", "conversation_id", "turn", "split", "text", "label")
+OPTIONAL_COLUMNS = ("audio_path", "start", "end", "speaker", "valence", "arousal", "sentiment")
+COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+SPLITS = ("train", "validation", "test")
+_STRING_COLUMNS = ("utterance_id", "conversation_id", "split", "text", "label", "audio_path", "speaker", "sentiment")
+_FLOAT_COLUMNS = ("start", "end", "valence", "arousal")
+MAX_LISTED = 5  # how many offending rows an error message names
+
+
+def _listing(values) -> str:
+    values = list(values)
+    shown = ", ".join(str(v) for v in values[:MAX_LISTED])
+    more = f" (and {len(values) - MAX_LISTED} more)" if len(values) > MAX_LISTED else ""
+    return shown + more
+
+
+@dataclass
+class Manifest:
+    """A corpus as a table of utterances plus the label names (class id = position in ``labels``)."""
+
+    corpus: str
+    labels: tuple[str, ...]
+    table: pd.DataFrame
+    source: str = ""
+    excluded: dict[str, int] = field(default_factory=dict)  # label -> rows the label map dropped on purpose
+
+    def __post_init__(self) -> None:
+        self.labels = tuple(self.labels)
+        self.table = normalise_table(self.table)
+
+    # ------------------------------------------------------------------ checks
+    def validate(self, check_audio: bool = False) -> "Manifest":
+        """Raise DataError naming the first offending rows; return self when the manifest is sound."""
+        t = self.table
+        where = f"manifest of {self.corpus!r}"
+        if t.empty:
+            raise DataError(f"{where} has no utterances (source: {self.source or 'unknown'})")
+        dup = t["utterance_id"][t["utterance_id"].duplicated(keep=False)]
+        if len(dup):
+            raise DataError(f"{where}: duplicate utterance ids: {_listing(dict.fromkeys(dup))}")
+        bad_split = t.loc[~t["split"].isin(SPLITS), "utterance_id"]
+        if len(bad_split):
+            raise DataError(f"{where}: split must be one of {SPLITS}; offending utterances: {_listing(bad_split)}")
+        bad_label = t.loc[(t["label"] != "") & ~t["label"].isin(self.labels)]
+        if len(bad_label):
+            pairs = [f"{u} ({lab!r})" for u, lab in zip(bad_label["utterance_id"], bad_label["label"])]
+            raise DataError(f"{where}: unknown labels (known: {list(self.labels)}): {_listing(pairs)}")
+        no_content = t.loc[(t["text"].str.strip() == "") & (t["audio_path"] == ""), "utterance_id"]
+        if len(no_content):
+            raise DataError(f"{where}: empty text and no audio for utterances: {_listing(no_content)}")
+        dup_turn = t[t.duplicated(["conversation_id", "turn"], keep=False)]
+        if len(dup_turn):
+            pairs = [f"{c}#{k}" for c, k in zip(dup_turn["conversation_id"], dup_turn["turn"])]
+            raise DataError(f"{where}: a turn index appears twice in one conversation: {_listing(pairs)}")
+        mixed = t.groupby("conversation_id")["split"].nunique()
+        if (mixed > 1).any():
+            raise DataError(f"{where}: conversations spread over several splits: {_listing(mixed[mixed > 1].index)}")
+        if check_audio:
+            has = t[t["audio_path"] != ""]
+            missing = [p for p in dict.fromkeys(has["audio_path"]) if not Path(p).is_file()]
+            if missing:
+                raise DataError(f"{where}: {len(missing)} audio files are missing: {_listing(missing)}")
+        return self
+
+    def require_labels(self, splits=SPLITS) -> None:
+        """Training needs a label on every utterance of the splits it uses."""
+        t = self.table
+        unlabelled = t.loc[t["split"].isin(splits) & (t["label"] == ""), "utterance_id"]
+        if len(unlabelled):
+            raise DataError(f"manifest of {self.corpus!r}: utterances without a label: {_listing(unlabelled)}")
+        for split in splits:
+            if not (t["split"] == split).any():
+                raise DataError(f"manifest of {self.corpus!r} has no {split!r} utterances")
+
+    def require_text(self) -> None:
+        empty = self.table.loc[self.table["text"].str.strip() == "", "utterance_id"]
+        if len(empty):
+            raise DataError(
+                f"manifest of {self.corpus!r}: empty transcripts for utterances {_listing(empty)}; "
+                "transcribe the audio first (merits asr) or drop these rows"
+            )
+
+    # ------------------------------------------------------------------ views
+    def split(self, name: str) -> pd.DataFrame:
+        return self.table[self.table["split"] == name]
+
+    def label_ids(self, table: pd.DataFrame | None = None):
+        """Class ids (int64 numpy array) of the rows of ``table`` (default: all rows)."""
+        t = self.table if table is None else table
+        index = {name: i for i, name in enumerate(self.labels)}
+        return t["label"].map(index).to_numpy(dtype="int64")
+
+    def conversations(self, split: str) -> list[pd.DataFrame]:
+        """The conversations of one split, each a table ordered by turn."""
+        t = self.split(split)
+        return [g for _, g in t.groupby("conversation_id", sort=False)]
+
+    def subset(self, max_conversations: int | None) -> "Manifest":
+        """Keep the first ``max_conversations`` conversations of every split (for quick runs and tests)."""
+        if not max_conversations:
+            return self
+        parts = []
+        for split in SPLITS:
+            t = self.split(split)
+            keep = list(dict.fromkeys(t["conversation_id"]))[:max_conversations]
+            parts.append(t[t["conversation_id"].isin(keep)])
+        return Manifest(self.corpus, self.labels, pd.concat(parts), self.source, dict(self.excluded))
+
+    def counts(self) -> dict:
+        t = self.table
+        return {
+            "utterances": {s: int((t["split"] == s).sum()) for s in SPLITS},
+            "conversations": {s: int(t.loc[t["split"] == s, "conversation_id"].nunique()) for s in SPLITS},
+            "labels": {s: {lab: int(((t["split"] == s) & (t["label"] == lab)).sum()) for lab in self.labels} for s in SPLITS},
+            "unlabelled": int((t["label"] == "").sum()),
+            "with_audio": int((t["audio_path"] != "").sum()),
+            "excluded_by_label_map": dict(self.excluded),
+        }
+
+    def report(self) -> str:
+        """A human-readable summary: counts per split and label, and what was excluded on purpose."""
+        c = self.counts()
+        lines = [f"corpus {self.corpus} ({self.source})"]
+        width = max([len(x) for x in self.labels] + [10])
+        lines.append(f"  {'':{width}} " + " ".join(f"{s:>10}" for s in SPLITS))
+        for lab in self.labels:
+            lines.append(f"  {lab:{width}} " + " ".join(f"{c['labels'][s][lab]:>10}" for s in SPLITS))
+        lines.append(f"  {'utterances':{width}} " + " ".join(f"{c['utterances'][s]:>10}" for s in SPLITS))
+        lines.append(f"  {'dialogues':{width}} " + " ".join(f"{c['conversations'][s]:>10}" for s in SPLITS))
+        if c["unlabelled"]:
+            lines.append(f"  unlabelled utterances: {c['unlabelled']}")
+        if c["with_audio"]:
+            lines.append(f"  utterances with audio: {c['with_audio']}")
+        if self.excluded:
+            lines.append("  excluded on purpose by the label map: " + ", ".join(f"{k} {v}" for k, v in self.excluded.items()))
+        return "\n".join(lines)
+
+    def fingerprint(self) -> str:
+        """Content hash: changes whenever a row, a label name or the label order changes."""
+        h = hashlib.sha256(json.dumps([self.corpus, list(self.labels)]).encode())
+        h.update(self.table.to_csv(index=False).encode())
+        return h.hexdigest()[:16]
+
+    # ------------------------------------------------------------------ disk
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.table.to_csv(directory / "manifest.csv", index=False)
+        meta = {"corpus": self.corpus, "labels": list(self.labels), "source": self.source,
+                "excluded": self.excluded, "counts": self.counts(), "fingerprint": self.fingerprint()}
+        (directory / "manifest.json").write_text(json.dumps(meta, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Manifest":
+        directory = Path(directory)
+        if not (directory / "manifest.csv").is_file() or not (directory / "manifest.json").is_file():
+            raise DataError(f"{directory} holds no manifest (manifest.csv + manifest.json); run `merits prepare` first")
+        meta = json.loads((directory / "manifest.json").read_text())
+        table = pd.read_csv(directory / "manifest.csv", dtype=str, keep_default_na=False)
+        return cls(meta["corpus"], tuple(meta["labels"]), table, meta.get("source", ""), meta.get("excluded", {}))
+
+
+def normalise_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Give a table exactly the manifest columns with their types, ordered by conversation then turn."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataError(f"manifest table lacks required columns {missing}; it has {list(table.columns)}")
+    t = table.copy()
+    for col in OPTIONAL_COLUMNS:
+        if col not in t.columns:
+            t[col] = "" if col in _STRING_COLUMNS else float("nan")
+    t = t[list(COLUMNS)]
+    for col in _STRING_COLUMNS:
+        t[col] = t[col].fillna("").astype(str)
+    for col in _FLOAT_COLUMNS:
+        t[col] = pd.to_numeric(t[col].replace("", float("nan")), errors="coerce").astype(float)
+    turns = pd.to_numeric(t["turn"], errors="coerce")
+    if turns.isna().any():
+        raise DataError(f"non-integer turn index for utterances: {_listing(t.loc[turns.isna(), 'utterance_id'])}")
+    t["turn"] = turns.astype("int64")
+    # Stable order: conversations in order of first appearance, utterances by turn inside each.
+    first = {c: i for i, c in enumerate(dict.fromkeys(t["conversation_id"]))}
+    t = t.assign(_conv=t["conversation_id"].map(first)).sort_values(["_conv", "turn"], kind="stable")
+    return t.drop(columns="_conv").reset_index(drop=True)

@@ -113,6 +113,11 @@ def _check_type(value, annotation, key: str):
         return dict(value)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if annotation is typing.Any or (isinstance(annotation, type) and isinstance(value, annotation)
                                     and not (annotation is int and isinstance(value, bool))):
         return value
@@ -187,7 +192,32 @@ def load_config(path=None, overrides=(), cls=ExperimentConfig):
         if not isinstance(values, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
     values = _merge(values, parse_overrides(overrides))
-    return _build(cls, values)
+    cfg = _build(cls, values)
+    return check_experiment(cfg) if isinstance(cfg, ExperimentConfig) else cfg
+
+
+def check_experiment(cfg: "ExperimentConfig") -> "ExperimentConfig":
+    """Semantic checks that types alone do not catch; errors name the key."""
+    from merits.data import ADAPTERS
+
+    if cfg.data.corpus not in ADAPTERS:
+        raise ConfigError(f"data.corpus: unknown corpus {cfg.data.corpus!r}; known: {sorted(ADAPTERS)}")
+    if cfg.text_encoder.pooling not in ("mean", "cls"):
+        raise ConfigError(f"text_encoder.pooling: {cfg.text_encoder.pooling!r} is not mean | cls")
+    if not cfg.seeds:
+        raise ConfigError("seeds: give at least one seed")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"seeds: {cfg.seeds} repeats a seed")
+    for section in ("stage1_text", "stage2_text"):
+        sc = getattr(cfg, section)
+        for key in ("epochs", "batch_size", "patience"):
+            if getattr(sc, key) < 1:
+                raise ConfigError(f"{section}.{key} must be >= 1, got {getattr(sc, key)}")
+        if sc.lr <= 0:
+            raise ConfigError(f"{section}.lr must be > 0, got {sc.lr}")
+    if cfg.stage2_text.hidden * 2 % cfg.stage2_text.heads:
+        raise ConfigError(f"stage2_text.heads ({cfg.stage2_text.heads}) must divide 2 * hidden ({2 * cfg.stage2_text.hidden})")
+    return cfg
 
 
 def to_dict(cfg) -> dict:

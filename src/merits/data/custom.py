@@ -1,0 +1,159 @@
+"""Custom adapter: your own conversations from one CSV or JSON Lines file (``root`` = the file's path).
+
+Columns (CSV header) or keys (one JSON object per line) are exactly the manifest column names:
+
+- required: ``conversation_id``, ``split`` (train / validation / test), and ``text`` or ``audio_path``;
+- ``label`` (empty or absent = unlabelled), ``utterance_id`` (default ``<conversation_id>_<turn>``),
+  ``turn`` (default: the file order inside the conversation), ``start``, ``end``, ``speaker``, ``valence``,
+  ``arousal``, ``sentiment``.
+
+Audio paths relative to the file's folder are made absolute. Label names come from the option ``labels``
+(their order fixes the class ids) or, without it, the sorted distinct labels of the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from merits.data.manifest import COLUMNS, SPLITS, Manifest, _listing
+from merits.errors import DataError
+
+REQUIRED = ("conversation_id", "split")
+NUMERIC = ("start", "end", "valence", "arousal")
+SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def _read_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    t = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return t, [f"line {i + 2}" for i in range(len(t))]  # +2: the header line and 1-based numbering
+
+
+def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """One object per line (blank lines allowed); a ``.json`` file may instead hold one list of objects."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: invalid JSON: {err}") from None
+        where = [f"record {i + 1}" for i in range(len(records))]
+    else:
+        records, where = [], []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: line {number} is not valid JSON ({err.msg})") from None
+            where.append(f"line {number}")
+    not_objects = [w for w, r in zip(where, records) if not isinstance(r, dict)]
+    if not_objects:
+        raise DataError(f"{path}: every record must be a JSON object; not one: {_listing(not_objects)}")
+    # dtype=object keeps 3 as 3 (not 3.0) when other records lack the key; missing keys and nulls become empty
+    # cells, numbers their text, as in a CSV.
+    table = pd.DataFrame(records, dtype=object)
+    table = table.where(table.notna(), "").map(str) if len(table) else table
+    return table, where
+
+
+def _read(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The file as a string table plus, per row, where it is in the file (for error messages)."""
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"custom data {path}: expected a .csv or .jsonl file (or .json / .ndjson), got {path.suffix!r}")
+    table, where = _read_csv(path) if kind == "csv" else _read_jsonl(path)
+    if table.empty:
+        raise DataError(f"custom data {path} holds no rows")
+    table.columns = [str(c).strip() for c in table.columns]
+    return table.apply(lambda col: col.str.strip()).reset_index(drop=True), where
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def _check_columns(t: pd.DataFrame, path: Path) -> None:
+    unknown = [c for c in t.columns if c not in COLUMNS]
+    if unknown:
+        raise DataError(f"{path}: unknown columns {unknown}; the columns are the manifest's: {list(COLUMNS)}")
+    missing = [c for c in REQUIRED if c not in t.columns]
+    if "text" not in t.columns and "audio_path" not in t.columns:
+        missing.append("text or audio_path")
+    if missing:
+        raise DataError(f"{path}: missing required columns {missing} (see docs/manifest.md, 'custom')")
+
+
+def _fail_rows(mask: pd.Series, where: list[str], path: Path, what: str, values: pd.Series | None = None) -> None:
+    """Raise a DataError naming the first rows where ``mask`` holds, if any."""
+    if mask.any():
+        rows = [where[i] + (f" ({values.iat[i]!r})" if values is not None else "") for i in mask[mask].index]
+        raise DataError(f"{path}: {what}: {_listing(rows)}")
+
+
+def _turns(t: pd.DataFrame, where: list[str], path: Path) -> pd.Series:
+    """Given turns must all be integers; without the column, the file order inside each conversation."""
+    if "turn" not in t.columns:
+        return t.groupby("conversation_id", sort=False).cumcount()
+    turns = pd.to_numeric(t["turn"], errors="coerce")
+    _fail_rows(turns.isna() | (turns % 1 != 0), where, path, "turn must be an integer", t["turn"])
+    return turns.astype("int64")
+
+
+def _label_names(t: pd.DataFrame, labels, where: list[str], path: Path) -> tuple[str, ...]:
+    """The option ``labels`` (a list or "a,b,c"), checked against the file; else the sorted distinct labels."""
+    present = t["label"] if "label" in t.columns else pd.Series("", index=t.index)
+    if labels is None:
+        return tuple(sorted(set(present) - {""}))
+    names = [s.strip() for s in labels.split(",")] if isinstance(labels, str) else [str(s) for s in labels]
+    if len(set(names)) != len(names) or "" in names:
+        raise DataError(f"custom labels option must list distinct, non-empty names; got {names}")
+    _fail_rows((present != "") & ~present.isin(names), where, path, f"labels not among {names}", present)
+    return tuple(names)
+
+
+def _audio_paths(t: pd.DataFrame, base: Path) -> pd.Series:
+    """Relative audio paths are relative to the data file's folder."""
+    if "audio_path" not in t.columns:
+        return pd.Series("", index=t.index)
+    return t["audio_path"].map(lambda p: str((base / p).resolve()) if p else "")
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+def build(root=None, labels=None, check_audio: bool = True, name: str = "custom") -> Manifest:
+    """Read a CSV / JSONL file of utterances (columns = manifest columns) into a manifest.
+
+    labels: label names in class-id order (list or comma-separated string); a label outside it is an error.
+    check_audio: fail when a named audio file does not exist. name: the corpus name the manifest carries
+    (give each of your data sets its own).
+    """
+    if root is None:
+        raise DataError("custom data needs root = the path of a .csv or .jsonl file (see docs/manifest.md)")
+    path = Path(root)
+    if not path.is_file():
+        raise DataError(f"custom data file {path} does not exist" + (" (root is a folder; give the file)" if path.is_dir() else ""))
+    t, where = _read(path)
+    _check_columns(t, path)
+    _fail_rows(t["conversation_id"] == "", where, path, "empty conversation_id")
+    _fail_rows(~t["split"].isin(SPLITS), where, path, f"split must be one of {SPLITS}", t["split"])
+    for col in NUMERIC:
+        if col in t.columns:
+            bad = (t[col] != "") & pd.to_numeric(t[col], errors="coerce").isna()
+            _fail_rows(bad, where, path, f"non-numeric {col}", t[col])
+    t["turn"] = _turns(t, where, path)
+    generated = t["conversation_id"] + "_" + t["turn"].astype(str)
+    t["utterance_id"] = t["utterance_id"].where(t["utterance_id"] != "", generated) if "utterance_id" in t.columns else generated
+    _fail_rows(t["utterance_id"].duplicated(keep=False), where, path, "duplicate utterance ids", t["utterance_id"])
+    _fail_rows(t.duplicated(["conversation_id", "turn"], keep=False), where, path, "a turn appears twice in one conversation",
+               t["conversation_id"] + "#" + t["turn"].astype(str))
+    names = _label_names(t, labels, where, path)
+    for col in ("text", "label"):  # optional in the file, required in the manifest: absent means empty
+        if col not in t.columns:
+            t[col] = ""
+    t["audio_path"] = _audio_paths(t, path.parent)
+    _fail_rows((t["text"] == "") & (t["audio_path"] == ""), where, path, "empty text and no audio_path")
+    if check_audio:
+        _fail_rows((t["audio_path"] != "") & ~t["audio_path"].map(lambda p: Path(p).is_file()), where, path,
+                   "audio files missing", t["audio_path"])
+    return Manifest(str(name), names, t, str(path.resolve())).validate()

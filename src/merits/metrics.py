@@ -1,0 +1,69 @@
+"""Evaluation: weighted F1 (the headline), accuracy, macro F1, per-class scores, confusion matrix; mean ± std."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+
+def weighted_f1(y_true, y_pred) -> float:
+    return float(f1_score(y_true, y_pred, average="weighted", zero_division=0))
+
+
+def classification_metrics(y_true, y_pred, label_names) -> dict:
+    """All scores of one prediction set. ``y_*`` are class ids; ``label_names[i]`` names class i."""
+    ids = list(range(len(label_names)))
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    return {
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=ids, average="weighted", zero_division=0)),
+        "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        "n": int(len(y_true)),
+        "per_class": {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+                      for i, name in enumerate(label_names)},
+        "labels": list(label_names),
+        "confusion": confusion_matrix(y_true, y_pred, labels=ids).tolist(),  # rows: true class, columns: predicted
+    }
+
+
+def mean_std(values) -> dict:
+    """Mean and sample standard deviation (0 for a single value) of per-seed scores."""
+    v = [float(x) for x in values]
+    if not v:
+        return {"mean": math.nan, "std": math.nan, "n": 0}
+    std = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+    return {"mean": float(np.mean(v)), "std": std, "n": len(v), "values": v}
+
+
+def plot_confusion(metrics: dict, path: str | Path, title: str = "") -> Path:
+    """Row-normalised confusion matrix as a PNG, with the counts written in each cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(metrics["confusion"], dtype=float)
+    names = metrics["labels"]
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = 1.0 + 0.7 * len(names)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(title or f"weighted F1 {metrics['weighted_f1']:.3f}")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

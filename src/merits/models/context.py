@@ -1,0 +1,58 @@
+"""Stage II: a conversation model over frozen Stage I utterance embeddings (one modality).
+
+    (B, T, D) utterance embeddings --dropout--> Bi-GRU --> (B, T, 2H)
+      --> multi-head self-attention over the conversation (padded turns masked) + residual + LayerNorm
+      --> (B, T, 2H) contextual embeddings c_i --> linear --> (B, T, C) logits
+
+Padding never changes a real utterance's output: the GRU runs on packed sequences (the backward direction
+starts at each conversation's real last turn) and attention ignores padded keys.
+No speaker identities are used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+@dataclass
+class ConversationModelConfig:
+    input_dim: int
+    num_classes: int
+    hidden: int = 128
+    heads: int = 4
+    dropout: float = 0.3
+    input_dropout: float = 0.2
+
+
+@dataclass
+class ContextOutput:
+    logits: torch.Tensor      # (B, T, C)
+    embeddings: torch.Tensor  # (B, T, 2H) contextual utterance embeddings
+
+
+class ConversationModel(nn.Module):
+    def __init__(self, config: ConversationModelConfig):
+        super().__init__()
+        self.config = config
+        width = 2 * config.hidden
+        self.input_dropout = nn.Dropout(config.input_dropout)
+        self.gru = nn.GRU(config.input_dim, config.hidden, batch_first=True, bidirectional=True)
+        self.attention = nn.MultiheadAttention(width, config.heads, dropout=config.dropout, batch_first=True)
+        self.norm = nn.LayerNorm(width)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(width, config.num_classes)
+
+    def forward(self, embeddings: torch.Tensor, mask: torch.Tensor) -> ContextOutput:
+        # embeddings: (B, T, D); mask: (B, T) True at real utterances
+        lengths = mask.sum(1).clamp(min=1).cpu()
+        x = self.input_dropout(embeddings)
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        h, _ = self.gru(packed)
+        h, _ = pad_packed_sequence(h, batch_first=True, total_length=embeddings.shape[1])  # (B, T, 2H), zeros at pads
+        a, _ = self.attention(h, h, h, key_padding_mask=~mask, need_weights=False)          # (B, T, 2H)
+        c = self.norm(h + self.dropout(a))                                                  # (B, T, 2H)
+        return ContextOutput(self.classifier(self.dropout(c)), c)

@@ -1,0 +1,89 @@
+"""Parts every stage shares: conversation batching, and exporting predictions, metrics and embeddings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from merits.data.manifest import SPLITS, Manifest
+from merits.errors import DataError
+from merits.metrics import classification_metrics, plot_confusion
+from merits.runs import EMBEDDINGS, load_embeddings, save_embeddings
+from merits.training import IGNORE, Predictions, predict
+
+
+def load_aligned(path: str | Path, manifest: Manifest) -> np.ndarray:
+    """Rows of an embeddings file in manifest order: (N_manifest, D). Errors name utterances it lacks."""
+    ids, arrays = load_embeddings(path)
+    row = {u: i for i, u in enumerate(ids)}
+    missing = [u for u in manifest.table["utterance_id"] if u not in row]
+    if missing:
+        raise DataError(f"{path} has no embedding for {len(missing)} utterances, e.g. {missing[:5]}")
+    return arrays["embeddings"][[row[u] for u in manifest.table["utterance_id"]]]
+
+
+def conversation_batches(manifest: Manifest, split: str, features: dict[str, np.ndarray], batch_size: int,
+                         rng: np.random.Generator | None = None):
+    """Padded conversation batches of one split.
+
+    features: name -> (N_manifest, D) array aligned with manifest rows; each becomes inputs[name] of shape
+    (B, T, D). inputs["mask"] is (B, T), True at real utterances. With ``rng`` the conversation order is shuffled.
+    """
+    table = manifest.table
+    labels = manifest.label_ids()
+    rows_of = [g.index.to_numpy() for g in manifest.conversations(split)]  # manifest row numbers, in turn order
+    order = rng.permutation(len(rows_of)) if rng is not None else np.arange(len(rows_of))
+    batches = []
+    for start in range(0, len(order), batch_size):
+        convs = [rows_of[i] for i in order[start:start + batch_size]]
+        longest = max(len(c) for c in convs)
+        mask = torch.zeros(len(convs), longest, dtype=torch.bool)
+        y = torch.full((len(convs), longest), IGNORE, dtype=torch.long)
+        inputs = {name: torch.zeros(len(convs), longest, a.shape[1]) for name, a in features.items()}
+        ids = []
+        for b, rows in enumerate(convs):
+            mask[b, :len(rows)] = True
+            y[b, :len(rows)] = torch.as_tensor(np.where(labels[rows] >= 0, labels[rows], IGNORE))
+            for name, a in features.items():
+                inputs[name][b, :len(rows)] = torch.as_tensor(a[rows])
+            ids.extend(table["utterance_id"].to_numpy()[rows])
+        inputs["mask"] = mask
+        batches.append({"inputs": inputs, "labels": y, "mask": mask, "utterance_ids": ids})
+    return batches
+
+
+def export(model, batches_by_split: dict, manifest: Manifest, out_dir: Path, device, stage: str) -> dict:
+    """Predict every split; write embeddings (keyed by utterance id), predictions.csv, metrics and confusion PNGs.
+
+    Returns {split: metrics} for the splits that have labels.
+    """
+    preds: dict[str, Predictions] = {s: predict(model, b, device, desc=f"{stage} {s}") for s, b in batches_by_split.items()}
+    ids = [u for p in preds.values() for u in p.utterance_ids]
+    save_embeddings(out_dir / EMBEDDINGS, ids, np.concatenate([p.embeddings for p in preds.values()]),
+                    logits=np.concatenate([p.logits for p in preds.values()]).astype(np.float32))
+    names = manifest.labels
+    rows = []
+    for split, p in preds.items():
+        for u, y, yhat, logit in zip(p.utterance_ids, p.labels, p.predicted, p.logits):
+            prob = np.exp(logit - logit.max())
+            rows.append({"utterance_id": u, "split": split, "label": names[y] if y >= 0 else "",
+                         "predicted": names[yhat], "confidence": float(prob.max() / prob.sum())})
+    pd.DataFrame(rows).to_csv(out_dir / "predictions.csv", index=False)
+    metrics = {}
+    for split, p in preds.items():
+        known = p.labels >= 0
+        if known.any():
+            metrics[split] = classification_metrics(p.labels[known], p.predicted[known], names)
+    if "test" in metrics:
+        plot_confusion(metrics["test"], out_dir / "confusion_test.png",
+                       f"{stage}: test weighted F1 {metrics['test']['weighted_f1']:.3f}")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def splits_present(manifest: Manifest) -> list[str]:
+    return [s for s in SPLITS if (manifest.table["split"] == s).any()]

@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from merits.config import ExperimentConfig, config_hash, load_config, parse_overrides
+from merits.errors import ConfigError
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_configs_are_shipped():
+    names = {p.stem for p in CONFIGS}
+    assert {"offline", "meld", "iemocap", "mosi"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_config_is_valid(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, ExperimentConfig)
+    assert cfg.seeds and cfg.stage1_text.epochs >= 1
+    # a paper profile names the paper's encoder; an offline profile the packaged one
+    if "offline" in path.stem:
+        assert cfg.text_encoder.model == "all-MiniLM-L6-v2"
+    else:
+        assert cfg.text_encoder.model == "roberta-large"
+
+
+def test_overrides_apply_and_are_typed():
+    cfg = load_config("offline", ["stage1_text.epochs=2", "seeds=[3, 4]", "stage1_text.lr=1e-4",
+                                  "data.options.strict_counts=false", "data.max_conversations=5"])
+    assert cfg.stage1_text.epochs == 2 and cfg.seeds == [3, 4]
+    assert cfg.stage1_text.lr == pytest.approx(1e-4)
+    assert cfg.data.options == {"strict_counts": False} and cfg.data.max_conversations == 5
+    assert cfg.text_encoder.model == "all-MiniLM-L6-v2"  # untouched keys keep the profile's value
+
+
+def test_int_is_accepted_for_float():
+    assert load_config(None, ["stage1_text.lr=1"]).stage1_text.lr == 1.0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stage1_text.epochz=2", "epochz"),
+    ("stage1_text.epochs=two", "stage1_text.epochs"),
+    ("seeds=[]", "seeds"),
+    ("data.corpus=nope", "data.corpus"),
+    ("text_encoder.pooling=max", "pooling"),
+    ("stage1_text.epochs=0", "stage1_text.epochs"),
+    ("epochs", "key=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("offline", [override])
+
+
+def test_missing_config_lists_profiles():
+    with pytest.raises(ConfigError, match="offline"):
+        load_config("no-such-profile")
+
+
+def test_hash_changes_with_config_only():
+    a, b = load_config("offline"), load_config("offline")
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash(load_config("offline", ["stage2_text.hidden=64"]))
+    assert parse_overrides(["a.b.c=1"]) == {"a": {"b": {"c": 1}}}

@@ -1,0 +1,73 @@
+"""End to end: Stage I -> Stage II text for one epoch on a few real MELD dialogues, with resume and the CLI."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from merits.cli import main
+from merits.config import load_config
+from merits.pipeline import run_experiment
+
+QUICK = ["data.max_conversations=4", "data.options.strict_counts=false", "stage1_text.epochs=1",
+         "stage2_text.epochs=1", "seeds=[0, 1]"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = load_config("offline", QUICK + [f"runs_dir={runs}", "name=e2e"])
+    return cfg, run_experiment(cfg)
+
+
+def test_end_to_end_outputs(finished):
+    cfg, result = finished
+    root = Path(cfg.runs_dir) / "e2e"
+    for stage in ("stage1_text", "stage2_text"):
+        for seed in (0, 1):
+            d = root / stage / f"seed-{seed}"
+            m = json.loads((d / "metrics.json").read_text())
+            assert 0.0 <= m["test"]["weighted_f1"] <= 1.0
+            assert len(m["test"]["confusion"]) == 7
+            for f in ("embeddings.safetensors", "predictions.csv", "confusion_test.png", "done.json"):
+                assert (d / f).is_file(), d / f
+    assert (root / "stage1_text" / "seed-0" / "checkpoint" / "encoder" / "model.safetensors").is_file()
+    assert (root / "manifest" / "manifest.csv").is_file() and (root / "stages.png").is_file()
+    table = result["table"]
+    assert "| Text I |" in table and "| Text II |" in table and "±" in table
+    summary = json.loads((root / "results.json").read_text())["summary"]
+    assert summary["stage2_text"]["weighted_f1"]["n"] == 2
+
+
+def test_rerun_skips_every_stage(finished, monkeypatch):
+    cfg, first = finished
+    from merits.stages import context, text_utterance
+
+    def boom(*a, **k):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(text_utterance, "run", boom)
+    monkeypatch.setattr(context, "run", boom)
+    again = run_experiment(cfg)
+    assert again["table"] == first["table"]
+
+
+def test_changed_stage2_config_reruns_only_stage2(finished, monkeypatch):
+    cfg, _ = finished
+    from merits.stages import text_utterance
+
+    monkeypatch.setattr(text_utterance, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("Stage I reran")))
+    cfg2 = load_config("offline", QUICK + [f"runs_dir={cfg.runs_dir}", "name=e2e", "stage2_text.hidden=32"])
+    result = run_experiment(cfg2)
+    assert "| Text II |" in result["table"]
+
+
+def test_cli_prepare_and_errors(capsys, tmp_path):
+    assert main(["-q", "prepare", "meld", "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "9989" in out and (tmp_path / "m" / "manifest.csv").is_file()
+    assert main(["-q", "prepare", "meld", "--root", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["-q", "train", "offline", "stage1_text.epochz=1"]) == 2
+    assert "epochz" in capsys.readouterr().err
+    assert main(["-q", "report", str(tmp_path)]) == 2

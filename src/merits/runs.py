@@ -39,6 +39,7 @@ def run_cached(path: Path, key: str, compute: Callable[[Path], dict]) -> dict:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     metrics = compute(partial)
+    (partial / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (partial / DONE).write_text(json.dumps({"key": key, "metrics": metrics}, indent=2))
     shutil.rmtree(path, ignore_errors=True)
     partial.rename(path)

@@ -7,6 +7,7 @@ manifest came from.
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from merits.data.manifest import COLUMNS, SPLITS, Manifest
 from merits.errors import DataError
@@ -26,6 +27,10 @@ def prepare(corpus: str, root=None, **options) -> Manifest:
     if corpus not in ADAPTERS:
         raise DataError(f"unknown corpus {corpus!r}; known: {sorted(ADAPTERS)}")
     module = importlib.import_module(ADAPTERS[corpus])
+    known = [p for p in inspect.signature(module.build).parameters if p != "root"]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise DataError(f"unknown option(s) {unknown} for corpus {corpus!r}; it takes {known}")
     manifest = module.build(root, **options)
     return manifest.validate()
 

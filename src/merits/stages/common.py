@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +56,7 @@ def conversation_batches(manifest: Manifest, split: str, features: dict[str, np.
 
 
 def export(model, batches_by_split: dict, manifest: Manifest, out_dir: Path, device, stage: str) -> dict:
-    """Predict every split; write embeddings (keyed by utterance id), predictions.csv, metrics and confusion PNGs.
+    """Predict every split; write embeddings (keyed by utterance id), predictions.csv and the test confusion PNG.
 
     Returns {split: metrics} for the splits that have labels.
     """
@@ -81,7 +80,6 @@ def export(model, batches_by_split: dict, manifest: Manifest, out_dir: Path, dev
     if "test" in metrics:
         plot_confusion(metrics["test"], out_dir / "confusion_test.png",
                        f"{stage}: test weighted F1 {metrics['test']['weighted_f1']:.3f}")
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 

@@ -1,0 +1,43 @@
+"""What every benchmark records beside its figures: the command, the date and the machine."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import resource
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_result(name: str, figures: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = dict(figures)
+    record.update(command=" ".join(["python"] + sys.argv), date=datetime.datetime.now().isoformat(timespec="seconds"),
+                  machine=machine())
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2))
+    print(f"wrote {path}")
+    return path

@@ -1,0 +1,70 @@
+"""MELD text benchmark: Stage I and Stage II text with the offline encoder, 3 seeds, test weighted F1.
+
+    python benchmarks/meld_text.py [key=value overrides of the offline profile]
+
+Writes benchmarks/results/meld_text.json. Also measures the reference of the issue (frozen mean-pooled
+all-MiniLM-L6-v2 embeddings + logistic regression) so both numbers come from the same machine and data.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import torch
+
+from common import peak_rss_mb, write_result
+from merits.config import load_config
+from merits.data import prepare
+from merits.encoders.text import TextBatcher, load_tokenizer_and_encoder, pool
+from merits.metrics import weighted_f1
+from merits.pipeline import run_experiment
+
+
+def frozen_logreg_baseline() -> float:
+    from sklearn.linear_model import LogisticRegression
+
+    manifest = prepare("meld")
+    tok, enc = load_tokenizer_and_encoder("all-MiniLM-L6-v2")
+    batcher = TextBatcher(tok, 128)
+    texts = manifest.table["text"].tolist()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(texts), 256):
+            b = batcher.encode(texts[i:i + 256])
+            out.append(pool(enc(**b).last_hidden_state, b["attention_mask"], "mean").numpy())
+    x, y = np.concatenate(out), manifest.label_ids()
+    split = manifest.table["split"].to_numpy()
+    clf = LogisticRegression(max_iter=2000).fit(x[split == "train"], y[split == "train"])
+    return weighted_f1(y[split == "test"], clf.predict(x[split == "test"]))
+
+
+def main() -> None:
+    overrides = ["name=bench-meld-text", "seeds=[0, 1, 2]"] + sys.argv[1:]
+    cfg = load_config("offline", overrides)
+    start = time.perf_counter()
+    result = run_experiment(cfg)
+    wall = time.perf_counter() - start
+    s1 = [m["test"]["weighted_f1"] for m in result["per_seed"]["stage1_text"].values()]
+    s2 = [m["test"]["weighted_f1"] for m in result["per_seed"]["stage2_text"].values()]
+    figures = {
+        "stage1_text_wf1_mean": float(np.mean(s1)), "stage1_text_wf1_std": float(np.std(s1, ddof=1)),
+        "stage2_text_wf1_mean": float(np.mean(s2)), "stage2_text_wf1_std": float(np.std(s2, ddof=1)),
+        "stage1_text_wf1_per_seed": s1, "stage2_text_wf1_per_seed": s2, "seeds": cfg.seeds,
+        "stage1_seconds_per_epoch": float(np.mean([m["seconds_per_epoch"] for m in result["per_seed"]["stage1_text"].values()])),
+        "stage2_seconds_per_epoch": float(np.mean([m["seconds_per_epoch"] for m in result["per_seed"]["stage2_text"].values()])),
+        "stage1_best_epochs": [m["best_epoch"] for m in result["per_seed"]["stage1_text"].values()],
+        "wall_seconds": wall,
+        "baseline_frozen_logreg_wf1": frozen_logreg_baseline(),
+        "peak_rss_mb": peak_rss_mb(),
+        "targets": {"stage1_text_wf1_mean": 0.59, "stage2_text_wf1_mean": 0.61},
+        "overrides": overrides,
+        "table": result["table"],
+    }
+    write_result("meld_text", figures)
+    print(result["table"])
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,7 @@ from merits.data.manifest import SPLITS, Manifest
 from merits.errors import DataError
 from merits.metrics import classification_metrics, plot_confusion
 from merits.runs import EMBEDDINGS, load_embeddings, save_embeddings
-from merits.training import IGNORE, Predictions, predict
+from merits.training import IGNORE, Predictions
 
 
 def load_aligned(path: str | Path, manifest: Manifest) -> np.ndarray:
@@ -55,12 +55,9 @@ def conversation_batches(manifest: Manifest, split: str, features: dict[str, np.
     return batches
 
 
-def export(model, batches_by_split: dict, manifest: Manifest, out_dir: Path, device, stage: str) -> dict:
-    """Predict every split; write embeddings (keyed by utterance id), predictions.csv and the test confusion PNG.
-
-    Returns {split: metrics} for the splits that have labels.
-    """
-    preds: dict[str, Predictions] = {s: predict(model, b, device, desc=f"{stage} {s}") for s, b in batches_by_split.items()}
+def export(preds: dict[str, Predictions], manifest: Manifest, out_dir: Path, stage: str) -> dict:
+    """Write a stage's predictions of every split: embeddings (keyed by utterance id), predictions.csv and the
+    test confusion PNG. Returns {split: metrics} for the splits that have labels."""
     ids = [u for p in preds.values() for u in p.utterance_ids]
     save_embeddings(out_dir / EMBEDDINGS, ids, np.concatenate([p.embeddings for p in preds.values()]),
                     logits=np.concatenate([p.logits for p in preds.values()]).astype(np.float32))

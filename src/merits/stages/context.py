@@ -16,7 +16,7 @@ from merits.data.manifest import Manifest
 from merits.models.checkpoint import save_model
 from merits.models.context import ConversationModel, ConversationModelConfig
 from merits.stages.common import conversation_batches, export, load_aligned, splits_present
-from merits.training import fit, resolve_device
+from merits.training import fit, predict, resolve_device
 
 
 def run(sc: ContextConfig, manifest: Manifest, stage1_embeddings: Path, seed: int, out_dir: Path,
@@ -31,7 +31,8 @@ def run(sc: ContextConfig, manifest: Manifest, stage1_embeddings: Path, seed: in
     result = fit(model, lambda epoch: conversation_batches(manifest, "train", features, sc.batch_size, rng),
                  lambda: validation, optimizer, epochs=sc.epochs, patience=sc.patience, device=dev, desc=name)
     save_model(model, out_dir / "checkpoint")
-    batches = {s: conversation_batches(manifest, s, features, sc.batch_size) for s in splits_present(manifest)}
-    metrics = export(model, batches, manifest, out_dir, dev, name)
+    preds = {s: predict(model, conversation_batches(manifest, s, features, sc.batch_size), dev, f"{name} {s}")
+             for s in splits_present(manifest)}
+    metrics = export(preds, manifest, out_dir, name)
     metrics.update(best_epoch=result.best_epoch, seconds_per_epoch=result.seconds_per_epoch, history=result.history)
     return metrics

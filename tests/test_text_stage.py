@@ -1,0 +1,53 @@
+"""Stage I text on a tiny encoder: batching, cross-fitting, exported embeddings."""
+
+import numpy as np
+import pytest
+
+from merits.config import load_config
+from merits.data import prepare
+from merits.runs import load_embeddings
+from merits.stages import text_utterance
+
+
+@pytest.fixture(scope="module")
+def small():
+    return prepare("meld").subset(6)
+
+
+def test_folds_split_by_conversation(small):
+    folds = text_utterance.train_folds(small, 3, seed=0)
+    train = text_utterance.rows_of(small, "train")
+    assert sorted(np.concatenate(folds)) == sorted(train)
+    convs = small.table["conversation_id"].to_numpy()
+    seen = [set(convs[f]) for f in folds]
+    assert all(a.isdisjoint(b) for i, a in enumerate(seen) for b in seen[i + 1:])
+
+
+def test_training_batches_are_length_sorted_pools(small):
+    class Batcher:
+        def encode(self, texts):
+            return {"n": len(texts)}
+
+    lengths = np.arange(len(small.table))[::-1].copy()
+    rows = text_utterance.rows_of(small, "train")
+    batches = text_utterance.utterance_batches(Batcher(), small, rows, lengths, 4, np.random.default_rng(0))
+    ids = [u for b in batches for u in b["utterance_ids"]]
+    assert sorted(ids) == sorted(small.table["utterance_id"].to_numpy()[rows])  # every row exactly once
+    evaluation = text_utterance.utterance_batches(Batcher(), small, rows, lengths, 4)
+    order = [u for b in evaluation for u in b["utterance_ids"]]
+    index = {u: i for i, u in enumerate(small.table["utterance_id"])}
+    assert [lengths[index[u]] for u in order] == sorted(lengths[rows])
+
+
+@pytest.mark.parametrize("folds", [0, 2])
+def test_stage1_text_exports_every_utterance(small, tiny_encoder, tmp_path, folds):
+    cfg = load_config("offline", [f"text_encoder.model={tiny_encoder}", "stage1_text.epochs=1",
+                                  f"stage1_text.crossfit_folds={folds}", "stage1_text.batch_size=8"])
+    metrics = text_utterance.run(cfg, small, 0, tmp_path)
+    ids, arrays = load_embeddings(tmp_path / "embeddings.safetensors")
+    assert sorted(ids) == sorted(small.table["utterance_id"])
+    assert arrays["embeddings"].shape == (len(small.table), 32) and arrays["logits"].shape == (len(small.table), 7)
+    assert {"train", "validation", "test"} <= set(metrics)
+    assert (tmp_path / "checkpoint" / "encoder" / "config.json").is_file()
+    if folds:
+        assert len(metrics["best_epoch"]) == folds

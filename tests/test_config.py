@@ -60,5 +60,5 @@ def test_missing_config_lists_profiles():
 def test_hash_changes_with_config_only():
     a, b = load_config("offline"), load_config("offline")
     assert config_hash(a) == config_hash(b)
-    assert config_hash(a) != config_hash(load_config("offline", ["stage2_text.hidden=64"]))
+    assert config_hash(a) != config_hash(load_config("offline", ["stage2_text.hidden=32"]))
     assert parse_overrides(["a.b.c=1"]) == {"a": {"b": {"c": 1}}}

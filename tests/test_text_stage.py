@@ -1,4 +1,4 @@
-"""Stage I text on a tiny encoder: batching, cross-fitting, exported embeddings."""
+"""Stage I text on a tiny encoder: batching, exported embeddings."""
 
 import numpy as np
 import pytest
@@ -12,15 +12,6 @@ from merits.stages import text_utterance
 @pytest.fixture(scope="module")
 def small():
     return prepare("meld").subset(6)
-
-
-def test_folds_split_by_conversation(small):
-    folds = text_utterance.train_folds(small, 3, seed=0)
-    train = text_utterance.rows_of(small, "train")
-    assert sorted(np.concatenate(folds)) == sorted(train)
-    convs = small.table["conversation_id"].to_numpy()
-    seen = [set(convs[f]) for f in folds]
-    assert all(a.isdisjoint(b) for i, a in enumerate(seen) for b in seen[i + 1:])
 
 
 def test_training_batches_are_length_sorted_pools(small):
@@ -39,15 +30,11 @@ def test_training_batches_are_length_sorted_pools(small):
     assert [lengths[index[u]] for u in order] == sorted(lengths[rows])
 
 
-@pytest.mark.parametrize("folds", [0, 2])
-def test_stage1_text_exports_every_utterance(small, tiny_encoder, tmp_path, folds):
-    cfg = load_config("offline", [f"text_encoder.model={tiny_encoder}", "stage1_text.epochs=1",
-                                  f"stage1_text.crossfit_folds={folds}", "stage1_text.batch_size=8"])
+def test_stage1_text_exports_every_utterance(small, tiny_encoder, tmp_path):
+    cfg = load_config("offline", [f"text_encoder.model={tiny_encoder}", "stage1_text.epochs=1", "stage1_text.batch_size=8"])
     metrics = text_utterance.run(cfg, small, 0, tmp_path)
     ids, arrays = load_embeddings(tmp_path / "embeddings.safetensors")
     assert sorted(ids) == sorted(small.table["utterance_id"])
     assert arrays["embeddings"].shape == (len(small.table), 32) and arrays["logits"].shape == (len(small.table), 7)
     assert {"train", "validation", "test"} <= set(metrics)
     assert (tmp_path / "checkpoint" / "encoder" / "config.json").is_file()
-    if folds:
-        assert len(metrics["best_epoch"]) == folds

@@ -50,7 +50,6 @@ class Stage1TextConfig:
     dropout: float = 0.1
     patience: int = 2                          # epochs without validation wF1 gain before stopping
     eval_batch_size: int = 128
-    crossfit_folds: int = 0                    # K >= 2: out-of-fold training embeddings for Stage II (see stages/text_utterance.py)
 
 
 @dataclass
@@ -216,8 +215,6 @@ def check_experiment(cfg: "ExperimentConfig") -> "ExperimentConfig":
                 raise ConfigError(f"{section}.{key} must be >= 1, got {getattr(sc, key)}")
         if sc.lr <= 0:
             raise ConfigError(f"{section}.lr must be > 0, got {sc.lr}")
-    if cfg.stage1_text.crossfit_folds == 1 or cfg.stage1_text.crossfit_folds < 0:
-        raise ConfigError(f"stage1_text.crossfit_folds must be 0 (off) or >= 2, got {cfg.stage1_text.crossfit_folds}")
     if cfg.stage2_text.hidden * 2 % cfg.stage2_text.heads:
         raise ConfigError(f"stage2_text.heads ({cfg.stage2_text.heads}) must divide 2 * hidden ({2 * cfg.stage2_text.hidden})")
     return cfg

@@ -3,13 +3,6 @@
 ``run`` writes into ``out_dir``: checkpoint/ (rebuilds the model alone), embeddings.safetensors (pooled
 final-layer embedding + logits of every utterance, keyed by id), predictions.csv, metrics.json,
 confusion_test.png. Model selection uses validation weighted F1 only.
-
-Cross-fitting (``stage1_text.crossfit_folds = K >= 2``): a fine-tuned encoder has memorised its training
-utterances, so their embeddings are far cleaner than those of unseen utterances, and Stage II, trained on
-them, learns to trust the utterance alone and to ignore the conversation. With cross-fitting the training
-conversations are split into K folds; K models, each fine-tuned on K-1 folds, give the embeddings of the fold
-they did not see. Validation and test embeddings are the mean over the K models (their embedding spaces
-share the pretrained starting point). The cost is K models on (K-1)/K of the data each.
 """
 
 from __future__ import annotations
@@ -25,7 +18,7 @@ from merits.data.manifest import Manifest
 from merits.encoders.text import TextBatcher, describe
 from merits.models.utterance import TextClassifier, TextClassifierConfig
 from merits.stages.common import export, splits_present
-from merits.training import Predictions, fit, linear_warmup, predict, resolve_device
+from merits.training import fit, linear_warmup, predict, resolve_device
 
 log = logging.getLogger("merits")
 
@@ -52,16 +45,6 @@ def utterance_batches(batcher: TextBatcher, manifest: Manifest, rows: np.ndarray
 
 def rows_of(manifest: Manifest, split: str) -> np.ndarray:
     return np.flatnonzero(manifest.table["split"].to_numpy() == split)
-
-
-def train_folds(manifest: Manifest, k: int, seed: int) -> list[np.ndarray]:
-    """Training rows split into k folds by conversation (a conversation never spans two folds)."""
-    train = rows_of(manifest, "train")
-    convs = manifest.table["conversation_id"].to_numpy()
-    order = np.random.default_rng(seed).permutation(list(dict.fromkeys(convs[train])))
-    fold_of = {c: i % k for i, c in enumerate(order)}
-    fold = np.array([fold_of[c] for c in convs[train]])
-    return [train[fold == i] for i in range(k)]
 
 
 def fine_tune(cfg: ExperimentConfig, manifest: Manifest, train_rows: np.ndarray, seed: int, desc: str):
@@ -91,41 +74,12 @@ def fine_tune(cfg: ExperimentConfig, manifest: Manifest, train_rows: np.ndarray,
     return model, result, predict_rows
 
 
-def _mean(preds: list[Predictions]) -> Predictions:
-    first = preds[0]
-    return Predictions(first.utterance_ids, first.labels, np.mean([p.logits for p in preds], 0),
-                       np.mean([p.embeddings for p in preds], 0))
-
-
 def run(cfg: ExperimentConfig, manifest: Manifest, seed: int, out_dir: Path) -> dict:
-    k = cfg.stage1_text.crossfit_folds
-    splits = splits_present(manifest)
-    log.info("Stage I text on %d utterances%s", len(manifest.table), f", cross-fitted over {k} folds" if k > 1 else "")
-    if k <= 1:
-        model, result, predict_rows = fine_tune(cfg, manifest, rows_of(manifest, "train"), seed, "Stage I text")
-        log.info("Stage I text encoder: %s", describe(model.encoder))
-        preds = {s: predict_rows(rows_of(manifest, s), s) for s in splits}
-        results = [result]
-    else:
-        folds = train_folds(manifest, k, seed)
-        held_out, others, results = [], {s: [] for s in splits if s != "train"}, []
-        for i in range(k):
-            rest = np.concatenate([f for j, f in enumerate(folds) if j != i])
-            model, result, predict_rows = fine_tune(cfg, manifest, rest, seed + i, f"Stage I text fold {i + 1}/{k}")
-            held_out.append(predict_rows(folds[i], "held-out fold"))
-            for s in others:
-                others[s].append(predict_rows(rows_of(manifest, s), s))
-            results.append(result)
-            if i < k - 1:
-                del model
-        preds = {"train": Predictions([u for p in held_out for u in p.utterance_ids],
-                                      np.concatenate([p.labels for p in held_out]),
-                                      np.concatenate([p.logits for p in held_out]),
-                                      np.concatenate([p.embeddings for p in held_out]))}
-        preds.update({s: _mean(p) for s, p in others.items()})
-    model.save(out_dir / "checkpoint")  # the (last) fine-tuned model: a starting point for later runs
+    log.info("Stage I text on %d utterances", len(manifest.table))
+    model, result, predict_rows = fine_tune(cfg, manifest, rows_of(manifest, "train"), seed, "Stage I text")
+    log.info("Stage I text encoder: %s", describe(model.encoder))
+    model.save(out_dir / "checkpoint")
+    preds = {s: predict_rows(rows_of(manifest, s), s) for s in splits_present(manifest)}
     metrics = export(preds, manifest, out_dir, "Stage I text")
-    metrics.update(best_epoch=[r.best_epoch for r in results] if k > 1 else results[0].best_epoch,
-                   seconds_per_epoch=float(np.mean([r.seconds_per_epoch for r in results])),
-                   history=[r.history for r in results] if k > 1 else results[0].history)
+    metrics.update(best_epoch=result.best_epoch, seconds_per_epoch=result.seconds_per_epoch, history=result.history)
     return metrics

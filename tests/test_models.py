@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from merits.models.checkpoint import load_model, save_model
@@ -101,3 +102,41 @@ def test_mean_pooling_ignores_padding():
     assert pool(h, m, "mean").tolist() == [[2.0, 2.0]]
     assert pool(h, m, "cls").tolist() == [[1.0, 1.0]]
     assert np.isfinite(pool(h, torch.zeros_like(m), "mean").numpy()).all()
+
+
+def _speech_head():
+    from merits.models.utterance import SpeechHead, SpeechHeadConfig
+
+    torch.manual_seed(0)
+    return SpeechHead(SpeechHeadConfig(num_layers=3, input_dim=10, num_classes=4, hidden=(16, 8), dropout=0.0))
+
+
+def test_speech_head_layer_weights_sum_to_one_and_shapes():
+    head = _speech_head()
+    with torch.no_grad():
+        head.layer_logits.copy_(torch.tensor([0.3, -1.0, 2.0]))
+    assert float(head.layer_weights.sum()) == pytest.approx(1.0)
+    out = head(torch.randn(5, 3, 10))
+    assert out.logits.shape == (5, 4) and out.embeddings.shape == (5, 8)
+
+
+def test_speech_head_normalises_and_learns(tmp_path):
+    from merits.models.utterance import SpeechHead, SpeechHeadConfig
+
+    head = _speech_head()
+    x = torch.randn(32, 3, 10) * 1000 + 50  # openSMILE-like scales
+    y = (x[:, 0, 0] > 50).long() + 2 * (x[:, 0, 1] > 50).long()
+    head.set_normalisation(x)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        loss = torch.nn.functional.cross_entropy(head(x).logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert head.layer_logits.grad is not None
+    save_model(head.eval(), tmp_path / "head")
+    again = load_model(SpeechHead, SpeechHeadConfig, tmp_path / "head").eval()
+    torch.testing.assert_close(again(x).logits, head(x).logits)  # normalisation travels with the checkpoint

@@ -71,3 +71,25 @@ def test_cli_prepare_and_errors(capsys, tmp_path):
     assert main(["-q", "train", "offline", "stage1_text.epochz=1"]) == 2
     assert "epochz" in capsys.readouterr().err
     assert main(["-q", "report", str(tmp_path)]) == 2
+
+
+def test_speech_branch_end_to_end_on_mosi(tmp_path):
+    """Stage I -> II speech for one epoch on a few real CMU-MOSI videos (the 73 precomputed features)."""
+    from conftest import shared
+
+    table = shared("mosi", "mosi_utterances.csv")
+    cfg = load_config("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}", "modalities=[audio]",
+                                       "data.max_conversations=3", "data.options.strict_counts=false",
+                                       "stage1_audio.epochs=1", "stage2_audio.epochs=1", "seeds=[0]",
+                                       f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=mosi"])
+    result = run_experiment(cfg)
+    assert "| Audio I |" in result["table"] and "| Audio II |" in result["table"]
+    assert "Text" not in result["table"]
+    m1 = json.loads((tmp_path / "runs/mosi/stage1_audio/seed-0/metrics.json").read_text())
+    assert len(m1["layer_weights"]) == 1 and m1["test"]["n"] > 0
+    from merits.runs import load_embeddings
+
+    ids, arrays = load_embeddings(tmp_path / "runs/mosi/stage1_audio/seed-0/embeddings.safetensors")
+    assert arrays["embeddings"].shape == (len(ids), 256)
+    ids2, arrays2 = load_embeddings(tmp_path / "runs/mosi/stage2_audio/seed-0/embeddings.safetensors")
+    assert sorted(ids2) == sorted(ids)

@@ -18,7 +18,11 @@ from pathlib import Path
 
 import yaml
 
+from merits.audio import AudioConfig
+from merits.encoders.speech import SpeechEncoderConfig
 from merits.errors import ConfigError
+
+MODALITIES = ("text", "audio")
 
 # Shipped profiles live in the repository's configs/ (found from the source tree, or from the working directory).
 CONFIG_DIRS = (Path(__file__).resolve().parents[2] / "configs", Path.cwd() / "configs")
@@ -53,6 +57,19 @@ class Stage1TextConfig:
 
 
 @dataclass
+class SpeechHeadTrainConfig:
+    """Stage I speech: the CARE downstream head on frozen features (layer weights -> FC 768 -> FC 256 -> classes)."""
+
+    hidden: list[int] = field(default_factory=lambda: [768, 256])  # the last width is the exported embedding
+    dropout: float = 0.3
+    epochs: int = 60
+    batch_size: int = 32                       # utterances per batch
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 10
+
+
+@dataclass
 class ContextConfig:
     """Stage II: Bi-GRU + self-attention over a conversation of frozen Stage I embeddings."""
 
@@ -74,10 +91,16 @@ class ExperimentConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     device: str = "auto"                       # auto | cpu | cuda
     threads: int | None = None                 # torch CPU threads; None = torch default
+    modalities: list[str] = field(default_factory=lambda: ["text"])  # text and/or audio branches to train
+    cache_dir: str = ".cache/features"         # frozen speech-encoder features, keyed by corpus/encoder/config
     data: DataConfig = field(default_factory=DataConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     stage1_text: Stage1TextConfig = field(default_factory=Stage1TextConfig)
     stage2_text: ContextConfig = field(default_factory=ContextConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    speech_encoder: SpeechEncoderConfig = field(default_factory=SpeechEncoderConfig)
+    stage1_audio: SpeechHeadTrainConfig = field(default_factory=SpeechHeadTrainConfig)
+    stage2_audio: ContextConfig = field(default_factory=ContextConfig)
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -125,18 +148,14 @@ def _check_type(value, annotation, key: str):
 
 
 def _build(cls, values: dict, prefix: str = ""):
+    """``cls(**values)`` with every value type-checked (nested sections built recursively); missing keys keep
+    their defaults. Constructing through ``cls`` runs each dataclass' own ``__post_init__`` checks."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"unknown config keys {[prefix + u for u in unknown]}; valid here: {sorted(names)}")
-    kwargs = {k: _check_type(v, hints[k], prefix + k) for k, v in values.items()}
-    base = cls()
-    for k, v in kwargs.items():
-        if dataclasses.is_dataclass(hints[k]) and isinstance(v, dict):
-            v = _build(hints[k], v, prefix + k + ".")
-        setattr(base, k, v)
-    return base
+    return cls(**{k: _check_type(v, hints[k], prefix + k) for k, v in values.items()})
 
 
 def _set(tree: dict, dotted: str, value) -> None:
@@ -208,15 +227,21 @@ def check_experiment(cfg: "ExperimentConfig") -> "ExperimentConfig":
         raise ConfigError("seeds: give at least one seed")
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError(f"seeds: {cfg.seeds} repeats a seed")
-    for section in ("stage1_text", "stage2_text"):
+    if not cfg.modalities or set(cfg.modalities) - set(MODALITIES):
+        raise ConfigError(f"modalities: {cfg.modalities} must be a non-empty subset of {list(MODALITIES)}")
+    for section in ("stage1_text", "stage2_text", "stage1_audio", "stage2_audio"):
         sc = getattr(cfg, section)
         for key in ("epochs", "batch_size", "patience"):
             if getattr(sc, key) < 1:
                 raise ConfigError(f"{section}.{key} must be >= 1, got {getattr(sc, key)}")
         if sc.lr <= 0:
             raise ConfigError(f"{section}.lr must be > 0, got {sc.lr}")
-    if cfg.stage2_text.hidden * 2 % cfg.stage2_text.heads:
-        raise ConfigError(f"stage2_text.heads ({cfg.stage2_text.heads}) must divide 2 * hidden ({2 * cfg.stage2_text.hidden})")
+    for section in ("stage2_text", "stage2_audio"):
+        sc = getattr(cfg, section)
+        if sc.hidden * 2 % sc.heads:
+            raise ConfigError(f"{section}.heads ({sc.heads}) must divide 2 * hidden ({2 * sc.hidden})")
+    if not cfg.stage1_audio.hidden or min(cfg.stage1_audio.hidden) < 1:
+        raise ConfigError(f"stage1_audio.hidden must list positive widths, got {cfg.stage1_audio.hidden}")
     return cfg
 
 

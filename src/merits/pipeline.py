@@ -1,25 +1,42 @@
-"""The hierarchy from one config: prepare the manifest, then Stage I -> Stage II per seed, then the report.
+"""The hierarchy from one config: prepare the manifest, then per modality Stage I -> Stage II for every seed,
+then the report.
 
 Every stage is cached under ``runs/<experiment>/<stage>/seed-<k>/`` by a content hash of its inputs and
-config, so rerunning a finished experiment only reprints its report and a killed one resumes.
+config, so rerunning a finished experiment only reprints its report and a killed one resumes. Speech
+features are extracted once into the feature cache (``cache_dir``); audio stages never read audio.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from merits.config import ExperimentConfig, config_hash, save_config
+from merits.config import ContextConfig, ExperimentConfig, config_hash, save_config
 from merits.data import prepare
 from merits.data.manifest import Manifest
+from merits.encoders.speech import build_speech_encoder
+from merits.features import extract_features
 from merits.report import write_report
 from merits.runs import EMBEDDINGS, run_cached, stage_dir
-from merits.stages import context, text_utterance
+from merits.stages import context, speech_utterance, text_utterance
 from merits.training import seed_everything
 
 log = logging.getLogger("merits")
+
+
+@dataclass
+class Branch:
+    """One modality: its manifest, what its Stage I depends on, how to run Stage I, its Stage II config."""
+
+    modality: str                              # text | audio
+    manifest: Manifest
+    inputs: tuple                              # everything Stage I's output depends on (hashed into its key)
+    stage1: Callable[[Path, int], dict]        # (out_dir, seed) -> metrics
+    stage2: ContextConfig
 
 
 def build_manifest(cfg: ExperimentConfig) -> Manifest:
@@ -28,33 +45,53 @@ def build_manifest(cfg: ExperimentConfig) -> Manifest:
     return manifest
 
 
+def branches(cfg: ExperimentConfig, manifest: Manifest, notes: list[str]) -> list[Branch]:
+    out = []
+    if "audio" in cfg.modalities:
+        store = extract_features(manifest, build_speech_encoder(cfg.speech_encoder), cfg.cache_dir, cfg.audio)
+        audio = manifest.select(store.available_ids) if store.skipped else manifest
+        if store.skipped:
+            notes.append(f"Audio: {store.summary()}")
+        out.append(Branch("audio", audio, ("audio", audio.fingerprint(), store.directory.name, cfg.stage1_audio),
+                          lambda o, seed: speech_utterance.run(cfg.stage1_audio, audio, store, seed, o, cfg.device),
+                          cfg.stage2_audio))
+    if "text" in cfg.modalities:
+        manifest.require_text()
+        out.append(Branch("text", manifest, ("text", manifest.fingerprint(), cfg.text_encoder, cfg.stage1_text),
+                          lambda o, seed: text_utterance.run(cfg, manifest, seed, o), cfg.stage2_text))
+    return out
+
+
 def run_experiment(cfg: ExperimentConfig) -> dict:
-    """Run every stage of ``cfg`` for every seed; return {"per_seed": ..., "table": markdown}."""
+    """Run every stage of ``cfg`` for every seed; return {"per_seed": ..., "table": markdown, "dir": ...}."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     root = Path(cfg.runs_dir) / cfg.name
     manifest = build_manifest(cfg)
-    manifest.require_text()
     manifest.save(root / "manifest")
-    root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, root / "config.yaml")
     log.info("%s", manifest.report())
-    per_seed: dict[str, dict[int, dict]] = {"stage1_text": {}, "stage2_text": {}}
-    for seed in cfg.seeds:
-        key1 = config_hash("stage1_text", manifest.fingerprint(), cfg.text_encoder, cfg.stage1_text, seed)
-        dir1 = stage_dir(cfg.runs_dir, cfg.name, "stage1_text", seed)
+    notes: list[str] = []
+    per_seed: dict[str, dict[int, dict]] = {}
+    for branch in branches(cfg, manifest, notes):
+        m = branch.modality
+        for seed in cfg.seeds:
+            key1 = config_hash(f"stage1_{m}", *branch.inputs, seed)
+            dir1 = stage_dir(cfg.runs_dir, cfg.name, f"stage1_{m}", seed)
 
-        def stage1(out, seed=seed):
-            seed_everything(seed)
-            return text_utterance.run(cfg, manifest, seed, out)
+            def stage1(out, seed=seed, branch=branch):
+                seed_everything(seed)
+                return branch.stage1(out, seed)
 
-        per_seed["stage1_text"][seed] = run_cached(dir1, key1, stage1)
-        key2 = config_hash("stage2_text", key1, cfg.stage2_text, seed)
+            def stage2(out, seed=seed, branch=branch, dir1=dir1):
+                seed_everything(seed)
+                return context.run(branch.stage2, branch.manifest, dir1 / EMBEDDINGS, seed, out, cfg.device,
+                                   f"Stage II {branch.modality}")
 
-        def stage2(out, seed=seed):
-            seed_everything(seed)
-            return context.run(cfg.stage2_text, manifest, dir1 / EMBEDDINGS, seed, out, cfg.device, "Stage II text")
-
-        per_seed["stage2_text"][seed] = run_cached(stage_dir(cfg.runs_dir, cfg.name, "stage2_text", seed), key2, stage2)
-    table = write_report(root, manifest.corpus.upper() if len(manifest.corpus) <= 5 else manifest.corpus, per_seed)
+            per_seed.setdefault(f"stage1_{m}", {})[seed] = run_cached(dir1, key1, stage1)
+            key2 = config_hash(f"stage2_{m}", key1, branch.stage2, seed)
+            per_seed.setdefault(f"stage2_{m}", {})[seed] = run_cached(
+                stage_dir(cfg.runs_dir, cfg.name, f"stage2_{m}", seed), key2, stage2)
+    name = manifest.corpus.upper() if len(manifest.corpus) <= 5 else manifest.corpus
+    table = write_report(root, name, per_seed, notes)
     return {"per_seed": per_seed, "table": table, "dir": str(root)}

@@ -73,14 +73,16 @@ def plot_stages(summary: dict, path: str | Path, title: str) -> Path:
     return path
 
 
-def write_report(experiment_dir: Path, dataset: str, per_seed: dict) -> str:
-    """Write results.json, report.md and stages.png under ``experiment_dir``; return the Markdown."""
+def write_report(experiment_dir: Path, dataset: str, per_seed: dict, notes=()) -> str:
+    """Write results.json, report.md and stages.png under ``experiment_dir``; return the Markdown.
+
+    notes: lines printed under the table (e.g. how many test utterances were left out for bad audio)."""
     summary = summarise(per_seed)
-    md = table_one({dataset: summary})
+    md = "\n".join([table_one({dataset: summary}), *notes])
     per_class = {stage: {seed: m["test"]["per_class"] for seed, m in seeds.items() if "test" in m}
                  for stage, seeds in per_seed.items()}
     (experiment_dir / "results.json").write_text(json.dumps(
-        {"dataset": dataset, "summary": summary, "per_class": per_class,
+        {"dataset": dataset, "summary": summary, "per_class": per_class, "notes": list(notes),
          "per_seed": {st: {str(k): {s: v for s, v in m.items() if s in ("validation", "test", "best_epoch",
                                                                            "seconds_per_epoch")}
                            for k, m in seeds.items()} for st, seeds in per_seed.items()}},

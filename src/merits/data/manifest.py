@@ -139,6 +139,12 @@ class Manifest:
             parts.append(t[t["conversation_id"].isin(keep)])
         return Manifest(self.corpus, self.labels, pd.concat(parts), self.source, dict(self.excluded))
 
+    def select(self, utterance_ids) -> "Manifest":
+        """The manifest restricted to ``utterance_ids`` (e.g. those with usable audio); order is kept."""
+        keep = set(map(str, utterance_ids))
+        t = self.table[self.table["utterance_id"].isin(keep)]
+        return Manifest(self.corpus, self.labels, t, self.source, dict(self.excluded))
+
     def counts(self) -> dict:
         t = self.table
         return {

@@ -1,10 +1,12 @@
-"""Stage I text: a (fine-tuned) transformer encoder plus a classification head, one utterance at a time.
+"""Stage I models, one utterance at a time: text (a fine-tuned transformer encoder plus a classification head)
+and speech (a small head on frozen speech-encoder features).
 
-Checkpoint layout (a directory), enough to rebuild the model alone:
+Text checkpoint layout (a directory), enough to rebuild the model alone:
     encoder/              the fine-tuned encoder + tokenizer in Hugging Face format (safetensors)
     head.safetensors      the classification head
     model_config.json     TextClassifierConfig
 The ``encoder/`` folder is itself a valid ``text_encoder.model`` path, so a later run can start from it.
+The speech head is a plain model saved with ``merits.models.checkpoint``.
 """
 
 from __future__ import annotations
@@ -72,3 +74,52 @@ class TextClassifier(nn.Module):
         model = cls(TextClassifierConfig(**values))
         model.head.load_state_dict(load_file(str(directory / "head.safetensors")))
         return model
+
+
+# ------------------------------------------------------------------------------------------------ speech
+@dataclass
+class SpeechHeadConfig:
+    num_layers: int          # L: layers of the frozen encoder's output
+    input_dim: int           # D
+    num_classes: int
+    hidden: tuple = (768, 256)  # FC widths; the last is the exported utterance embedding
+    dropout: float = 0.3
+
+
+class SpeechHead(nn.Module):
+    """Stage I speech: the CARE downstream head on frozen, time-pooled encoder features.
+
+        (B, L, D) --standardise--> softmax(w) weighted sum over layers --> (B, D)
+          --> FC 768 -> ReLU -> dropout -> FC 256 -> ReLU -> dropout --> (B, 256) embedding --> (B, C) logits
+
+    The per-(layer, dim) mean and std of the training features are buffers, so a checkpoint carries its own
+    normalisation (openSMILE functionals span many orders of magnitude).
+    """
+
+    def __init__(self, config: SpeechHeadConfig):
+        super().__init__()
+        self.config = config
+        self.layer_logits = nn.Parameter(torch.zeros(config.num_layers))  # uniform layer weights at start
+        self.register_buffer("mean", torch.zeros(config.num_layers, config.input_dim))
+        self.register_buffer("std", torch.ones(config.num_layers, config.input_dim))
+        widths = [config.input_dim, *config.hidden]
+        layers = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(config.dropout)]
+        self.mlp = nn.Sequential(*layers)
+        self.classifier = nn.Linear(widths[-1], config.num_classes)
+
+    def set_normalisation(self, features: torch.Tensor) -> None:
+        """features: (N, L, D) training features."""
+        self.mean.copy_(features.mean(0))
+        self.std.copy_(features.std(0).clamp(min=1e-5))
+
+    @property
+    def layer_weights(self) -> torch.Tensor:
+        return torch.softmax(self.layer_logits, 0)  # (L,), sums to one
+
+    def forward(self, features: torch.Tensor) -> UtteranceOutput:
+        x = (features - self.mean) / self.std                      # (B, L, D)
+        pooled = torch.einsum("l,bld->bd", self.layer_weights, x)  # (B, D)
+        emb = self.mlp(pooled)                                      # (B, hidden[-1])
+        return UtteranceOutput(self.classifier(emb), emb)

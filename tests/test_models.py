@@ -115,7 +115,7 @@ def test_speech_head_layer_weights_sum_to_one_and_shapes():
     head = _speech_head()
     with torch.no_grad():
         head.layer_logits.copy_(torch.tensor([0.3, -1.0, 2.0]))
-    assert float(head.layer_weights.sum()) == pytest.approx(1.0)
+    assert head.layer_weights.detach().sum().item() == pytest.approx(1.0)
     out = head(torch.randn(5, 3, 10))
     assert out.logits.shape == (5, 4) and out.embeddings.shape == (5, 8)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import shutil
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -38,7 +40,11 @@ def run_cached(path: Path, key: str, compute: Callable[[Path], dict]) -> dict:
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    started = time.perf_counter()
     metrics = compute(partial)
+    # How long the stage took and the process' peak memory so far (Linux: KiB), recorded for benchmarks.
+    metrics.update(stage_seconds=time.perf_counter() - started,
+                   peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     (partial / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (partial / DONE).write_text(json.dumps({"key": key, "metrics": metrics}, indent=2))
     shutil.rmtree(path, ignore_errors=True)

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PROJECT = Path(__file__).resolve().parents[1]
+os.chdir(PROJECT)  # the shipped configs name data relative to the project root (../shared/data/...)
 
 
 def machine() -> dict:
@@ -35,7 +37,9 @@ def peak_rss_mb() -> float:
 def write_result(name: str, figures: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     record = dict(figures)
-    record.update(command=" ".join(["python"] + sys.argv), date=datetime.datetime.now().isoformat(timespec="seconds"),
+    script = Path(sys.argv[0]).resolve()
+    script = script.relative_to(PROJECT) if script.is_relative_to(PROJECT) else script
+    record.update(command=" ".join(["python", str(script)] + sys.argv[1:]), date=datetime.datetime.now().isoformat(timespec="seconds"),
                   machine=machine())
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(record, indent=2))

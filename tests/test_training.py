@@ -42,10 +42,11 @@ def test_run_cached_skips_unchanged_and_reruns_changed(tmp_path):
         return {"score": len(calls)}
 
     path = tmp_path / "stage" / "seed-0"
-    assert run_cached(path, "k1", compute) == {"score": 1}
-    assert run_cached(path, "k1", compute) == {"score": 1}  # skipped
+    first = run_cached(path, "k1", compute)
+    assert first["score"] == 1 and first["stage_seconds"] >= 0 and first["peak_rss_mb"] > 0
+    assert run_cached(path, "k1", compute) == first  # skipped
     assert len(calls) == 1 and (path / "x").is_file()
-    assert run_cached(path, "k2", compute) == {"score": 2}  # config changed -> recomputed
+    assert run_cached(path, "k2", compute)["score"] == 2  # config changed -> recomputed
 
 
 def test_run_cached_keeps_nothing_from_a_killed_stage(tmp_path):
@@ -57,7 +58,7 @@ def test_run_cached_keeps_nothing_from_a_killed_stage(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_cached(path, "k", dies)
     assert not path.exists()  # a half-written stage never looks finished
-    assert run_cached(path, "k", lambda out: {"ok": 1}) == {"ok": 1}
+    assert run_cached(path, "k", lambda out: {"ok": 1})["ok"] == 1
 
 
 def test_missing_model_names_it_and_says_how():

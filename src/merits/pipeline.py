@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from merits import __version__
 from merits.config import ContextConfig, ExperimentConfig, config_hash, save_config
 from merits.data import prepare
 from merits.data.manifest import Manifest
@@ -76,7 +77,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
     for branch in branches(cfg, manifest, notes):
         m = branch.modality
         for seed in cfg.seeds:
-            key1 = config_hash(f"stage1_{m}", *branch.inputs, seed)
+            key1 = config_hash(f"stage1_{m}", __version__, *branch.inputs, seed)  # a new release recomputes
             dir1 = stage_dir(cfg.runs_dir, cfg.name, f"stage1_{m}", seed)
 
             def stage1(out, seed=seed, branch=branch):

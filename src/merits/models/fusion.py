@@ -1,0 +1,71 @@
+"""Stage III: co-attention fusion of the two Stage II contextual sequences of one conversation.
+
+ViLBERT-style co-attention layer, applied ``layers`` times; text queries speech and speech queries text at once:
+
+    t: (B, T, Dt) --linear--> (B, T, d);   s: (B, T, Ds) --linear--> (B, T, d)
+    t' = LN(t + MHA(q=t, k=s, v=s));  t'' = LN(t' + FFN(t'))        (speech keys at padded turns masked)
+    s' = LN(s + MHA(q=s, k=t, v=t));  s'' = LN(s' + FFN(s'))        (text keys at padded turns masked)
+    [t'' ; s''] : (B, T, 2d) --linear--> (B, T, C) logits per utterance
+
+Padding changes no real output: every attention masks padded keys and everything else is per position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from merits.models.context import ContextOutput
+
+
+@dataclass
+class FusionModelConfig:
+    text_dim: int
+    audio_dim: int
+    num_classes: int
+    d_model: int = 128
+    heads: int = 4
+    layers: int = 1
+    feedforward: int = 256
+    dropout: float = 0.1
+
+
+class CrossAttentionBlock(nn.Module):
+    """One direction of a co-attention layer: queries from one stream, keys and values from the other."""
+
+    def __init__(self, d: int, heads: int, feedforward: int, dropout: float):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, feedforward), nn.GELU(), nn.Dropout(dropout), nn.Linear(feedforward, d))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, query: torch.Tensor, other: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        # query, other: (B, T, d); pad: (B, T) True at padded turns
+        a, _ = self.attention(query, other, other, key_padding_mask=pad, need_weights=False)
+        x = self.norm1(query + self.dropout(a))
+        return self.norm2(x + self.dropout(self.ff(x)))  # (B, T, d)
+
+
+class CoAttentionFusion(nn.Module):
+    def __init__(self, config: FusionModelConfig):
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.text_in, self.audio_in = nn.Linear(config.text_dim, d), nn.Linear(config.audio_dim, d)
+        block = lambda: CrossAttentionBlock(d, config.heads, config.feedforward, config.dropout)  # noqa: E731
+        self.text_queries = nn.ModuleList(block() for _ in range(config.layers))
+        self.audio_queries = nn.ModuleList(block() for _ in range(config.layers))
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(2 * d, config.num_classes)
+
+    def forward(self, text: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> ContextOutput:
+        # text: (B, T, Dt), audio: (B, T, Ds), mask: (B, T) True at real utterances
+        pad = ~mask
+        t, s = self.text_in(text), self.audio_in(audio)  # (B, T, d) each
+        for text_block, audio_block in zip(self.text_queries, self.audio_queries):
+            t, s = text_block(t, s, pad), audio_block(s, t, pad)  # both directions from the same inputs
+        fused = torch.cat([t, s], dim=-1)  # (B, T, 2d)
+        return ContextOutput(self.classifier(self.dropout(fused)), fused)

@@ -93,3 +93,21 @@ def test_speech_branch_end_to_end_on_mosi(tmp_path):
     assert arrays["embeddings"].shape == (len(ids), 256)
     ids2, arrays2 = load_embeddings(tmp_path / "runs/mosi/stage2_audio/seed-0/embeddings.safetensors")
     assert sorted(ids2) == sorted(ids)
+
+
+def test_whole_hierarchy_on_mosi(tmp_path):
+    """Stage I and II text and speech, then Stage III fusion, one epoch each on a few real CMU-MOSI videos."""
+    from conftest import shared
+
+    table = shared("mosi", "mosi_utterances.csv")
+    cfg = load_config("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}",
+                                       "data.max_conversations=2", "data.options.strict_counts=false",
+                                       "stage1_text.epochs=1", "stage2_text.epochs=1", "stage1_audio.epochs=1",
+                                       "stage2_audio.epochs=1", "stage3.epochs=1", "seeds=[0]",
+                                       f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=all"])
+    table_md = run_experiment(cfg)["table"]
+    for row in ("Audio I", "Audio II", "Text I", "Text II", "Audio+Text III"):
+        assert f"| {row} |" in table_md
+    m3 = json.loads((tmp_path / "runs/all/stage3/seed-0/metrics.json").read_text())
+    assert 0.0 <= m3["test"]["weighted_f1"] <= 1.0
+    assert (tmp_path / "runs/all/stage3/seed-0/checkpoint/model.safetensors").is_file()

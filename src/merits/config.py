@@ -85,6 +85,22 @@ class ContextConfig:
 
 
 @dataclass
+class FusionConfig:
+    """Stage III: co-attention fusion of the Stage II text and audio sequences (needs both modalities)."""
+
+    d_model: int = 128
+    heads: int = 4
+    layers: int = 1
+    feedforward: int = 256
+    dropout: float = 0.1
+    epochs: int = 40
+    batch_size: int = 16                       # conversations per batch
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    patience: int = 8
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "meld-offline"
     runs_dir: str = "runs"
@@ -101,6 +117,7 @@ class ExperimentConfig:
     speech_encoder: SpeechEncoderConfig = field(default_factory=SpeechEncoderConfig)
     stage1_audio: SpeechHeadTrainConfig = field(default_factory=SpeechHeadTrainConfig)
     stage2_audio: ContextConfig = field(default_factory=ContextConfig)
+    stage3: FusionConfig = field(default_factory=FusionConfig)  # runs when modalities hold text and audio
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -229,7 +246,7 @@ def check_experiment(cfg: "ExperimentConfig") -> "ExperimentConfig":
         raise ConfigError(f"seeds: {cfg.seeds} repeats a seed")
     if not cfg.modalities or set(cfg.modalities) - set(MODALITIES):
         raise ConfigError(f"modalities: {cfg.modalities} must be a non-empty subset of {list(MODALITIES)}")
-    for section in ("stage1_text", "stage2_text", "stage1_audio", "stage2_audio"):
+    for section in ("stage1_text", "stage2_text", "stage1_audio", "stage2_audio", "stage3"):
         sc = getattr(cfg, section)
         for key in ("epochs", "batch_size", "patience"):
             if getattr(sc, key) < 1:
@@ -240,6 +257,8 @@ def check_experiment(cfg: "ExperimentConfig") -> "ExperimentConfig":
         sc = getattr(cfg, section)
         if sc.hidden * 2 % sc.heads:
             raise ConfigError(f"{section}.heads ({sc.heads}) must divide 2 * hidden ({2 * sc.hidden})")
+    if cfg.stage3.d_model % cfg.stage3.heads:
+        raise ConfigError(f"stage3.heads ({cfg.stage3.heads}) must divide stage3.d_model ({cfg.stage3.d_model})")
     if not cfg.stage1_audio.hidden or min(cfg.stage1_audio.hidden) < 1:
         raise ConfigError(f"stage1_audio.hidden must list positive widths, got {cfg.stage1_audio.hidden}")
     return cfg

@@ -1,5 +1,5 @@
 """The hierarchy from one config: prepare the manifest, then per modality Stage I -> Stage II for every seed,
-then the report.
+then (with text and audio) Stage III fusion, then the report.
 
 Every stage is cached under ``runs/<experiment>/<stage>/seed-<k>/`` by a content hash of its inputs and
 config, so rerunning a finished experiment only reprints its report and a killed one resumes. Speech
@@ -23,7 +23,7 @@ from merits.encoders.speech import build_speech_encoder
 from merits.features import extract_features
 from merits.report import write_report
 from merits.runs import EMBEDDINGS, run_cached, stage_dir
-from merits.stages import context, speech_utterance, text_utterance
+from merits.stages import context, fusion, speech_utterance, text_utterance
 from merits.training import seed_everything
 
 log = logging.getLogger("merits")
@@ -74,7 +74,9 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
     log.info("%s", manifest.report())
     notes: list[str] = []
     per_seed: dict[str, dict[int, dict]] = {}
-    for branch in branches(cfg, manifest, notes):
+    stage2_keys: dict[tuple[str, int], str] = {}
+    active = branches(cfg, manifest, notes)
+    for branch in active:
         m = branch.modality
         for seed in cfg.seeds:
             key1 = config_hash(f"stage1_{m}", __version__, *branch.inputs, seed)  # a new release recomputes
@@ -91,8 +93,21 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
 
             per_seed.setdefault(f"stage1_{m}", {})[seed] = run_cached(dir1, key1, stage1)
             key2 = config_hash(f"stage2_{m}", key1, branch.stage2, seed)
+            stage2_keys[m, seed] = key2
             per_seed.setdefault(f"stage2_{m}", {})[seed] = run_cached(
                 stage_dir(cfg.runs_dir, cfg.name, f"stage2_{m}", seed), key2, stage2)
+    if {b.modality for b in active} == {"text", "audio"}:
+        # Stage III on the utterances both branches kept (all of them unless bad audio was skipped)
+        both = next(b.manifest for b in active if b.modality == "audio")
+        for seed in cfg.seeds:
+            key3 = config_hash("stage3", stage2_keys["text", seed], stage2_keys["audio", seed], cfg.stage3, seed)
+
+            def stage3(out, seed=seed):
+                seed_everything(seed)
+                text_dir, audio_dir = (stage_dir(cfg.runs_dir, cfg.name, f"stage2_{m}", seed) for m in ("text", "audio"))
+                return fusion.run(cfg.stage3, both, text_dir / EMBEDDINGS, audio_dir / EMBEDDINGS, seed, out, cfg.device)
+
+            per_seed.setdefault("stage3", {})[seed] = run_cached(stage_dir(cfg.runs_dir, cfg.name, "stage3", seed), key3, stage3)
     name = manifest.corpus.upper() if len(manifest.corpus) <= 5 else manifest.corpus
     table = write_report(root, name, per_seed, notes)
     return {"per_seed": per_seed, "table": table, "dir": str(root)}

@@ -11,10 +11,10 @@ SHARED = ROOT.parent / "shared" / "data"
 
 
 def shared(*parts) -> Path:
-    """A path under ../shared/data; skip the test when that real data is not present."""
+    """A path under ../shared/data. The tests need that real data: its absence is a failure, not a skip."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real data {path} not present")
+        pytest.fail(f"real data {path} not present: the tests read ../shared/data beside the project")
     return path
 
 

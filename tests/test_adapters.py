@@ -1,7 +1,7 @@
 """Tests of the IEMOCAP, CMU-MOSI, MSP-Podcast and custom adapters.
 
 IEMOCAP runs on a synthetic release in the official layout (tests/fixtures_iemocap.py); CMU-MOSI and MSP-Podcast run
-on the real files under ../shared/data (skipped when absent) and on small fixtures written here.
+on the real files under ../shared/data (their absence fails the tests) and on small fixtures written here.
 """
 
 from __future__ import annotations
@@ -14,17 +14,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import SHARED
 from fixtures_iemocap import dialog_names, utterance_codes, utterance_ids, write_iemocap_release, write_wav
 from merits.data import prepare
 from merits.data import iemocap, mosi, msp_podcast
 from merits.errors import DataError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MOSI_TABLE = SHARED / "mosi" / "mosi_utterances.csv"
 MSP_DIR = SHARED / "msp_format"
-needs_mosi = pytest.mark.skipif(not MOSI_TABLE.is_file(), reason=f"shared CMU-MOSI table not found at {MOSI_TABLE}")
-needs_msp = pytest.mark.skipif(not (MSP_DIR / "labels_consensus.csv").is_file(),
-                               reason=f"shared MSP-format labels not found at {MSP_DIR}")
 
 
 # ============================================================================================== IEMOCAP
@@ -148,7 +145,6 @@ def mosi_poria():
     return prepare("mosi", MOSI_TABLE)
 
 
-@needs_mosi
 def test_mosi_poria_counts(mosi_poria):
     t = mosi_poria.table
     assert mosi_poria.labels == ("negative", "positive")
@@ -163,7 +159,6 @@ def test_mosi_poria_counts(mosi_poria):
     assert set(trainval["conversation_id"]) == set(first_62)
 
 
-@needs_mosi
 def test_mosi_validation_carved_by_video(mosi_poria):
     t = mosi_poria.table
     assert (t.groupby("conversation_id")["split"].nunique() == 1).all()
@@ -179,7 +174,6 @@ def test_mosi_validation_carved_by_video(mosi_poria):
         prepare("mosi", MOSI_TABLE, validation_fraction=1.0)
 
 
-@needs_mosi
 def test_mosi_standard_split():
     t = prepare("mosi", MOSI_TABLE.parent, split="standard").table
     assert t["split"].value_counts().to_dict() == {"train": 1284, "test": 686, "validation": 229}
@@ -188,7 +182,6 @@ def test_mosi_standard_split():
         prepare("mosi", MOSI_TABLE, split="random")
 
 
-@needs_mosi
 def test_mosi_binary_label_rule_turns_and_valence(mosi_poria):
     t = mosi_poria.table.set_index("utterance_id")
     raw = pd.read_csv(MOSI_TABLE, usecols=["utt_id", "binary_label", "sentiment", "text"]).set_index("utt_id")
@@ -204,7 +197,6 @@ def test_mosi_binary_label_rule_turns_and_valence(mosi_poria):
     assert list(first["turn"]) == sorted(first["turn"])  # numeric order, not 1, 10, 12, 2
 
 
-@needs_mosi
 def test_mosi_committed_splits_match_table():
     raw = pd.read_csv(MOSI_TABLE, usecols=["video_id", "sclstm_split", "std_split"]).drop_duplicates("video_id")
     poria = json.loads((mosi.SPLITS_DIR / "mosi_poria.json").read_text())
@@ -289,7 +281,6 @@ def test_mosi_wrong_root_and_bad_table(tmp_path):
 
 
 # ============================================================================================== MSP-Podcast
-@needs_msp
 def test_msp_shared_fixture_nothing_lost():
     m = prepare("msp_podcast", MSP_DIR)
     t = m.table

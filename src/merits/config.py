@@ -127,12 +127,11 @@ def _check_type(value, annotation, key: str):
         annotation = eval(annotation, vars(typing) | globals())  # noqa: S307 - our own annotations only
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for option in typing.get_args(annotation):
             try:
                 return _check_type(value, option, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass
         raise ConfigError(f"{key}: {value!r} fits none of {annotation}")
     if annotation is type(None):
         if value is None:

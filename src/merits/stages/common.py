@@ -11,8 +11,9 @@ import torch
 from merits.data.manifest import SPLITS, Manifest
 from merits.errors import DataError
 from merits.metrics import classification_metrics, plot_confusion
+from merits.models.checkpoint import save_model
 from merits.runs import EMBEDDINGS, load_embeddings, save_embeddings
-from merits.training import IGNORE, Predictions
+from merits.training import IGNORE, FitResult, Predictions, fit, predict, resolve_device
 
 
 def load_aligned(path: str | Path, manifest: Manifest) -> np.ndarray:
@@ -78,6 +79,30 @@ def export(preds: dict[str, Predictions], manifest: Manifest, out_dir: Path, sta
         plot_confusion(metrics["test"], out_dir / "confusion_test.png",
                        f"{stage}: test weighted F1 {metrics['test']['weighted_f1']:.3f}")
     return metrics
+
+
+def fit_summary(result: FitResult) -> dict:
+    """What every stage records about its training beside the scores."""
+    return {"best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch, "history": result.history}
+
+
+def train_on_conversations(model, sc, manifest: Manifest, features: dict[str, np.ndarray], seed: int, out_dir: Path,
+                           device: str, name: str) -> dict:
+    """Train a conversation-level model (Stage II or III) on frozen per-utterance features and export it.
+
+    features: name -> (N_manifest, D) arrays, fed to ``model(**inputs)`` as (B, T, D) with ``mask``.
+    sc: the stage's config (lr, weight_decay, batch_size, epochs, patience).
+    """
+    dev = resolve_device(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=sc.lr, weight_decay=sc.weight_decay)
+    rng = np.random.default_rng(seed)
+    validation = conversation_batches(manifest, "validation", features, sc.batch_size)
+    result = fit(model, lambda epoch: conversation_batches(manifest, "train", features, sc.batch_size, rng),
+                 lambda: validation, optimizer, epochs=sc.epochs, patience=sc.patience, device=dev, desc=name)
+    save_model(model, out_dir / "checkpoint")
+    preds = {s: predict(model, conversation_batches(manifest, s, features, sc.batch_size), dev, f"{name} {s}")
+             for s in splits_present(manifest)}
+    return {**export(preds, manifest, out_dir, name), **fit_summary(result)}
 
 
 def splits_present(manifest: Manifest) -> list[str]:

@@ -17,7 +17,7 @@ from merits.data.manifest import Manifest
 from merits.features import FeatureStore
 from merits.models.checkpoint import save_model
 from merits.models.utterance import SpeechHead, SpeechHeadConfig
-from merits.stages.common import export, splits_present
+from merits.stages.common import export, fit_summary, splits_present
 from merits.training import IGNORE, fit, predict, resolve_device
 
 
@@ -48,6 +48,5 @@ def run(sc: SpeechHeadTrainConfig, manifest: Manifest, store: FeatureStore, seed
     save_model(model, out_dir / "checkpoint")
     preds = {s: predict(model, feature_batches(features, labels, ids, r, 256), dev, f"{name} {s}") for s, r in rows.items()}
     metrics = export(preds, manifest, out_dir, name)
-    metrics.update(best_epoch=result.best_epoch, seconds_per_epoch=result.seconds_per_epoch, history=result.history,
-                   layer_weights=model.layer_weights.detach().cpu().tolist())
+    metrics.update(fit_summary(result), layer_weights=model.layer_weights.detach().cpu().tolist())
     return metrics

@@ -32,3 +32,17 @@ def tiny_encoder(tmp_path_factory) -> str:
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_wavlm(tmp_path_factory) -> str:
+    """A tiny randomly initialised WavLM plus its feature extractor, saved as a local model directory."""
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+
+    path = tmp_path_factory.mktemp("tiny-wavlm")
+    config = WavLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                         conv_dim=(32, 32), conv_stride=(5, 5), conv_kernel=(10, 3),
+                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    WavLMModel(config).save_pretrained(path)
+    Wav2Vec2FeatureExtractor(sampling_rate=16000).save_pretrained(path)
+    return str(path)

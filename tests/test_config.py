@@ -46,6 +46,7 @@ def test_int_is_accepted_for_float():
     ("text_encoder.pooling=max", "pooling"),
     ("stage1_text.epochs=0", "stage1_text.epochs"),
     ("epochs", "key=value"),
+    ("combined=true", "combined"),  # the ablation fuses two modalities; the default has text only
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):

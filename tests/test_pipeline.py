@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from merits.cli import main
@@ -111,3 +112,30 @@ def test_whole_hierarchy_on_mosi(tmp_path):
     m3 = json.loads((tmp_path / "runs/all/stage3/seed-0/metrics.json").read_text())
     assert 0.0 <= m3["test"]["weighted_f1"] <= 1.0
     assert (tmp_path / "runs/all/stage3/seed-0/checkpoint/model.safetensors").is_file()
+
+
+def test_iemocap_paper_profile_whole_hierarchy_on_the_release_fixture(tmp_path, tiny_encoder, tiny_wavlm):
+    """The IEMOCAP paper profile end to end (Stages I-III and the combined ablation, one epoch) on a synthetic release
+    in the official layout, with audio. Only the weights are swapped for tiny local ones (roberta-large and
+    wavlm-base-plus cannot be had here); corpus, speech-encoder kind and stage layout are the profile's."""
+    from fixtures_iemocap import write_iemocap_release
+
+    release = write_iemocap_release(tmp_path / "data")
+    cfg = load_config("iemocap", [f"data.root={release}", "data.options.strict_counts=false",
+                                  f"text_encoder.model={tiny_encoder}", f"speech_encoder.model={tiny_wavlm}",
+                                  "stage1_text.epochs=1", "stage2_text.epochs=1", "stage1_audio.epochs=1",
+                                  "stage2_audio.epochs=1", "stage3.epochs=1", "seeds=[0]", "combined=true",
+                                  f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=iemocap"])
+    assert cfg.speech_encoder.kind == "hf" and cfg.modalities == ["text", "audio"]
+    result = run_experiment(cfg)
+    for row in ("Audio I", "Audio II", "Text I", "Text II", "Audio+Text III", "Combined (II + III jointly)"):
+        assert f"| {row} |" in result["table"]
+    root = tmp_path / "runs" / "iemocap"
+    for stage in ("stage1_text", "stage1_audio", "stage2_text", "stage2_audio", "stage3", "combined"):
+        m = json.loads((root / stage / "seed-0" / "metrics.json").read_text())
+        assert m["test"]["labels"] == ["anger", "happiness", "sadness", "neutral"]
+        assert m["test"]["n"] > 0 and (root / stage / "seed-0" / "confusion_test.png").is_file()
+    # Session 5 is the test set: every test prediction is a Session 5 utterance
+    preds = pd.read_csv(root / "stage3" / "seed-0" / "predictions.csv")
+    assert preds.loc[preds["split"] == "test", "utterance_id"].str.startswith("Ses05").all()
+    assert (root / "stages.png").is_file() and "per class" in (root / "report.md").read_text()

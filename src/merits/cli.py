@@ -3,7 +3,7 @@
     merits demo                         Stage I + II text on the embedded MELD with the offline encoder
     merits prepare meld --root DIR      build, check and save a corpus manifest; print its counts
     merits train CONFIG [key=value ...] run an experiment (every stage, every seed) and print Table I
-    merits report RUN_DIR               print the report of a finished experiment
+    merits report RUN_DIR [RUN_DIR ...] print the report of a finished experiment (several: one Table I)
 """
 
 from __future__ import annotations
@@ -57,9 +57,14 @@ def cmd_demo(args) -> None:
 
 
 def cmd_report(args) -> None:
-    path = Path(args.run_dir) / "report.md"
+    if len(args.run_dirs) > 1:  # one Table I column per experiment (e.g. one per dataset)
+        from merits.report import combine
+
+        print(combine(args.run_dirs))
+        return
+    path = Path(args.run_dirs[0]) / "report.md"
     if not path.is_file():
-        raise MeritsError(f"{args.run_dir} has no report.md: is it a finished experiment directory (runs/<name>)?")
+        raise MeritsError(f"{args.run_dirs[0]} has no report.md: is it a finished experiment directory (runs/<name>)?")
     print(path.read_text())
 
 
@@ -84,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides of the offline profile")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("report", help="print the report of a finished experiment")
-    p.add_argument("run_dir")
+    p = sub.add_parser("report", help="print the report of a finished experiment, or one Table I for several")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.set_defaults(func=cmd_report)
     return parser
 

@@ -118,6 +118,10 @@ class ExperimentConfig:
     stage1_audio: SpeechHeadTrainConfig = field(default_factory=SpeechHeadTrainConfig)
     stage2_audio: ContextConfig = field(default_factory=ContextConfig)
     stage3: FusionConfig = field(default_factory=FusionConfig)  # runs when modalities hold text and audio
+    # the paper's "combined" ablation: also train Stages II (both modalities) + III jointly, end to end, from the
+    # Stage I embeddings (shapes from stage2_text / stage2_audio / stage3, optimiser from stage3); reported beside
+    # the hierarchical Stage III
+    combined: bool = False
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -245,6 +249,8 @@ def check_experiment(cfg: "ExperimentConfig") -> "ExperimentConfig":
         raise ConfigError(f"seeds: {cfg.seeds} repeats a seed")
     if not cfg.modalities or set(cfg.modalities) - set(MODALITIES):
         raise ConfigError(f"modalities: {cfg.modalities} must be a non-empty subset of {list(MODALITIES)}")
+    if cfg.combined and set(cfg.modalities) != set(MODALITIES):
+        raise ConfigError(f"combined: the combined ablation fuses text and audio; modalities is {cfg.modalities}")
     for section in ("stage1_text", "stage2_text", "stage1_audio", "stage2_audio", "stage3"):
         sc = getattr(cfg, section)
         for key in ("epochs", "batch_size", "patience"):

@@ -74,6 +74,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
     log.info("%s", manifest.report())
     notes: list[str] = []
     per_seed: dict[str, dict[int, dict]] = {}
+    stage1_keys: dict[tuple[str, int], str] = {}
     stage2_keys: dict[tuple[str, int], str] = {}
     active = branches(cfg, manifest, notes)
     for branch in active:
@@ -92,6 +93,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
                                    f"Stage II {branch.modality}")
 
             per_seed.setdefault(f"stage1_{m}", {})[seed] = run_cached(dir1, key1, stage1)
+            stage1_keys[m, seed] = key1
             key2 = config_hash(f"stage2_{m}", key1, branch.stage2, seed)
             stage2_keys[m, seed] = key2
             per_seed.setdefault(f"stage2_{m}", {})[seed] = run_cached(
@@ -108,6 +110,22 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
                 return fusion.run(cfg.stage3, both, text_dir / EMBEDDINGS, audio_dir / EMBEDDINGS, seed, out, cfg.device)
 
             per_seed.setdefault("stage3", {})[seed] = run_cached(stage_dir(cfg.runs_dir, cfg.name, "stage3", seed), key3, stage3)
+            if cfg.combined:
+                per_seed.setdefault("combined", {})[seed] = run_combined(cfg, both, stage1_keys, seed)
     name = manifest.corpus.upper() if len(manifest.corpus) <= 5 else manifest.corpus
     table = write_report(root, name, per_seed, notes)
     return {"per_seed": per_seed, "table": table, "dir": str(root)}
+
+
+def run_combined(cfg: ExperimentConfig, manifest: Manifest, stage1_keys: dict, seed: int) -> dict:
+    """The "combined" ablation for one seed: Stages II + III trained jointly on the Stage I embeddings (cached)."""
+    key = config_hash("combined", stage1_keys["text", seed], stage1_keys["audio", seed], cfg.stage2_text,
+                      cfg.stage2_audio, cfg.stage3, seed)
+
+    def train(out):
+        seed_everything(seed)
+        text_dir, audio_dir = (stage_dir(cfg.runs_dir, cfg.name, f"stage1_{m}", seed) for m in ("text", "audio"))
+        return fusion.run_combined(cfg.stage3, cfg.stage2_text, cfg.stage2_audio, manifest, text_dir / EMBEDDINGS,
+                                   audio_dir / EMBEDDINGS, seed, out, cfg.device)
+
+    return run_cached(stage_dir(cfg.runs_dir, cfg.name, "combined", seed), key, train)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from merits.errors import MeritsError
 from merits.metrics import mean_std
 
 # Table I rows, in the paper's order: (row name, stage directory name)
@@ -15,6 +16,10 @@ ROWS = (
     ("Text II", "stage2_text"),
     ("Audio+Text III", "stage3"),
 )
+# the paper's ablation: the same fusion trained stage by stage (hierarchical) or Stages II + III jointly (combined)
+ABLATION = (("Hierarchical (II, then III)", "stage3"), ("Combined (II + III jointly)", "combined"))
+# stage directory -> short name in plots and per-class tables
+LABELS = {stage: row for row, stage in ROWS + (("Combined II+III", "combined"),)}
 
 
 def summarise(per_seed: dict[str, dict[int, dict]], split: str = "test") -> dict:
@@ -33,18 +38,46 @@ def table_one(summaries: dict[str, dict]) -> str:
     """Markdown Table I: one row per stage present, one column per dataset; test weighted F1 (%) mean ± std."""
     datasets = list(summaries)
     header = "| Modality (stage) | " + " | ".join(datasets) + " |"
-    lines = [header, "|---|" + "---|" * len(datasets)]
-    for row, stage in ROWS:
-        if not any(stage in s for s in summaries.values()):
-            continue
-        cells = []
-        for d in datasets:
-            w = summaries[d].get(stage, {}).get("weighted_f1")
-            cells.append(f"{100 * w['mean']:.2f} ± {100 * w['std']:.2f}" if w else "–")
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines = [header, "|---|" + "---|" * len(datasets), *_rows(summaries, ROWS)]
     seeds = sorted({n for s in summaries.values() for st in s.values() for n in st.get("seeds", [])})
     lines.append("")
     lines.append(f"Test weighted F1 (%), mean ± std over seeds {seeds}.")
+    return "\n".join(lines)
+
+
+def ablation_table(summaries: dict[str, dict]) -> str:
+    """Markdown: hierarchical Stage III vs the combined ablation, per dataset ("" when no run has the ablation)."""
+    if not any("combined" in s for s in summaries.values()):
+        return ""
+    datasets = list(summaries)
+    lines = ["| Training of Stages II + III | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets),
+             *_rows(summaries, ABLATION)]
+    return "\n".join(lines)
+
+
+def _rows(summaries: dict[str, dict], rows) -> list[str]:
+    out = []
+    for row, stage in rows:
+        if not any(stage in s for s in summaries.values()):
+            continue
+        cells = []
+        for d in summaries:
+            w = summaries[d].get(stage, {}).get("weighted_f1")
+            cells.append(f"{100 * w['mean']:.2f} ± {100 * w['std']:.2f}" if w else "–")
+        out.append(f"| {row} | " + " | ".join(cells) + " |")
+    return out
+
+
+def per_class_table(per_class: dict[str, dict]) -> str:
+    """Markdown: test F1 (%) per class (rows) and stage (columns), mean over seeds; shows which classes a stage helped."""
+    stages = [st for st in LABELS if per_class.get(st)]
+    if not stages:
+        return ""
+    classes = list(next(iter(per_class[stages[0]].values())))
+    lines = ["| class | " + " | ".join(LABELS[st] for st in stages) + " |", "|---|" + "---|" * len(stages)]
+    for c in classes:
+        cells = [f"{100 * mean_std([seed[c]['f1'] for seed in per_class[st].values()])['mean']:.1f}" for st in stages]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -55,7 +88,7 @@ def plot_stages(summary: dict, path: str | Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(row, summary[stage]["weighted_f1"]) for row, stage in ROWS if stage in summary]
+    rows = [(LABELS[stage], summary[stage]["weighted_f1"]) for stage in LABELS if stage in summary]
     fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(rows), 3.6))
     means = [100 * w["mean"] for _, w in rows]
     ax.bar(range(len(rows)), means, yerr=[100 * w["std"] for _, w in rows], capsize=4, color="#4c78a8")
@@ -78,9 +111,14 @@ def write_report(experiment_dir: Path, dataset: str, per_seed: dict, notes=()) -
 
     notes: lines printed under the table (e.g. how many test utterances were left out for bad audio)."""
     summary = summarise(per_seed)
-    md = "\n".join([table_one({dataset: summary}), *notes])
     per_class = {stage: {seed: m["test"]["per_class"] for seed, m in seeds.items() if "test" in m}
                  for stage, seeds in per_seed.items()}
+    sections = [table_one({dataset: summary}), *notes]
+    if ablation := ablation_table({dataset: summary}):
+        sections += ["", "Ablation (test weighted F1 %):", "", ablation]
+    if classes := per_class_table(per_class):
+        sections += ["", "Test F1 (%) per class, mean over seeds:", "", classes]
+    md = "\n".join(sections)
     (experiment_dir / "results.json").write_text(json.dumps(
         {"dataset": dataset, "summary": summary, "per_class": per_class, "notes": list(notes),
          "per_seed": {st: {str(k): {s: v for s, v in m.items() if s in ("validation", "test", "best_epoch",
@@ -91,3 +129,17 @@ def write_report(experiment_dir: Path, dataset: str, per_seed: dict, notes=()) -
     if summary:
         plot_stages(summary, experiment_dir / "stages.png", f"{dataset}: test weighted F1 per stage")
     return md
+
+
+def combine(experiment_dirs) -> str:
+    """Table I (and the ablation) with one column per finished experiment, read from each ``results.json``."""
+    summaries = {}
+    for d in map(Path, experiment_dirs):
+        path = d / "results.json"
+        if not path.is_file():
+            raise MeritsError(f"{d} has no results.json: is it a finished experiment directory (runs/<name>)?")
+        result = json.loads(path.read_text())
+        name = result["dataset"] if result["dataset"] not in summaries else f"{result['dataset']} ({d.name})"
+        summaries[name] = result["summary"]
+    ablation = ablation_table(summaries)
+    return table_one(summaries) + (f"\n\nAblation (test weighted F1 %):\n\n{ablation}" if ablation else "")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from merits.models.context import ContextOutput
+from merits.models.context import ContextOutput, ConversationModel, ConversationModelConfig
 
 
 @dataclass
@@ -69,3 +69,39 @@ class CoAttentionFusion(nn.Module):
             t, s = text_block(t, s, pad), audio_block(s, t, pad)  # both directions from the same inputs
         fused = torch.cat([t, s], dim=-1)  # (B, T, 2d)
         return ContextOutput(self.classifier(self.dropout(fused)), fused)
+
+
+@dataclass
+class CombinedModelConfig:
+    text: ConversationModelConfig
+    audio: ConversationModelConfig
+    fusion: FusionModelConfig
+
+    def __post_init__(self) -> None:
+        # rebuilt from a checkpoint's model_config.json, the parts arrive as dicts
+        for name, cls in (("text", ConversationModelConfig), ("audio", ConversationModelConfig),
+                          ("fusion", FusionModelConfig)):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, cls(**getattr(self, name)))
+
+
+class CombinedModel(nn.Module):
+    """The paper's "combined" ablation: Stage II of each modality and Stage III as one network, trained end to end
+    on the Stage I embeddings (the hierarchy instead trains them one after the other, each on frozen inputs).
+
+        text (B, T, Dt) --ConversationModel--> (B, T, 2Ht) \\
+                                                             CoAttentionFusion --> (B, T, C) logits
+        audio (B, T, Ds) --ConversationModel--> (B, T, 2Hs) /
+    """
+
+    def __init__(self, config: CombinedModelConfig):
+        super().__init__()
+        self.config = config
+        self.text_context = ConversationModel(config.text)
+        self.audio_context = ConversationModel(config.audio)
+        self.fusion = CoAttentionFusion(config.fusion)
+
+    def forward(self, text: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> ContextOutput:
+        t = self.text_context(text, mask).embeddings    # (B, T, 2Ht)
+        s = self.audio_context(audio, mask).embeddings  # (B, T, 2Hs)
+        return self.fusion(t, s, mask)

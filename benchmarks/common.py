@@ -45,3 +45,20 @@ def write_result(name: str, figures: dict) -> Path:
     path.write_text(json.dumps(record, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def frozen_text_embeddings(texts: list[str], model: str = "all-MiniLM-L6-v2", batch: int = 256):
+    """(N, D) mean-pooled embeddings of a frozen text encoder: the logistic-regression references' text features."""
+    import numpy as np
+    import torch
+
+    from merits.encoders.text import TextBatcher, load_tokenizer_and_encoder, pool
+
+    tok, enc = load_tokenizer_and_encoder(model)
+    batcher = TextBatcher(tok, 128)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(texts), batch):
+            b = batcher.encode(texts[i:i + batch])
+            out.append(pool(enc(**b).last_hidden_state, b["attention_mask"], "mean").numpy())
+    return np.concatenate(out)

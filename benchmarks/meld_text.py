@@ -12,12 +12,10 @@ import sys
 import time
 
 import numpy as np
-import torch
 
-from common import peak_rss_mb, write_result
+from common import frozen_text_embeddings, peak_rss_mb, write_result
 from merits.config import load_config
 from merits.data import prepare
-from merits.encoders.text import TextBatcher, load_tokenizer_and_encoder, pool
 from merits.metrics import mean_std, weighted_f1
 from merits.pipeline import run_experiment
 
@@ -26,15 +24,7 @@ def frozen_logreg_baseline() -> float:
     from sklearn.linear_model import LogisticRegression
 
     manifest = prepare("meld")
-    tok, enc = load_tokenizer_and_encoder("all-MiniLM-L6-v2")
-    batcher = TextBatcher(tok, 128)
-    texts = manifest.table["text"].tolist()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(texts), 256):
-            b = batcher.encode(texts[i:i + 256])
-            out.append(pool(enc(**b).last_hidden_state, b["attention_mask"], "mean").numpy())
-    x, y = np.concatenate(out), manifest.label_ids()
+    x, y = frozen_text_embeddings(manifest.table["text"].tolist()), manifest.label_ids()
     split = manifest.table["split"].to_numpy()
     clf = LogisticRegression(max_iter=2000).fit(x[split == "train"], y[split == "train"])
     return weighted_f1(y[split == "test"], clf.predict(x[split == "test"]))

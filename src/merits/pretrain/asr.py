@@ -35,6 +35,7 @@ from merits.config import ASRConfig, to_dict
 from merits.data.manifest import Manifest, _listing
 from merits.encoders.speech import WHISPER_WINDOW_SECONDS, _resolve_whisper, files_identity
 from merits.errors import ConfigError, DataError, ModelNotFoundError
+from merits.pretrain.wer import Normalizer, word_error_rate
 
 log = logging.getLogger("merits")
 STORE, REPORT = "transcripts.jsonl", "asr_report.json"
@@ -249,7 +250,9 @@ def transcribe_manifest(manifest: Manifest, out: str | Path, cfg: ASRConfig | No
             for r, x, text in zip(group, audios, texts):
                 seconds = len(x) / cfg.audio.sample_rate
                 audio_seconds += seconds
-                store.append({"utterance_id": r["utterance_id"], "status": OK if text else EMPTY, "text": text,
+                # "." or "-" alone is no transcript: it is reported as empty, never kept as text
+                status = OK if Normalizer()(text) else EMPTY
+                store.append({"utterance_id": r["utterance_id"], "status": status, "text": text,
                               "seconds": round(seconds, 3), "audio": _audio_key(r)})
             bar.update(len(todo[b:b + cfg.batch_size]))
             if wall:
@@ -269,8 +272,6 @@ def transcribe_manifest(manifest: Manifest, out: str | Path, cfg: ASRConfig | No
 
 def _assemble(manifest: Manifest, records: dict, cfg: ASRConfig, transcriber: Transcriber) -> tuple[Manifest, dict]:
     """The output manifest (text = transcript) and the report, from the store's records."""
-    from merits.pretrain.wer import word_error_rate
-
     t = manifest.table.copy()
     has_audio = t["audio_path"] != ""
     rec = t["utterance_id"].map(records)
@@ -279,7 +280,7 @@ def _assemble(manifest: Manifest, records: dict, cfg: ASRConfig, transcriber: Tr
     empty_ids = t.loc[has_audio & (status == EMPTY), "utterance_id"].tolist()
     transcribed = has_audio & status.isin([OK, EMPTY])
     reference = t.loc[transcribed, "text"]
-    hypothesis = rec[transcribed].map(lambda r: r.get("text", ""))
+    hypothesis = rec[transcribed].map(lambda r: r.get("text", "") if r["status"] == OK else "")
     t.loc[transcribed, "text"] = hypothesis
     keep = ~t["utterance_id"].isin(skipped_ids + (empty_ids if cfg.drop_empty else []))
     out_manifest = Manifest(manifest.corpus, manifest.labels, t[keep],

@@ -208,3 +208,17 @@ def test_load_manifest_or_corpus(tmp_path):
     assert len(load_manifest_or_corpus(str(tmp_path / "m" / "manifest.csv")).table) == 3
     with pytest.raises(DataError, match="neither a manifest directory nor a corpus"):
         load_manifest_or_corpus("nosuchcorpus")
+
+
+def test_cli_asr_and_wer(tmp_path, capsys):
+    from merits.cli import main
+
+    manifest().save(tmp_path / "in")
+    assert main(["-q", "asr", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--threads", "1", "--vad",
+                 "--batch-size", "4", "--beam-size", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "transcribed 3 utterances" in out and "empty transcripts: 1 (sil0)" in out
+    assert main(["-q", "asr", str(tmp_path / "in"), "--out", str(tmp_path / "in")]) == 2  # never overwrite the input
+    assert main(["-q", "wer", str(tmp_path / "in"), str(tmp_path / "out"), "--json", str(tmp_path / "w.json")]) == 0
+    assert "in 21 reference words, 3 utterances" in capsys.readouterr().out
+    assert json.loads((tmp_path / "w.json").read_text())["wer"] <= 0.3

@@ -4,6 +4,8 @@
     merits prepare meld --root DIR      build, check and save a corpus manifest; print its counts
     merits train CONFIG [key=value ...] run an experiment (every stage, every seed) and print Table I
     merits report RUN_DIR [RUN_DIR ...] print the report of a finished experiment (several: one Table I)
+    merits asr MANIFEST --out DIR       transcribe a manifest's audio (faster-whisper), resumable
+    merits wer REF HYP                  word error rate of transcripts against references
 """
 
 from __future__ import annotations
@@ -68,13 +70,63 @@ def cmd_report(args) -> None:
     print(path.read_text())
 
 
+def cmd_asr(args) -> None:
+    from merits.config import ASRConfig, load_config
+    from merits.pretrain.asr import load_manifest_or_corpus, transcribe_manifest
+
+    overrides = list(args.overrides)
+    for flag, key in (("model", "model"), ("batch_size", "batch_size"), ("beam_size", "beam_size"),
+                      ("threads", "threads"), ("compute_type", "compute_type"), ("device", "device")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    if args.language is not None:  # "auto" asks Whisper to detect the language
+        overrides.append("language=" + ("null" if args.language.lower() in ("auto", "none", "null") else args.language))
+    if args.vad:
+        overrides.append("vad=true")
+    cfg = load_config(args.config, overrides, cls=ASRConfig)
+    source = Path(args.manifest)
+    if source.is_dir() and source.resolve() == Path(args.out).resolve():
+        raise MeritsError(f"--out {args.out} is the input manifest's own directory; the input must stay untouched")
+    manifest = load_manifest_or_corpus(args.manifest, args.root, **_options(args.option))
+    result = transcribe_manifest(manifest, args.out, cfg)
+    r = result.report
+    print(f"transcribed {r['transcribed']} utterances ({r['run']['transcribed']} now, {r['run']['reused']} reused), "
+          f"{r['audio_seconds']:.1f} s of audio; real-time factor this run: {r['run']['rtf']}")
+    if r["empty"]["count"]:
+        print(f"empty transcripts: {r['empty']['count']} ({', '.join(r['empty']['ids'][:10])}"
+              f"{' ...' if r['empty']['count'] > 10 else ''})")
+    if r["skipped"]["count"]:
+        print(f"left out for bad audio: {r['skipped']['count']} (see {result.directory / 'asr_report.json'})")
+    if "wer_vs_input_text" in r:
+        print(f"WER against the input manifest's text: {r['wer_vs_input_text']['wer']:.4f}")
+    print(f"manifest with transcripts written to {result.directory}")
+
+
+def cmd_wer(args) -> None:
+    import json
+
+    from merits.pretrain.wer import Normalizer, read_texts, score_by_id
+
+    norm = Normalizer(lowercase=not args.case_sensitive, strip_punctuation=not args.keep_punctuation)
+    score, missing = score_by_id(read_texts(args.ref), read_texts(args.hyp), norm)
+    for u in score.utterances if args.per_utterance else ():
+        print(f"{u.utterance_id}\t{'n/a' if u.wer is None else f'{u.wer:.4f}'}\t{u.alignment.errors}/{u.alignment.ref_words}")
+    shown = "n/a (no reference words)" if score.wer is None else f"{score.wer:.4f}"
+    print(f"WER {shown}: {score.errors} errors (S {score.substitutions}, D {score.deletions}, I {score.insertions}) "
+          f"in {score.ref_words} reference words, {len(score.utterances)} utterances")
+    if missing:
+        print(f"{len(missing)} references had no hypothesis (counted as deletions): {', '.join(missing[:5])}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({**score.to_dict(), "missing_hypotheses": missing}, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="merits", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="build and check a corpus manifest")
-    p.add_argument("corpus", help="meld | iemocap | mosi | msp_podcast | custom")
+    p.add_argument("corpus", help="meld | iemocap | mosi | msp_podcast | custom | podcast_vtt")
     p.add_argument("--root", help="the raw release (default for meld: the embedded text CSVs)")
     p.add_argument("--out", help="directory to save manifest.csv + manifest.json")
     p.add_argument("--option", "-o", action="append", help="adapter option key=value (repeatable)")
@@ -92,6 +144,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="print the report of a finished experiment, or one Table I for several")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("asr", help="transcribe a manifest's audio into a new manifest (resumable)")
+    p.add_argument("manifest", help="a manifest directory (merits prepare --out), or a corpus name built with --root/-o")
+    p.add_argument("--out", required=True, help="output directory: manifest + transcripts.jsonl + asr_report.json")
+    p.add_argument("--root", help="the raw release, when MANIFEST is a corpus name")
+    p.add_argument("--option", "-o", action="append", help="adapter option key=value, when MANIFEST is a corpus name")
+    p.add_argument("--config", help="an ASR config YAML (e.g. configs/asr/paper.yaml); default: the offline settings")
+    p.add_argument("--model", help="tiny.en (packaged, default), large-v3, a CTranslate2 hub id or a local directory")
+    p.add_argument("--vad", action="store_true", help="decode only the speech regions found by Silero VAD")
+    p.add_argument("--language", help="language code (default en); auto = detect")
+    p.add_argument("--batch-size", type=int, help="utterance pieces decoded together (default 8)")
+    p.add_argument("--beam-size", type=int, help="beam width (default 5)")
+    p.add_argument("--threads", type=int, help="CTranslate2 CPU threads (default 0 = its default)")
+    p.add_argument("--compute-type", help="CTranslate2 quantisation (default int8)")
+    p.add_argument("--device", help="cpu (default) | cuda | auto")
+    p.add_argument("overrides", nargs="*", help="more ASR config key=value, e.g. audio.on_error=skip drop_empty=true")
+    p.set_defaults(func=cmd_asr)
+
+    p = sub.add_parser("wer", help="word error rate of hypotheses against references, paired by utterance id")
+    p.add_argument("ref", help="references: a manifest directory, or a .csv / .jsonl with utterance_id,text")
+    p.add_argument("hyp", help="hypotheses: same forms (e.g. the --out directory of merits asr)")
+    p.add_argument("--case-sensitive", action="store_true", help="do not lower-case before comparing")
+    p.add_argument("--keep-punctuation", action="store_true", help="do not strip punctuation before comparing")
+    p.add_argument("--per-utterance", action="store_true", help="print id, WER, errors/reference words per utterance")
+    p.add_argument("--json", help="also write the scores (corpus and per utterance) to this JSON file")
+    p.set_defaults(func=cmd_wer)
     return parser
 
 
@@ -101,7 +179,7 @@ def main(argv=None) -> int:
         os.environ["MERITS_QUIET"] = "1"
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
-    for noisy in ("transformers", "httpx", "urllib3"):
+    for noisy in ("transformers", "httpx", "urllib3", "faster_whisper"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         args.func(args)

@@ -19,6 +19,7 @@ ADAPTERS = {
     "mosi": "merits.data.mosi",
     "msp_podcast": "merits.data.msp_podcast",
     "custom": "merits.data.custom",
+    "podcast_vtt": "merits.data.podcast_vtt",  # unlabelled text corpus for pseudo-labelling (issue 5)
 }
 
 

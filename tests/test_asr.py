@@ -14,7 +14,8 @@ import pytest
 from merits.config import ASRConfig, load_config
 from merits.data.manifest import Manifest
 from merits.errors import ConfigError, DataError, ModelNotFoundError
-from merits.pretrain.asr import STORE, Transcriber, TranscriptStore, load_manifest_or_corpus, transcribe_manifest
+from merits.data import load_manifest_or_corpus
+from merits.pretrain.asr import STORE, Transcriber, TranscriptStore, transcribe_manifest
 from merits.pretrain.wer import wer
 
 ROOT = Path(__file__).resolve().parents[1]

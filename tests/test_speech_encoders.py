@@ -80,9 +80,9 @@ def test_whisper_weights_read_from_ctranslate2_match_ctranslate2(whisper, clips)
     """The packaged weights are CTranslate2; we read them into PyTorch to get every layer. Same final output."""
     import ctranslate2 as ct2
 
-    from merits.encoders.speech import _resolve_whisper
+    from merits.encoders.speech import resolve_whisper
 
-    model = ct2.models.Whisper(str(_resolve_whisper(None)[1]), device="cpu", compute_type="float32")
+    model = ct2.models.Whisper(str(resolve_whisper(None)[1]), device="cpu", compute_type="float32")
     mel = whisper._features([clips[0]], sampling_rate=16000, return_tensors="np").input_features
     reference = np.array(model.encode(ct2.StorageView.from_array(np.ascontiguousarray(mel)), to_cpu=True))
     ours = whisper._states([clips[0]])[-1]  # (1, 1500, 384)

@@ -6,6 +6,7 @@
     merits report RUN_DIR [RUN_DIR ...] print the report of a finished experiment (several: one Table I)
     merits asr MANIFEST --out DIR       transcribe a manifest's audio (faster-whisper), resumable
     merits wer REF HYP                  word error rate of transcripts against references
+    merits pretrain MANIFEST --out DIR  fine-tune the text encoder on pseudo-labels ("RoBERTa-FT")
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def cmd_report(args) -> None:
 
 def cmd_asr(args) -> None:
     from merits.config import ASRConfig, load_config
-    from merits.pretrain.asr import load_manifest_or_corpus, transcribe_manifest
+    from merits.data import load_manifest_or_corpus
+    from merits.pretrain.asr import transcribe_manifest
 
     overrides = list(args.overrides)
     for flag, key in (("model", "model"), ("batch_size", "batch_size"), ("beam_size", "beam_size"),
@@ -118,6 +120,20 @@ def cmd_wer(args) -> None:
         print(f"{len(missing)} references had no hypothesis (counted as deletions): {', '.join(missing[:5])}")
     if args.json:
         Path(args.json).write_text(json.dumps({**score.to_dict(), "missing_hypotheses": missing}, indent=2))
+
+
+def cmd_pretrain(args) -> None:
+    from merits.config import PretrainConfig, load_config
+    from merits.data import load_manifest_or_corpus
+    from merits.pretrain.finetune import pretrain
+
+    cfg = load_config(args.config, args.overrides, cls=PretrainConfig)
+    m = pretrain(load_manifest_or_corpus(args.manifest), args.out, cfg)
+    v = m["validation"]
+    print(f"pretrained on {m['utterances']['train']} pseudo-labelled utterances "
+          f"({m['dropped']['no_label']} without a valid label left out); validation on {m['utterances']['validation']}: "
+          f"weighted F1 {v['weighted_f1']:.3f}, accuracy {v['accuracy']:.3f} (best epoch {m['best_epoch']})")
+    print(f"Stage I text starts from it with: text_encoder.model={m['encoder']}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,11 +186,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-utterance", action="store_true", help="print id, WER, errors/reference words per utterance")
     p.add_argument("--json", help="also write the scores (corpus and per utterance) to this JSON file")
     p.set_defaults(func=cmd_wer)
+
+    p = sub.add_parser("pretrain", help="fine-tune the text encoder on teacher pseudo-labels (RoBERTa-FT)")
+    p.add_argument("manifest", help="a manifest directory whose label column holds pseudo-labels (merits teach)")
+    p.add_argument("--out", required=True, help="output directory; the encoder lands in <out>/checkpoint/encoder")
+    p.add_argument("--config", help="a YAML file of PretrainConfig values (default: the offline encoder)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. text_encoder.model=roberta-large train.epochs=10")
+    p.set_defaults(func=cmd_pretrain)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may also follow options (merits pretrain M --out D train.epochs=2): argparse alone
+    # stops collecting positionals at the first option
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
     if args.quiet:
         os.environ["MERITS_QUIET"] = "1"
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s",

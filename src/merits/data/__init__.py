@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from pathlib import Path
 
 from merits.data.manifest import COLUMNS, SPLITS, Manifest
-from merits.errors import DataError
+from merits.errors import ConfigError, DataError
 
 # adapter name -> module exposing build(root, **options) -> Manifest
 ADAPTERS = {
@@ -36,4 +37,18 @@ def prepare(corpus: str, root=None, **options) -> Manifest:
     return manifest.validate()
 
 
-__all__ = ["ADAPTERS", "COLUMNS", "SPLITS", "Manifest", "prepare"]
+def load_manifest_or_corpus(name: str, root=None, **options) -> Manifest:
+    """A saved manifest directory (or its manifest.csv), or a corpus name built with ``prepare``."""
+    p = Path(name)
+    if p.is_file() and p.name == "manifest.csv":
+        p = p.parent
+    if p.is_dir():
+        if root or options:
+            raise ConfigError(f"{name} is a saved manifest: --root and -o options apply to a corpus name only")
+        return Manifest.load(p)
+    if name not in ADAPTERS:
+        raise DataError(f"{name!r} is neither a manifest directory nor a corpus name ({sorted(ADAPTERS)})")
+    return prepare(name, root, **options)
+
+
+__all__ = ["ADAPTERS", "COLUMNS", "SPLITS", "Manifest", "load_manifest_or_corpus", "prepare"]

@@ -270,7 +270,7 @@ def whisper_encoder_from_ctranslate2(directory: str | Path):
     return encoder.eval()
 
 
-def _resolve_whisper(name: str | None) -> tuple[str, Path | str]:
+def resolve_whisper(name: str | None) -> tuple[str, Path | str]:
     """(display name, local directory or hub id) of a Whisper model."""
     name = name or DEFAULT_WHISPER
     if name in PACKAGED_WHISPER:
@@ -296,7 +296,7 @@ class WhisperSpeechEncoder(SpeechEncoder):
         from transformers import WhisperFeatureExtractor
 
         self.cfg = cfg
-        display, where = _resolve_whisper(cfg.model)
+        display, where = resolve_whisper(cfg.model)
         self._device = torch.device(cfg.device)
         if isinstance(where, Path) and (where / "model.bin").is_file():  # CTranslate2 (faster-whisper) format
             self._encoder = whisper_encoder_from_ctranslate2(where)

@@ -33,7 +33,7 @@ import numpy as np
 from merits.audio import AudioError, load_utterance
 from merits.config import ASRConfig, to_dict
 from merits.data.manifest import Manifest, _listing
-from merits.encoders.speech import WHISPER_WINDOW_SECONDS, _resolve_whisper, files_identity
+from merits.encoders.speech import WHISPER_WINDOW_SECONDS, resolve_whisper, files_identity
 from merits.errors import ConfigError, DataError, ModelNotFoundError
 from merits.pretrain.wer import Normalizer, word_error_rate
 
@@ -57,7 +57,7 @@ class Transcriber:
         except ImportError as e:
             raise ModelNotFoundError("ASR needs the package 'faster-whisper': pip install faster-whisper") from e
         self.cfg = cfg
-        display, where = _resolve_whisper(cfg.model)
+        display, where = resolve_whisper(cfg.model)
         if isinstance(where, Path):
             if not (where / "model.bin").is_file():
                 raise ModelNotFoundError(
@@ -318,17 +318,3 @@ def _log_report(report: dict, out: Path) -> None:
         log.info("ASR: WER against the input manifest's text: %.4f", report["wer_vs_input_text"]["wer"])
 
 
-def load_manifest_or_corpus(name: str, root=None, **options) -> Manifest:
-    """A saved manifest directory (or its manifest.csv), or a corpus name built with ``prepare``."""
-    p = Path(name)
-    if p.is_file() and p.name == "manifest.csv":
-        p = p.parent
-    if p.is_dir():
-        if root or options:
-            raise ConfigError(f"{name} is a saved manifest: --root and -o options apply to a corpus name only")
-        return Manifest.load(p)
-    from merits.data import ADAPTERS, prepare
-
-    if name not in ADAPTERS:
-        raise DataError(f"{name!r} is neither a manifest directory nor a corpus name ({sorted(ADAPTERS)})")
-    return prepare(name, root, **options)

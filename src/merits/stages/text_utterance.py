@@ -8,17 +8,19 @@ confusion_test.png. Model selection uses validation weighted F1 only.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from merits.config import ExperimentConfig
+from merits.config import ExperimentConfig, Stage1TextConfig, TextEncoderConfig
 from merits.data.manifest import Manifest
 from merits.encoders.text import TextBatcher, describe
 from merits.models.utterance import TextClassifier, TextClassifierConfig
 from merits.stages.common import export, fit_summary, splits_present
-from merits.training import fit, linear_warmup, predict, resolve_device
+from merits.training import FitResult, fit, linear_warmup, predict, resolve_device
 
 log = logging.getLogger("merits")
 
@@ -46,12 +48,21 @@ def rows_of(manifest: Manifest, split: str) -> np.ndarray:
     return np.flatnonzero(manifest.table["split"].to_numpy() == split)
 
 
-def run(cfg: ExperimentConfig, manifest: Manifest, seed: int, out_dir: Path) -> dict:
-    sc, desc = cfg.stage1_text, "Stage I text"
-    model = TextClassifier(TextClassifierConfig(cfg.text_encoder.model, len(manifest.labels), manifest.labels,
-                                                cfg.text_encoder.pooling, sc.dropout))
+@dataclass
+class FineTuned:
+    model: TextClassifier
+    result: FitResult
+    batches: Callable[[str], list[dict]]  # split -> evaluation batches of that split's utterances
+
+
+def fine_tune(encoder: TextEncoderConfig, sc: Stage1TextConfig, manifest: Manifest, seed: int, device: str = "auto",
+              desc: str = "Stage I text") -> FineTuned:
+    """Fine-tune ``encoder`` + a linear head on the manifest's train split, selecting the epoch on its validation
+    split (weighted F1). Used by Stage I text and by the pseudo-label pretraining ("RoBERTa-FT")."""
+    model = TextClassifier(TextClassifierConfig(encoder.model, len(manifest.labels), manifest.labels,
+                                                encoder.pooling, sc.dropout))
     log.info("%s on %d utterances: %s", desc, len(manifest.table), describe(model.encoder))
-    batcher = TextBatcher(model.tokenizer, cfg.text_encoder.max_length)
+    batcher = TextBatcher(model.tokenizer, encoder.max_length)
     token_ids = batcher.tokenize(manifest.table["text"])  # once; every epoch's batches only pad
     lengths = np.array([len(t) for t in token_ids])        # for length bucketing
     train_rows = rows_of(manifest, "train")
@@ -64,15 +75,21 @@ def run(cfg: ExperimentConfig, manifest: Manifest, seed: int, out_dir: Path) -> 
         {"params": model.head.parameters(), "lr": sc.head_lr, "weight_decay": sc.weight_decay},
     ])
     rng = np.random.default_rng(seed)
-    device = resolve_device(cfg.device)
 
     def batches(rows, size, shuffle=None):
         return utterance_batches(batcher, manifest, token_ids, rows, lengths, size, shuffle)
 
     validation = batches(rows_of(manifest, "validation"), sc.eval_batch_size)
     result = fit(model, lambda epoch: batches(train_rows, sc.batch_size, rng), lambda: validation, optimizer,
-                 epochs=sc.epochs, patience=sc.patience, device=device, scheduler=linear_warmup(optimizer, steps, sc.warmup_ratio), desc=desc)
-    model.save(out_dir / "checkpoint")
-    preds = {s: predict(model, batches(rows_of(manifest, s), sc.eval_batch_size), device, f"{desc} {s}")
-             for s in splits_present(manifest)}
-    return {**export(preds, manifest, out_dir, desc), **fit_summary(result)}
+                 epochs=sc.epochs, patience=sc.patience, device=resolve_device(device),
+                 scheduler=linear_warmup(optimizer, steps, sc.warmup_ratio), desc=desc)
+    return FineTuned(model, result, lambda split: batches(rows_of(manifest, split), sc.eval_batch_size))
+
+
+def run(cfg: ExperimentConfig, manifest: Manifest, seed: int, out_dir: Path) -> dict:
+    desc = "Stage I text"
+    tuned = fine_tune(cfg.text_encoder, cfg.stage1_text, manifest, seed, cfg.device, desc)
+    tuned.model.save(out_dir / "checkpoint")
+    device = resolve_device(cfg.device)
+    preds = {s: predict(tuned.model, tuned.batches(s), device, f"{desc} {s}") for s in splits_present(manifest)}
+    return {**export(preds, manifest, out_dir, desc), **fit_summary(tuned.result)}

@@ -93,6 +93,7 @@ class FusionConfig:
     layers: int = 1
     feedforward: int = 256
     dropout: float = 0.1
+    input_dropout: float = 0.0                 # on the Stage II inputs (train rows are cleaner than test rows)
     epochs: int = 40
     batch_size: int = 16                       # conversations per batch
     lr: float = 5e-4

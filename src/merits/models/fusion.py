@@ -30,6 +30,7 @@ class FusionModelConfig:
     layers: int = 1
     feedforward: int = 256
     dropout: float = 0.1
+    input_dropout: float = 0.0  # on the frozen Stage II inputs: their training-set rows are cleaner than test rows
 
 
 class CrossAttentionBlock(nn.Module):
@@ -54,6 +55,7 @@ class CoAttentionFusion(nn.Module):
         super().__init__()
         self.config = config
         d = config.d_model
+        self.input_dropout = nn.Dropout(config.input_dropout)
         self.text_in, self.audio_in = nn.Linear(config.text_dim, d), nn.Linear(config.audio_dim, d)
         block = lambda: CrossAttentionBlock(d, config.heads, config.feedforward, config.dropout)  # noqa: E731
         self.text_queries = nn.ModuleList(block() for _ in range(config.layers))
@@ -64,7 +66,7 @@ class CoAttentionFusion(nn.Module):
     def forward(self, text: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> ContextOutput:
         # text: (B, T, Dt), audio: (B, T, Ds), mask: (B, T) True at real utterances
         pad = ~mask
-        t, s = self.text_in(text), self.audio_in(audio)  # (B, T, d) each
+        t, s = self.text_in(self.input_dropout(text)), self.audio_in(self.input_dropout(audio))  # (B, T, d) each
         for text_block, audio_block in zip(self.text_queries, self.audio_queries):
             t, s = text_block(t, s, pad), audio_block(s, t, pad)  # both directions from the same inputs
         fused = torch.cat([t, s], dim=-1)  # (B, T, 2d)

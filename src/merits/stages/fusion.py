@@ -42,4 +42,4 @@ def run_combined(sc: FusionConfig, text_context: ContextConfig, audio_context: C
 
 def _fusion_config(sc: FusionConfig, text_dim: int, audio_dim: int, manifest: Manifest) -> FusionModelConfig:
     return FusionModelConfig(text_dim, audio_dim, len(manifest.labels), sc.d_model, sc.heads, sc.layers,
-                             sc.feedforward, sc.dropout)
+                             sc.feedforward, sc.dropout, sc.input_dropout)

@@ -114,7 +114,7 @@ def label_manifest(manifest: Manifest, teacher: Teacher, store: LabelStore, spli
     run = LabelRun(manifest.corpus, teacher.name, teacher.prompt_hash, len(t), int(empty.sum()),
                    len(ids) - len(pending), len(pending), answered, seconds, answered / seconds if seconds > 0 else 0.0,
                    counts, counts.get("invalid", 0) / given if given else 0.0, stopped)
-    log.info("%s", run.summary())
+    log.debug("%s", run.summary())  # callers print or log it (the CLI prints it)
     return run
 
 

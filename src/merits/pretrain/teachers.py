@@ -280,6 +280,7 @@ class ChatTeacher:
         self.prompt_hash = self.prompt.hash()
         self.prompt_text = _prompt_text(self.prompt)
         self.requests_sent = 0  # over this teacher's lifetime, for reports and tests
+        self._api_key()  # fail now, before any work, when the key's variable is not set (the key is not kept)
 
     def __repr__(self) -> str:  # names the variable, never its value
         return f"ChatTeacher(url={self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"

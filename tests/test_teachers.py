@@ -2,7 +2,6 @@
 faults, VADER on known sentences, the packaged SmolLM2 in-process."""
 
 import logging
-import time
 from pathlib import Path
 
 import pandas as pd

@@ -6,6 +6,8 @@
     merits report RUN_DIR [RUN_DIR ...] print the report of a finished experiment (several: one Table I)
     merits asr MANIFEST --out DIR       transcribe a manifest's audio (faster-whisper), resumable
     merits wer REF HYP                  word error rate of transcripts against references
+    merits teach CONFIG [key=value ...] label a manifest's transcripts with a teacher (LLM or VADER) into a store
+    merits agreement CONFIG [key=value ...]  the stored teachers' agreement with gold sentiment or valence
     merits pretrain MANIFEST --out DIR  fine-tune the text encoder on pseudo-labels ("RoBERTa-FT")
 """
 
@@ -136,6 +138,36 @@ def cmd_pretrain(args) -> None:
     print(f"Stage I text starts from it with: text_encoder.model={m['encoder']}")
 
 
+def _teach_config(args):
+    from merits.config import TeachConfig, load_config
+
+    # `merits teach key=value ...` (no profile) starts from the defaults.
+    if "=" in args.config:
+        return load_config(None, [args.config, *args.overrides], cls=TeachConfig)
+    return load_config(args.config, args.overrides, cls=TeachConfig)
+
+
+def cmd_teach(args) -> int:
+    from merits.pretrain.teach import run_teach
+
+    run = run_teach(_teach_config(args))
+    print(run.summary())
+    return 3 if run.stopped else 0  # not everything was labelled: scripts can tell, a rerun continues
+
+
+def cmd_agreement(args) -> None:
+    import json
+
+    from merits.pretrain.teach import run_agreement
+
+    table = run_agreement(_teach_config(args), args.teacher)
+    print(table.to_markdown())
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(table.to_dict(), indent=2))
+        print(f"\nwritten to {args.json}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="merits", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
@@ -193,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a YAML file of PretrainConfig values (default: the offline encoder)")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. text_encoder.model=roberta-large train.epochs=10")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("teach", help="pseudo-label transcripts with a teacher into the label store (resumable)")
+    p.add_argument("config", help="a YAML file or shipped profile (teach-vader, teach-local, teach-openai), "
+                                  "or directly the first key=value override")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. data.corpus=meld splits=[train] limit=200 "
+                                                "chat.base_url=http://localhost:8000/v1 export=manifests/pseudo")
+    p.set_defaults(func=cmd_teach)
+
+    p = sub.add_parser("agreement", help="agreement of stored teacher labels with gold sentiment or valence")
+    p.add_argument("config", help="the teach config (its store and manifest are read), or the first key=value")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. agreement.reference=valence agreement.negative_below=3")
+    p.add_argument("--teacher", action="append", help="only this teacher name (repeatable; default: all stored)")
+    p.add_argument("--json", help="also write the table as JSON to this file")
+    p.set_defaults(func=cmd_agreement)
     return parser
 
 
@@ -212,14 +258,14 @@ def main(argv=None) -> int:
     for noisy in ("transformers", "httpx", "urllib3", "faster_whisper"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        args.func(args)
+        rc = args.func(args)
     except MeritsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished stages are kept under runs/ and skipped on the next run", file=sys.stderr)
         return 130
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

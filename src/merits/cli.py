@@ -65,7 +65,9 @@ def cmd_report(args) -> None:
     if len(args.run_dirs) > 1:  # one Table I column per experiment (e.g. one per dataset)
         from merits.report import combine
 
-        print(combine(args.run_dirs))
+        print(combine(args.run_dirs, args.out))
+        if args.out:
+            print(f"\nwritten to {args.out}/table.md and {args.out}/stages.png")
         return
     path = Path(args.run_dirs[0]) / "report.md"
     if not path.is_file():
@@ -191,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="print the report of a finished experiment, or one Table I for several")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="with several runs: also write table.md and a grouped bar chart stages.png here")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("asr", help="transcribe a manifest's audio into a new manifest (resumable)")

@@ -112,7 +112,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
             per_seed.setdefault("stage3", {})[seed] = run_cached(stage_dir(cfg.runs_dir, cfg.name, "stage3", seed), key3, stage3)
             if cfg.combined:
                 per_seed.setdefault("combined", {})[seed] = run_combined(cfg, both, stage1_keys, seed)
-    name = manifest.corpus.upper() if len(manifest.corpus) <= 5 else manifest.corpus
+    name = manifest.corpus.upper() if manifest.corpus.isalnum() else manifest.corpus  # MELD, MOSI, IEMOCAP
     table = write_report(root, name, per_seed, notes)
     return {"per_seed": per_seed, "table": table, "dir": str(root)}
 

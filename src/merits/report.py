@@ -131,8 +131,9 @@ def write_report(experiment_dir: Path, dataset: str, per_seed: dict, notes=()) -
     return md
 
 
-def combine(experiment_dirs) -> str:
-    """Table I (and the ablation) with one column per finished experiment, read from each ``results.json``."""
+def combine(experiment_dirs, out: str | Path | None = None) -> str:
+    """Table I (and the ablation) with one column per finished experiment, read from each ``results.json``; with
+    ``out``, also write it there as table.md and a grouped bar chart stages.png (one colour per experiment)."""
     summaries = {}
     for d in map(Path, experiment_dirs):
         path = d / "results.json"
@@ -142,4 +143,33 @@ def combine(experiment_dirs) -> str:
         name = result["dataset"] if result["dataset"] not in summaries else f"{result['dataset']} ({d.name})"
         summaries[name] = result["summary"]
     ablation = ablation_table(summaries)
-    return table_one(summaries) + (f"\n\nAblation (test weighted F1 %):\n\n{ablation}" if ablation else "")
+    md = table_one(summaries) + (f"\n\nAblation (test weighted F1 %):\n\n{ablation}" if ablation else "")
+    if out:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "table.md").write_text(md + "\n")
+        plot_datasets(summaries, out / "stages.png")
+    return md
+
+
+def plot_datasets(summaries: dict[str, dict], path: str | Path) -> Path:
+    """Grouped bars: test weighted F1 per stage (x) for each experiment (colour), with the seed spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [st for st in LABELS if any(st in s for s in summaries.values())]
+    width = 0.8 / len(summaries)
+    fig, ax = plt.subplots(figsize=(1.5 + 1.4 * len(stages), 3.8))
+    for k, (name, summary) in enumerate(summaries.items()):
+        xs = [i + (k - (len(summaries) - 1) / 2) * width for i, st in enumerate(stages) if st in summary]
+        ws = [summary[st]["weighted_f1"] for st in stages if st in summary]
+        ax.bar(xs, [100 * w["mean"] for w in ws], width, yerr=[100 * w["std"] for w in ws], capsize=3, label=name)
+    ax.set_xticks(range(len(stages)), [LABELS[st] for st in stages])
+    ax.set_ylabel("test weighted F1 (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -14,6 +14,7 @@ from merits.data.manifest import Manifest
 from merits.errors import ConfigError, DataError
 from merits.models.utterance import TextClassifier, TextClassifierConfig
 from merits.pipeline import run_experiment
+from merits.pretrain import VaderTeacher
 from merits.pretrain.finetune import ENCODER, pretrain, pseudo_labelled
 
 LABELS = ["negative", "neutral", "positive"]
@@ -33,12 +34,8 @@ def with_labels(manifest: Manifest, labels) -> Manifest:
 
 
 def vader_labels(texts) -> list[str]:
-    """The VADER teacher's answers (compound >= 0.05 positive, <= -0.05 negative): a real, non-human labeller."""
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    vader = SentimentIntensityAnalyzer()
-    scores = [vader.polarity_scores(t)["compound"] for t in texts]
-    return ["positive" if c >= 0.05 else "negative" if c <= -0.05 else "neutral" for c in scores]
+    """The VADER teacher's answers: a real, non-human labeller."""
+    return [a.label for a in VaderTeacher().label(list(texts))]
 
 
 def test_pseudo_labelled_split_and_invalid_answers():

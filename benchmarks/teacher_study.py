@@ -13,7 +13,7 @@ SmolLM2 with the paper's free-form prompt answers in the requested form for none
 labelling_throughput.json), so it is used in `choice` decoding (its distribution restricted to the three labels,
 contextually calibrated); its free-form run is recorded too.
 Every step is cached (label store, pretraining, stages), so an interrupted run continues; the JSON is rewritten
-after each step. "none" reuses the runs of meld_text.py and mosi_hierarchy.py when they are cached (same config).
+after each step, and `<dataset>_seeds_<teacher>` says which seeds a figure covers.
 Writes benchmarks/results/teacher_study.json.
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from common import write_result
@@ -42,6 +41,22 @@ def teachers() -> dict:
             "smollm2": LocalLMTeacher(decoding="choice", calibrate=True, batch_size=16)}
 
 
+def stage1_on(dataset: str, name: str, encoder: str | None, seeds: list[int]) -> dict:
+    """Stage I (+ II) text on MELD or CMU-MOSI from ``encoder`` (None: the offline encoder, no pretraining)."""
+    profile, extra = {"meld": ("offline", []), "mosi": ("mosi-offline", ["modalities=[text]"])}[dataset]
+    overrides = [f"name=study-{dataset}-{name}", "seeds=[" + ", ".join(map(str, seeds)) + "]", *extra]
+    if encoder:
+        overrides.append(f"text_encoder.model={encoder}")
+    result = run_experiment(load_config(profile, overrides))
+    runs = result["per_seed"]["stage1_text"].values()
+    s1 = mean_std([m["test"]["weighted_f1"] for m in runs])
+    s2 = mean_std([m["test"]["weighted_f1"] for m in result["per_seed"]["stage2_text"].values()])
+    return {f"{dataset}_stage1_wf1_mean_{name}": s1["mean"], f"{dataset}_stage1_wf1_std_{name}": s1["std"],
+            f"{dataset}_stage1_wf1_per_seed_{name}": s1["values"], f"{dataset}_seeds_{name}": seeds,
+            f"{dataset}_stage1_seconds_per_seed_{name}": [round(m["stage_seconds"], 1) for m in runs],
+            f"{dataset}_stage2_wf1_mean_{name}": s2["mean"], f"{dataset}_stage2_wf1_std_{name}": s2["std"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--segments", type=int, default=5000, help="podcast segments to label (seeded sample)")
@@ -55,12 +70,6 @@ def main() -> None:
     def save() -> None:
         write_result("teacher_study", figures)
 
-    def timed(key: str, fn):
-        start = time.perf_counter()
-        out = fn()
-        figures["timings_s"][key] = round(time.perf_counter() - start, 1)
-        return out
-
     corpus = prepare("podcast_vtt", PODCASTS, max_segments=args.segments, seed=0)
     meld = prepare("meld")
     sample = meld.select(meld.split("train").sample(args.agreement_sample, random_state=0)["utterance_id"])
@@ -68,23 +77,30 @@ def main() -> None:
     encoders = {"none": None}
     with LabelStore(WORK / "labels.sqlite") as store:
         for name, teacher in teachers().items():
-            run = timed(f"label_podcasts_{name}", lambda: label_manifest(corpus, teacher, store))
+            run = label_manifest(corpus, teacher, store)
+            label_manifest(sample, teacher, store)
+            # timings from the store and the pretraining record, so that a resumed study reports the first run's
+            stored = store.table("podcast_vtt", teacher.name)
             figures[f"podcast_invalid_rate_{name}"] = run.invalid_rate
-            figures[f"podcast_labels_per_s_{name}"] = run.labels_per_s or None  # None when all were stored already
-            timed(f"label_meld_sample_{name}", lambda: label_manifest(sample, teacher, store))
+            figures[f"podcast_labels_per_s_{name}"] = len(stored) / max(stored["latency_s"].sum(), 1e-9)
+            figures["timings_s"][f"label_podcasts_{name}"] = round(float(stored["latency_s"].sum()), 1)
             pseudo = pseudo_labelled_manifest(corpus, store, teacher)
             figures[f"pseudo_label_counts_{name}"] = pseudo.table["label"].value_counts().to_dict()
             cfg = load_config(None, [f"train.epochs={args.pretrain_epochs}", "train.patience=2"], cls=PretrainConfig)
-            m = timed(f"pretrain_{name}", lambda: pretrain(pseudo, WORK / f"pretrained-{name}", cfg))
+            m = pretrain(pseudo, WORK / f"pretrained-{name}", cfg)
+            figures["timings_s"][f"pretrain_{name}"] = round(m["stage_seconds"], 1)
             figures[f"pretrain_validation_wf1_{name}"] = m["validation"]["weighted_f1"]
+            figures[f"pretrain_best_epoch_{name}"] = m["best_epoch"]
             encoders[name] = str(WORK / f"pretrained-{name}" / ENCODER)
             save()
         # the paper's free-form protocol with the same small model: how many answers are usable at all
         free = LocalLMTeacher(batch_size=16)
         probe = sample.select(sample.table["utterance_id"].head(200))
-        free_run = timed("label_meld_probe_smollm2_generate", lambda: label_manifest(probe, free, store))
+        free_run = label_manifest(probe, free, store)
+        probe_rows = store.table("meld", free.name)
         figures["smollm2_generate_probe"] = {"utterances": 200, "invalid_rate": free_run.invalid_rate,
-                                             "summary": free_run.summary()}
+                                             "labels_per_s": len(probe_rows) / max(probe_rows["latency_s"].sum(), 1e-9),
+                                             "example_answers": probe_rows["raw"].head(5).tolist()}
         table = agreement_table(sample, store, reference="sentiment")
         figures["agreement_markdown"] = table.to_markdown()
         names = {"vader": VaderTeacher().name, "smollm2": teachers()["smollm2"].name}
@@ -94,23 +110,17 @@ def main() -> None:
             figures[f"meld_sentiment_agreement_{key}"] = r["overlap"] / 100
             figures[f"meld_sentiment_kappa_{key}"] = r["kappa"]
         figures["meld_sentiment_agreement_none"] = None
-        if free.name in rows:
-            figures["meld_sentiment_agreement_smollm2_generate"] = rows[free.name]["overlap"] / 100
+        if free.name in rows:  # overlap over the labelled answers: undefined (None) when none was valid
+            overlap = rows[free.name]["overlap"]
+            figures["meld_sentiment_agreement_smollm2_generate"] = None if overlap != overlap else overlap / 100
         save()
 
-    seeds = "seeds=[" + ", ".join(map(str, args.seeds)) + "]"
-    for name, encoder in encoders.items():
-        for dataset, profile, extra in (("meld", "offline", []), ("mosi", "mosi-offline", ["modalities=[text]"])):
-            # "none" runs under the experiment names of meld_text.py / mosi_hierarchy.py: identical stages are reused
-            run_name = {"meld": "bench-meld-text", "mosi": "bench-mosi-hierarchy"}[dataset] if encoder is None \
-                else f"study-{dataset}-{name}"
-            overrides = [f"name={run_name}", seeds, *extra] + ([f"text_encoder.model={encoder}"] if encoder else [])
-            result = timed(f"{dataset}_{name}", lambda: run_experiment(load_config(profile, overrides)))
-            s1 = mean_std([m["test"]["weighted_f1"] for m in result["per_seed"]["stage1_text"].values()])
-            s2 = mean_std([m["test"]["weighted_f1"] for m in result["per_seed"]["stage2_text"].values()])
-            figures.update({f"{dataset}_stage1_wf1_mean_{name}": s1["mean"], f"{dataset}_stage1_wf1_std_{name}": s1["std"],
-                            f"{dataset}_stage1_wf1_per_seed_{name}": s1["values"],
-                            f"{dataset}_stage2_wf1_mean_{name}": s2["mean"], f"{dataset}_stage2_wf1_std_{name}": s2["std"]})
+    # Seeds are added one at a time, CMU-MOSI (fast) first: each call reuses the cached seeds before it, and the
+    # JSON is rewritten after each, so an interrupted study still reports every finished seed.
+    plan = [("mosi", args.seeds)] + [("meld", args.seeds[:k]) for k in range(1, len(args.seeds) + 1)]
+    for dataset, seeds in plan:
+        for name, encoder in encoders.items():
+            figures.update(stage1_on(dataset, name, encoder, seeds))
             save()
     print({k: v for k, v in figures.items() if "wf1_mean" in k or "agreement_" in k})
 

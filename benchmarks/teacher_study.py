@@ -1,7 +1,7 @@
 """The teacher study (the paper's Fig. 3) with the offline teachers: does pretraining the text encoder on a teacher's
 pseudo-labels of unlabelled podcast transcripts help Stage I text on MELD and CMU-MOSI?
 
-    python benchmarks/teacher_study.py [--segments 5000] [--agreement-sample 2000] [--seeds 0 1 2]
+    python benchmarks/teacher_study.py [--segments 5000] [--agreement-sample 2000] [--seeds 0 1 2] [--meld-seeds 0 1]
 
 For each teacher (VADER; SmolLM2-135M-Instruct with constrained choice decoding; and none = no pretraining):
 1. label the podcast segments (`podcast_vtt`, a seeded sample) into a SQLite label store (resumable);
@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--segments", type=int, default=5000, help="podcast segments to label (seeded sample)")
     ap.add_argument("--agreement-sample", type=int, default=2000, help="MELD training utterances for agreement")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--meld-seeds", type=int, nargs="+", help="MELD seeds if fewer (MELD Stage I is the slow part)")
     ap.add_argument("--pretrain-epochs", type=int, default=5)
     args = ap.parse_args()
     figures: dict = {"segments": args.segments, "agreement_sample": args.agreement_sample, "seeds": args.seeds,
@@ -117,7 +118,8 @@ def main() -> None:
 
     # Seeds are added one at a time, CMU-MOSI (fast) first: each call reuses the cached seeds before it, and the
     # JSON is rewritten after each, so an interrupted study still reports every finished seed.
-    plan = [("mosi", args.seeds)] + [("meld", args.seeds[:k]) for k in range(1, len(args.seeds) + 1)]
+    meld_seeds = args.meld_seeds or args.seeds
+    plan = [("mosi", args.seeds)] + [("meld", meld_seeds[:k]) for k in range(1, len(meld_seeds) + 1)]
     for dataset, seeds in plan:
         for name, encoder in encoders.items():
             figures.update(stage1_on(dataset, name, encoder, seeds))

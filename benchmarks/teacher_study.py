@@ -77,7 +77,8 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     encoders = {"none": None}
     with LabelStore(WORK / "labels.sqlite") as store:
-        for name, teacher in teachers().items():
+        study = teachers()
+        for name, teacher in study.items():
             run = label_manifest(corpus, teacher, store)
             label_manifest(sample, teacher, store)
             # timings from the store and the pretraining record, so that a resumed study reports the first run's
@@ -104,7 +105,7 @@ def main() -> None:
                                              "example_answers": probe_rows["raw"].head(5).tolist()}
         table = agreement_table(sample, store, reference="sentiment")
         figures["agreement_markdown"] = table.to_markdown()
-        names = {"vader": VaderTeacher().name, "smollm2": teachers()["smollm2"].name}
+        names = {key: teacher.name for key, teacher in study.items()}
         rows = {r["teacher"]: r for r in table.to_dict()["teachers"]}
         for key, teacher_name in names.items():
             r = rows[teacher_name]

@@ -17,7 +17,7 @@ import torch
 
 from merits import __version__
 from merits.config import ContextConfig, ExperimentConfig, config_hash, save_config
-from merits.data import prepare
+from merits.data import prepare_config
 from merits.data.manifest import Manifest
 from merits.encoders.speech import build_speech_encoder
 from merits.features import extract_features
@@ -41,7 +41,7 @@ class Branch:
 
 
 def build_manifest(cfg: ExperimentConfig) -> Manifest:
-    manifest = prepare(cfg.data.corpus, cfg.data.root, **cfg.data.options).subset(cfg.data.max_conversations)
+    manifest = prepare_config(cfg.data)
     manifest.require_labels()
     return manifest
 

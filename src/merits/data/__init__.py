@@ -37,6 +37,12 @@ def prepare(corpus: str, root=None, **options) -> Manifest:
     return manifest.validate()
 
 
+def prepare_config(data) -> Manifest:
+    """The manifest a :class:`merits.config.DataConfig` names: ``prepare`` it, then keep at most
+    ``max_conversations`` conversations per split."""
+    return prepare(data.corpus, data.root, **data.options).subset(data.max_conversations)
+
+
 def load_manifest_or_corpus(name: str, root=None, **options) -> Manifest:
     """A saved manifest directory (or its manifest.csv), or a corpus name built with ``prepare``."""
     p = Path(name)
@@ -51,4 +57,4 @@ def load_manifest_or_corpus(name: str, root=None, **options) -> Manifest:
     return prepare(name, root, **options)
 
 
-__all__ = ["ADAPTERS", "COLUMNS", "SPLITS", "Manifest", "load_manifest_or_corpus", "prepare"]
+__all__ = ["ADAPTERS", "COLUMNS", "SPLITS", "Manifest", "load_manifest_or_corpus", "prepare", "prepare_config"]

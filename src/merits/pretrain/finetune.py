@@ -25,11 +25,11 @@ import torch
 from merits.config import PretrainConfig, config_hash, to_dict
 from merits.data.manifest import Manifest, _listing
 from merits.errors import DataError
+from merits.metrics import classification_metrics
 from merits.runs import DONE, run_cached
 from merits.stages.common import fit_summary
 from merits.stages.text_utterance import fine_tune
 from merits.training import predict, resolve_device, seed_everything
-from merits.metrics import classification_metrics
 
 log = logging.getLogger("merits")
 ENCODER = Path("checkpoint") / "encoder"

@@ -120,11 +120,9 @@ def label_manifest(manifest: Manifest, teacher: Teacher, store: LabelStore, spli
 
 def load_manifest(cfg) -> Manifest:
     """The manifest a TeachConfig names: a saved manifest directory, or one built from ``data``."""
-    if cfg.manifest:
-        return Manifest.load(cfg.manifest)
-    from merits.data import prepare
+    from merits.data import prepare_config
 
-    return prepare(cfg.data.corpus, cfg.data.root, **cfg.data.options).subset(cfg.data.max_conversations)
+    return Manifest.load(cfg.manifest) if cfg.manifest else prepare_config(cfg.data)
 
 
 def run_teach(cfg) -> LabelRun:
@@ -148,8 +146,7 @@ def run_agreement(cfg, teachers=None):
 
     manifest = load_manifest(cfg)
     if cfg.splits:
-        manifest = Manifest(manifest.corpus, manifest.labels, manifest.table[manifest.table["split"].isin(cfg.splits)],
-                            manifest.source)
+        manifest = manifest.select(manifest.table.loc[manifest.table["split"].isin(cfg.splits), "utterance_id"])
     with LabelStore(cfg.store) as store:
         a = cfg.agreement
         return agreement_table(manifest, store, a.reference, a.negative_below, a.positive_above, teachers)

@@ -430,6 +430,9 @@ def test_custom_bad_input(tmp_path):
     path = _write_csv(tmp_path / "d.csv", [{k: v for k, v in base.items() if k != "split"}])
     with pytest.raises(DataError, match=r"missing required columns \['split'\]"):
         prepare("custom", path)
+    assert (prepare("custom", path, split="test").table["split"] == "test").all()  # new data: one split for all
+    with pytest.raises(DataError, match="option split must be one of"):
+        prepare("custom", path, split="dev")
     path = _write_csv(tmp_path / "d.csv", [{**base, "split": "dev"}])
     with pytest.raises(DataError, match=r"split must be one of .*line 2 \('dev'\)"):
         prepare("custom", path)
@@ -447,3 +450,36 @@ def test_custom_bad_input(tmp_path):
         prepare("custom", tmp_path / "nothing.csv")
     with pytest.raises(DataError, match="expected a .csv or .jsonl"):
         prepare("custom", _write_csv(tmp_path / "d.txt", [base]))
+
+
+# ---------------------------------------------------------------------------------------------- audio folder
+def test_audio_folder_conversations_in_natural_order(tmp_path):
+    for name in ("turn-10.wav", "turn-2.wav", "notes.txt"):
+        (tmp_path / "rec" / "call-b").mkdir(parents=True, exist_ok=True)
+        write_wav(tmp_path / "rec" / "call-b" / name, seed=1, seconds=0.1)
+    write_wav(tmp_path / "rec" / "loose.flac.wav", seed=2, seconds=0.1)
+    (tmp_path / "rec" / "call-a").mkdir()
+    write_wav(tmp_path / "rec" / "call-a" / "x.WAV", seed=3, seconds=0.1)
+    m = prepare("audio_folder", tmp_path / "rec")
+    t = m.table.sort_values(["conversation_id", "turn"])
+    assert list(t["utterance_id"]) == ["call-a/x", "call-b/turn-2", "call-b/turn-10", "rec/loose.flac"]
+    assert list(t["turn"]) == [0, 0, 1, 0] and (t["split"] == "test").all() and (t["label"] == "").all()
+    assert m.excluded == {"not audio": 1} and m.labels == () and (m.label_ids() == -1).all()
+    assert t["audio_path"].map(lambda p: Path(p).is_absolute() and Path(p).is_file()).all()
+
+
+def test_audio_folder_bad_input(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        prepare("audio_folder", tmp_path / "nowhere")
+    (tmp_path / "empty" / "call").mkdir(parents=True)
+    (tmp_path / "empty" / "call" / "readme.md").write_text("x")
+    with pytest.raises(DataError, match="holds no audio files"):
+        prepare("audio_folder", tmp_path / "empty")
+    (tmp_path / "deep" / "call" / "part").mkdir(parents=True)
+    with pytest.raises(DataError, match="one level of sub-folders"):
+        prepare("audio_folder", tmp_path / "deep")
+    (tmp_path / "clash").mkdir()
+    for name in ("a.wav", "a.flac"):
+        write_wav(tmp_path / "clash" / name, seed=1, seconds=0.1)
+    with pytest.raises(DataError, match="share a name up to the suffix: clash/a"):
+        prepare("audio_folder", tmp_path / "clash")

@@ -207,7 +207,7 @@ def test_load_manifest_or_corpus(tmp_path):
     manifest().save(tmp_path / "m")
     assert len(load_manifest_or_corpus(str(tmp_path / "m")).table) == 3
     assert len(load_manifest_or_corpus(str(tmp_path / "m" / "manifest.csv")).table) == 3
-    with pytest.raises(DataError, match="neither a manifest directory nor a corpus"):
+    with pytest.raises(DataError, match="neither a corpus name .* nor a folder of recordings"):
         load_manifest_or_corpus("nosuchcorpus")
 
 

@@ -114,23 +114,13 @@ def test_whole_hierarchy_on_mosi(tmp_path):
     assert (tmp_path / "runs/all/stage3/seed-0/checkpoint/model.safetensors").is_file()
 
 
-def test_iemocap_paper_profile_whole_hierarchy_on_the_release_fixture(tmp_path, tiny_encoder, tiny_wavlm):
+def test_iemocap_paper_profile_whole_hierarchy_on_the_release_fixture(tmp_path, iemocap_run):
     """The IEMOCAP paper profile end to end (Stages I-III and the combined ablation, one epoch) on a synthetic release
-    in the official layout, with audio. Only the weights are swapped for tiny local ones (roberta-large and
-    wavlm-base-plus cannot be had here); corpus, speech-encoder kind and stage layout are the profile's."""
-    from fixtures_iemocap import write_iemocap_release
-
-    release = write_iemocap_release(tmp_path / "data")
-    cfg = load_config("iemocap", [f"data.root={release}", "data.options.strict_counts=false",
-                                  f"text_encoder.model={tiny_encoder}", f"speech_encoder.model={tiny_wavlm}",
-                                  "stage1_text.epochs=1", "stage2_text.epochs=1", "stage1_audio.epochs=1",
-                                  "stage2_audio.epochs=1", "stage3.epochs=1", "seeds=[0]", "combined=true",
-                                  f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=iemocap"])
+    in the official layout, with audio (the run itself is the conftest fixture ``iemocap_run``)."""
+    cfg, result, root = iemocap_run
     assert cfg.speech_encoder.kind == "hf" and cfg.modalities == ["text", "audio"]
-    result = run_experiment(cfg)
     for row in ("Audio I", "Audio II", "Text I", "Text II", "Audio+Text III", "Combined (II + III jointly)"):
         assert f"| {row} |" in result["table"]
-    root = tmp_path / "runs" / "iemocap"
     for stage in ("stage1_text", "stage1_audio", "stage2_text", "stage2_audio", "stage3", "combined"):
         m = json.loads((root / stage / "seed-0" / "metrics.json").read_text())
         assert m["test"]["labels"] == ["anger", "happiness", "sadness", "neutral"]

@@ -9,6 +9,7 @@
     merits teach CONFIG [key=value ...] label a manifest's transcripts with a teacher (LLM or VADER) into a store
     merits agreement CONFIG [key=value ...]  the stored teachers' agreement with gold sentiment or valence
     merits pretrain MANIFEST --out DIR  fine-tune the text encoder on pseudo-labels ("RoBERTa-FT")
+    merits predict RUN_DIR INPUT        emotions of new conversations (text, recordings) with a trained experiment
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def cmd_train(args) -> None:
     print(result["table"])
     print(f"\nreport, per-class scores and plots: {result['dir']}/ (report.md, results.json, stages.png, "
           f"<stage>/seed-<k>/confusion_test.png)")
+    print(f"emotions of new conversations with it: merits predict {result['dir']} CONVERSATIONS.csv|RECORDINGS_DIR")
 
 
 def cmd_demo(args) -> None:
@@ -170,13 +172,33 @@ def cmd_agreement(args) -> None:
         print(f"\nwritten to {args.json}")
 
 
+def cmd_predict(args) -> None:
+    from merits.config import ASRConfig, load_config
+    from merits.data import load_manifest_or_corpus
+    from merits.predict import TrainedRun, format_preview, format_summary, predict_run
+
+    run = TrainedRun.open(args.run_dir)
+    options = _options(args.option)
+    if Path(args.input).suffix.lower() in (".csv", ".jsonl", ".json", ".ndjson") and Path(args.input).is_file():
+        options.setdefault("split", "test")         # new data has no split: every row is to predict
+        options.setdefault("labels", list(run.labels))  # gold labels, where given, must be the run's
+    manifest = load_manifest_or_corpus(args.input, args.root, **options)
+    asr = load_config(None, [f"model={args.asr_model}"] if args.asr_model else [], cls=ASRConfig)
+    out = args.out or str(Path("predictions") / Path(args.input.rstrip("/")).stem)
+    result = predict_run(run, manifest, out, args.seed, args.stage, args.device, asr)
+    print(format_summary(result.summary))
+    print()
+    print(format_preview(result.table))
+    print(f"\nper-utterance predictions: {result.directory / 'predictions.csv'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="merits", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="build and check a corpus manifest")
-    p.add_argument("corpus", help="meld | iemocap | mosi | msp_podcast | custom | podcast_vtt")
+    p.add_argument("corpus", help="meld | iemocap | mosi | msp_podcast | custom | podcast_vtt | audio_folder")
     p.add_argument("--root", help="the raw release (default for meld: the embedded text CSVs)")
     p.add_argument("--out", help="directory to save manifest.csv + manifest.json")
     p.add_argument("--option", "-o", action="append", help="adapter option key=value (repeatable)")
@@ -242,6 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", action="append", help="only this teacher name (repeatable; default: all stored)")
     p.add_argument("--json", help="also write the table as JSON to this file")
     p.set_defaults(func=cmd_agreement)
+
+    p = sub.add_parser("predict", help="predict the emotions of new conversations with a trained experiment")
+    p.add_argument("run_dir", help="a finished experiment directory (runs/<name>, written by merits train)")
+    p.add_argument("input", help="a .csv / .jsonl of conversations (manifest columns; split optional), a folder of "
+                                 "recordings (one sub-folder per conversation), a manifest directory, or a corpus name")
+    p.add_argument("--out", help="output directory (default predictions/<input name>)")
+    p.add_argument("--seed", type=int, help="which trained seed to use (default: the run's first)")
+    p.add_argument("--stage", help="stop at this stage (stage1_text ... stage3; default: the run's last)")
+    p.add_argument("--device", help="cpu | cuda | auto (default: the run's)")
+    p.add_argument("--asr-model", help="Whisper model for inputs without transcripts (default tiny.en, packaged)")
+    p.add_argument("--root", help="the raw release, when INPUT is a corpus name")
+    p.add_argument("--option", "-o", action="append", help="adapter option key=value (repeatable)")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

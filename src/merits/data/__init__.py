@@ -21,6 +21,7 @@ ADAPTERS = {
     "msp_podcast": "merits.data.msp_podcast",
     "custom": "merits.data.custom",
     "podcast_vtt": "merits.data.podcast_vtt",  # unlabelled text corpus for pseudo-labelling (issue 5)
+    "audio_folder": "merits.data.audio_folder",  # unlabelled new recordings, for merits predict / asr
 }
 
 
@@ -44,17 +45,30 @@ def prepare_config(data) -> Manifest:
 
 
 def load_manifest_or_corpus(name: str, root=None, **options) -> Manifest:
-    """A saved manifest directory (or its manifest.csv), or a corpus name built with ``prepare``."""
+    """What a command reads its utterances from, by the kind of ``name``:
+
+    - a saved manifest directory (or its manifest.csv);
+    - a corpus name (``ADAPTERS``), built with ``prepare`` from ``root`` and ``options``;
+    - a .csv / .jsonl / .json file: the ``custom`` adapter, with ``options``;
+    - any other folder: the ``audio_folder`` adapter (new recordings, one sub-folder per conversation).
+    """
     p = Path(name)
     if p.is_file() and p.name == "manifest.csv":
         p = p.parent
-    if p.is_dir():
+    if p.is_dir() and (p / "manifest.json").is_file():
         if root or options:
             raise ConfigError(f"{name} is a saved manifest: --root and -o options apply to a corpus name only")
         return Manifest.load(p)
-    if name not in ADAPTERS:
-        raise DataError(f"{name!r} is neither a manifest directory nor a corpus name ({sorted(ADAPTERS)})")
-    return prepare(name, root, **options)
+    if name in ADAPTERS and not p.exists():
+        return prepare(name, root, **options)
+    if root:
+        raise ConfigError(f"--root applies to a corpus name only, and {name!r} is a path")
+    if p.is_file():
+        return prepare("custom", p, **options)
+    if p.is_dir():
+        return prepare("audio_folder", p, **options)
+    raise DataError(f"{name!r} is neither a corpus name ({sorted(ADAPTERS)}), a manifest directory, a .csv / .jsonl "
+                    "file nor a folder of recordings")
 
 
 __all__ = ["ADAPTERS", "COLUMNS", "SPLITS", "Manifest", "load_manifest_or_corpus", "prepare", "prepare_config"]

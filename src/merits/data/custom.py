@@ -2,7 +2,8 @@
 
 Columns (CSV header) or keys (one JSON object per line) are exactly the manifest column names:
 
-- required: ``conversation_id``, ``split`` (train / validation / test), and ``text`` or ``audio_path``;
+- required: ``conversation_id``, ``split`` (train / validation / test; may be absent when the option ``split``
+  names the split of every row, as for new data to predict), and ``text`` or ``audio_path``;
 - ``label`` (empty or absent = unlabelled), ``utterance_id`` (default ``<conversation_id>_<turn>``),
   ``turn`` (default: the file order inside the conversation), ``start``, ``end``, ``speaker``, ``valence``,
   ``arousal``, ``sentiment``.
@@ -74,11 +75,11 @@ def _read(path: Path) -> tuple[pd.DataFrame, list[str]]:
 
 
 # ---------------------------------------------------------------------------------------------- checks
-def _check_columns(t: pd.DataFrame, path: Path) -> None:
+def _check_columns(t: pd.DataFrame, path: Path, split: str | None) -> None:
     unknown = [c for c in t.columns if c not in COLUMNS]
     if unknown:
         raise DataError(f"{path}: unknown columns {unknown}; the columns are the manifest's: {list(COLUMNS)}")
-    missing = [c for c in REQUIRED if c not in t.columns]
+    missing = [c for c in REQUIRED if c not in t.columns and not (c == "split" and split)]
     if "text" not in t.columns and "audio_path" not in t.columns:
         missing.append("text or audio_path")
     if missing:
@@ -121,10 +122,11 @@ def _audio_paths(t: pd.DataFrame, base: Path) -> pd.Series:
 
 
 # ---------------------------------------------------------------------------------------------- entry point
-def build(root=None, labels=None, check_audio: bool = True, name: str = "custom") -> Manifest:
+def build(root=None, labels=None, check_audio: bool = True, name: str = "custom", split: str | None = None) -> Manifest:
     """Read a CSV / JSONL file of utterances (columns = manifest columns) into a manifest.
 
     labels: label names in class-id order (list or comma-separated string); a label outside it is an error.
+    split: the split of every row of a file without a ``split`` column (a file that has one keeps it).
     check_audio: fail when a named audio file does not exist. name: the corpus name the manifest carries
     (give each of your data sets its own).
     """
@@ -133,8 +135,12 @@ def build(root=None, labels=None, check_audio: bool = True, name: str = "custom"
     path = Path(root)
     if not path.is_file():
         raise DataError(f"custom data file {path} does not exist" + (" (root is a folder; give the file)" if path.is_dir() else ""))
+    if split is not None and split not in SPLITS:
+        raise DataError(f"custom data option split must be one of {SPLITS}, got {split!r}")
     t, where = _read(path)
-    _check_columns(t, path)
+    _check_columns(t, path, split)
+    if "split" not in t.columns:
+        t["split"] = split
     _fail_rows(t["conversation_id"] == "", where, path, "empty conversation_id")
     _fail_rows(~t["split"].isin(SPLITS), where, path, f"split must be one of {SPLITS}", t["split"])
     for col in NUMERIC:

@@ -118,9 +118,9 @@ class Manifest:
         return self.table[self.table["split"] == name]
 
     def label_ids(self, table: pd.DataFrame | None = None):
-        """Class ids (int64 numpy array) of the rows of ``table`` (default: all rows)."""
+        """Class ids (int64 numpy array) of the rows of ``table`` (default: all rows); -1 where unlabelled."""
         t = self.table if table is None else table
-        index = {name: i for i, name in enumerate(self.labels)}
+        index = {"": -1, **{name: i for i, name in enumerate(self.labels)}}
         return t["label"].map(index).to_numpy(dtype="int64")
 
     def conversations(self, split: str) -> list[pd.DataFrame]:

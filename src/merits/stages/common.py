@@ -19,11 +19,20 @@ from merits.training import IGNORE, FitResult, Predictions, fit, predict, resolv
 def load_aligned(path: str | Path, manifest: Manifest) -> np.ndarray:
     """Rows of an embeddings file in manifest order: (N_manifest, D). Errors name utterances it lacks."""
     ids, arrays = load_embeddings(path)
+    return _in_manifest_order(ids, arrays["embeddings"], manifest, str(path))
+
+
+def align(preds: Predictions, manifest: Manifest) -> np.ndarray:
+    """A stage's in-memory embeddings in manifest order: (N_manifest, D)."""
+    return _in_manifest_order(preds.utterance_ids, preds.embeddings, manifest, "the predictions")
+
+
+def _in_manifest_order(ids, embeddings: np.ndarray, manifest: Manifest, source: str) -> np.ndarray:
     row = {u: i for i, u in enumerate(ids)}
     missing = [u for u in manifest.table["utterance_id"] if u not in row]
     if missing:
-        raise DataError(f"{path} has no embedding for {len(missing)} utterances, e.g. {missing[:5]}")
-    return arrays["embeddings"][[row[u] for u in manifest.table["utterance_id"]]]
+        raise DataError(f"{source} has no embedding for {len(missing)} utterances, e.g. {missing[:5]}")
+    return embeddings[[row[u] for u in manifest.table["utterance_id"]]]
 
 
 def conversation_batches(manifest: Manifest, split: str, features: dict[str, np.ndarray], batch_size: int,

@@ -1,0 +1,257 @@
+"""Predict emotions for new conversations with a trained experiment (``merits predict``).
+
+A finished run ``runs/<name>/`` keeps every stage's checkpoint per seed. Prediction replays the hierarchy on new
+data with those weights frozen; nothing is trained:
+
+    text:  transcripts (``merits asr`` first when only audio is given) --Stage I text--> (N, H) embeddings
+    audio: recordings --the run's speech encoder, feature cache--> (N, L, D) --Stage I speech head--> (N, 256)
+    each:  --Stage II over each whole conversation--> (N, 2H_m) contextual embeddings
+    both:  --Stage III co-attention fusion--> (N, C) logits
+
+Output directory::
+
+    predictions.csv   one row per utterance: ids, turn, text, ``predicted`` (the final stage's label),
+                      ``confidence``, ``p_<label>`` per class, ``predicted_<stage>`` per stage replayed, and the
+                      gold ``label`` where the input has one
+    summary.json      run, seed, stages, predicted-label counts, scores per stage where gold labels exist,
+                      utterances left out for bad audio
+    asr/, features/   transcripts and speech features made on the way; a rerun reuses them
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from merits.config import ASRConfig, ExperimentConfig, load_config
+from merits.data.manifest import Manifest, _listing
+from merits.encoders.speech import build_speech_encoder
+from merits.encoders.text import TextBatcher
+from merits.errors import ConfigError, DataError
+from merits.features import extract_features
+from merits.metrics import classification_metrics
+from merits.models.checkpoint import load_model
+from merits.models.context import ConversationModel, ConversationModelConfig
+from merits.models.fusion import CoAttentionFusion, FusionModelConfig
+from merits.models.utterance import SpeechHead, SpeechHeadConfig, TextClassifier
+from merits.runs import DONE
+from merits.stages.common import align, conversation_batches, splits_present
+from merits.stages.speech_utterance import feature_batches
+from merits.stages.text_utterance import utterance_batches
+from merits.training import Predictions, predict, resolve_device
+
+log = logging.getLogger("merits")
+STAGES = ("stage1_text", "stage2_text", "stage1_audio", "stage2_audio", "stage3")
+STAGE_NAMES = {"stage1_text": "Text I", "stage2_text": "Text II", "stage1_audio": "Audio I",
+               "stage2_audio": "Audio II", "stage3": "Audio+Text III"}
+
+
+@dataclass
+class TrainedRun:
+    """What prediction needs of a finished experiment directory."""
+
+    directory: Path
+    cfg: ExperimentConfig
+    labels: tuple[str, ...]
+
+    @classmethod
+    def open(cls, directory: str | Path) -> "TrainedRun":
+        directory = Path(directory)
+        config, manifest = directory / "config.yaml", directory / "manifest" / "manifest.json"
+        if not (config.is_file() and manifest.is_file()):
+            raise ConfigError(f"{directory} is not a trained experiment: it needs config.yaml and manifest/manifest.json "
+                              "(the directory merits train writes, runs/<name>)")
+        return cls(directory, load_config(config), tuple(json.loads(manifest.read_text())["labels"]))
+
+    def final_stage(self) -> str:
+        modalities = set(self.cfg.modalities)
+        return "stage3" if modalities == {"text", "audio"} else f"stage2_{self.cfg.modalities[0]}"
+
+    def checkpoint(self, stage: str, seed: int) -> Path:
+        """The checkpoint of a finished stage; a clear error naming the seeds that are finished."""
+        path = self.directory / stage / f"seed-{seed}"
+        if not (path / DONE).is_file():
+            done = sorted(int(p.parent.name.split("-")[1]) for p in (self.directory / stage).glob(f"seed-*/{DONE}"))
+            raise ConfigError(f"{self.directory} has no finished {stage} for seed {seed}"
+                              + (f" (finished seeds: {done})" if done else "; train it first (merits train)"))
+        return path / "checkpoint"
+
+
+def chain(stage: str) -> list[str]:
+    """The stages that ``stage`` needs, in the order they run, ending with it."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; one of {STAGES}")
+    if stage == "stage3":
+        return list(STAGES)
+    modality = stage.split("_")[1]
+    return [f"stage1_{modality}"] + ([stage] if stage.startswith("stage2") else [])
+
+
+@dataclass
+class PredictResult:
+    table: pd.DataFrame             # predictions.csv
+    summary: dict                   # summary.json
+    directory: Path
+    stage_predictions: dict[str, Predictions] = field(default_factory=dict)
+
+
+def relabel(manifest: Manifest, labels: tuple[str, ...]) -> Manifest:
+    """The input under the run's label names; a gold label the run does not know is a DataError naming rows."""
+    return Manifest(manifest.corpus, labels, manifest.table.copy(), manifest.source, dict(manifest.excluded)).validate()
+
+
+def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seed: int | None = None,
+                stage: str | None = None, device: str | None = None, asr: ASRConfig | None = None) -> PredictResult:
+    """Replay the run's stages (up to ``stage``, default its last) on ``manifest`` for one seed (default its
+    first); write predictions.csv and summary.json into ``out``."""
+    cfg, out = run.cfg, Path(out)
+    seed = cfg.seeds[0] if seed is None else seed
+    stage = stage or run.final_stage()
+    stages = chain(stage)
+    missing = [m for m in {s.split("_")[-1] for s in stages if s != "stage3"} if m not in cfg.modalities]
+    if missing:
+        raise ConfigError(f"{run.directory} was trained without {missing}; its modalities are {cfg.modalities}")
+    checkpoints = {s: run.checkpoint(s, seed) for s in stages}  # fail before any work if one is missing
+    dev = resolve_device(device or cfg.device)
+    manifest = relabel(manifest, run.labels)
+    out.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    if "stage1_text" in stages and (manifest.table["text"].str.strip() == "").any():
+        from merits.pretrain.asr import transcribe_manifest  # only when there is audio to transcribe
+
+        log.info("transcribing the utterances without text into %s", out / "asr")
+        manifest = relabel(transcribe_manifest(manifest, out / "asr", asr or ASRConfig()).manifest, run.labels)
+        unheard = manifest.table.loc[manifest.table["text"].str.strip() == "", "utterance_id"]
+        if len(unheard):
+            audio_only = "; an audio-only prediction: --stage stage2_audio" if "audio" in cfg.modalities else ""
+            raise DataError(f"Whisper found no words in {len(unheard)} utterances ({_listing(unheard)}; see "
+                            f"{out / 'asr' / 'asr_report.json'}): the text branch has nothing to read. Drop them from "
+                            f"the input{audio_only}")
+    keep = manifest  # the utterances every replayed stage can see
+    if "stage1_audio" in stages:
+        silent = manifest.table.loc[manifest.table["audio_path"] == "", "utterance_id"]
+        if len(silent):
+            text_stage = "stage2_text" if "text" in cfg.modalities else None
+            raise ConfigError(f"{len(silent)} utterances have no audio_path ({_listing(silent)}), and {STAGE_NAMES[stage]} "
+                              "needs audio" + (f"; for text alone use --stage {text_stage}" if text_stage else ""))
+        store = extract_features(manifest, build_speech_encoder(cfg.speech_encoder), out / "features", cfg.audio)
+        if store.skipped:
+            notes.append(f"left out for bad audio: {store.summary()}")
+            keep = manifest.select(store.available_ids)
+    if "stage1_text" in stages:
+        keep.require_text()
+
+    preds: dict[str, Predictions] = {}
+    ids = keep.table["utterance_id"].to_numpy()
+    labels = keep.label_ids()
+    rows = np.arange(len(ids))
+    for s in stages:
+        ckpt, desc = checkpoints[s], STAGE_NAMES[s]
+        if s == "stage1_text":
+            model = TextClassifier.load(ckpt)
+            batcher = TextBatcher(model.tokenizer, cfg.text_encoder.max_length)
+            tokens = batcher.tokenize(keep.table["text"])
+            lengths = np.array([len(t) for t in tokens])
+            batches = utterance_batches(batcher, keep, tokens, rows, lengths, cfg.stage1_text.eval_batch_size)
+        elif s == "stage1_audio":
+            model = load_model(SpeechHead, SpeechHeadConfig, ckpt)
+            features = torch.from_numpy(store.get(ids))  # (N, L, D) in manifest order
+            if tuple(features.shape[1:]) != (model.config.num_layers, model.config.input_dim):
+                raise ConfigError(f"{ckpt} expects ({model.config.num_layers}, {model.config.input_dim}) features, "
+                                  f"the speech encoder gave {tuple(features.shape[1:])}")
+            batches = feature_batches(features, labels, ids, rows, 256)
+        else:
+            if s == "stage3":
+                model = load_model(CoAttentionFusion, FusionModelConfig, ckpt)
+                inputs = {"text": align(preds["stage2_text"], keep), "audio": align(preds["stage2_audio"], keep)}
+            else:
+                model = load_model(ConversationModel, ConversationModelConfig, ckpt)
+                inputs = {"embeddings": align(preds[f"stage1_{s.split('_')[1]}"], keep)}  # (N, D) manifest order
+            batch_size = getattr(cfg, s).batch_size
+            batches = [b for split in splits_present(keep) for b in conversation_batches(keep, split, inputs, batch_size)]
+        preds[s] = predict(model.to(dev), batches, dev, desc)
+    table, summary = _outputs(run, manifest, keep, preds, stage, seed, notes)
+    table.to_csv(out / "predictions.csv", index=False)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return PredictResult(table, summary, out, preds)
+
+
+def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, preds: dict[str, Predictions], final: str,
+             seed: int, notes: list[str]) -> tuple[pd.DataFrame, dict]:
+    """predictions.csv (every input utterance, blank predictions for those left out) and summary.json."""
+    names = np.array(run.labels)
+    columns = [c for c in ("utterance_id", "conversation_id", "turn", "split", "text", "audio_path", "label")
+               if c == "label" or (manifest.table[c] != "").any()]
+    table = manifest.table[columns].reset_index(drop=True)
+    scores: dict[str, dict[str, dict]] = {}  # stage -> split -> scores, where the input has gold labels
+    split_of = dict(zip(keep.table["utterance_id"], keep.table["split"]))
+    for s, p in preds.items():
+        by_id = pd.Series(names[p.predicted], index=p.utterance_ids)
+        table[f"predicted_{s}"] = table["utterance_id"].map(by_id).fillna("")
+        splits = np.array([split_of[u] for u in p.utterance_ids])
+        for split in dict.fromkeys(splits):
+            known = (p.labels >= 0) & (splits == split)
+            if known.any():
+                m = classification_metrics(p.labels[known], p.predicted[known], run.labels)
+                scores.setdefault(s, {})[split] = {k: m[k] for k in ("weighted_f1", "accuracy", "macro_f1", "n")}
+    final_preds = preds[final]
+    logits = torch.from_numpy(final_preds.logits)
+    probs = pd.DataFrame(torch.softmax(logits, -1).numpy(), index=final_preds.utterance_ids,
+                         columns=[f"p_{n}" for n in run.labels])
+    table.insert(len(columns), "predicted", table[f"predicted_{final}"])
+    table.insert(len(columns) + 1, "confidence", table["utterance_id"].map(probs.max(axis=1)).round(4))
+    for c in probs.columns:
+        table[c] = table["utterance_id"].map(probs[c]).round(4)
+    if not (manifest.table["label"] != "").any():
+        table = table.drop(columns="label")
+    counts = table.loc[table["predicted"] != "", "predicted"].value_counts()
+    summary = {
+        "run": str(run.directory), "seed": seed, "stage": final, "stages": list(preds),
+        "input": manifest.source, "utterances": int(len(manifest.table)),
+        "conversations": int(manifest.table["conversation_id"].nunique()), "predicted": int(len(final_preds.utterance_ids)),
+        "left_out": sorted(set(manifest.table["utterance_id"]) - set(keep.table["utterance_id"])),
+        "predicted_counts": {n: int(counts.get(n, 0)) for n in run.labels},
+        "scores": scores, "notes": notes,
+    }
+    return table, summary
+
+
+def format_summary(summary: dict) -> str:
+    """A few lines a user reads at a glance: what was predicted with what, the label counts, gold scores."""
+    n_conv = summary["conversations"]
+    lines = [f"{summary['predicted']} of {summary['utterances']} utterances in {n_conv} conversation{'s' * (n_conv != 1)}, "
+             f"{STAGE_NAMES[summary['stage']]} of {summary['run']} (seed {summary['seed']})", "",
+             "| predicted | utterances | share |", "|---|---|---|"]
+    total = max(summary["predicted"], 1)
+    for name, n in summary["predicted_counts"].items():
+        lines.append(f"| {name} | {n} | {100 * n / total:.1f} % |")
+    if summary["scores"]:
+        lines += ["", "Against the input's gold labels:", "",
+                  "| stage | split | weighted F1 (%) | accuracy (%) | n |", "|---|---|---|---|---|"]
+        for s, by_split in summary["scores"].items():
+            for split, m in by_split.items():
+                lines.append(f"| {STAGE_NAMES[s]} | {split} | {100 * m['weighted_f1']:.2f} | {100 * m['accuracy']:.2f} "
+                             f"| {m['n']} |")
+    if summary["left_out"]:
+        lines += ["", f"left out (bad audio): {len(summary['left_out'])}: {_listing(summary['left_out'])}"]
+    return "\n".join(lines)
+
+
+def format_preview(table: pd.DataFrame, rows: int = 10, width: int = 60) -> str:
+    """The first utterances as a Markdown table: conversation, turn, transcript (cut), prediction, confidence."""
+    head = table.head(rows)
+    lines = ["| conversation | turn | text | predicted | confidence |", "|---|---|---|---|---|"]
+    for r in head.itertuples():
+        text = str(getattr(r, "text", "")).replace("|", "/").replace("\n", " ")
+        text = text if len(text) <= width else text[:width - 1] + "…"
+        conf = f"{r.confidence:.2f}" if r.predicted else ""
+        lines.append(f"| {r.conversation_id} | {r.turn} | {text} | {r.predicted or '(left out)'} | {conf} |")
+    if len(table) > rows:
+        lines.append(f"\n... and {len(table) - rows} more utterances")
+    return "\n".join(lines)

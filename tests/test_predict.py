@@ -1,0 +1,110 @@
+"""merits predict: a trained run replayed on new data reproduces the run's own predictions, transcribes recordings
+that have no text, and fails clearly on input it cannot use."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from merits.cli import main
+from merits.data import load_manifest_or_corpus
+from merits.errors import ConfigError, DataError
+from merits.predict import STAGES, TrainedRun, chain, predict_run
+
+FIXTURE = Path(__file__).parent / "fixtures" / "asr" / "both.wav"
+FOX, SUNNY = (0.0, 4.038), (5.038, 9.422)  # seconds of the two sentences in the espeak-ng clip
+
+
+def test_replaying_the_run_reproduces_every_stage(iemocap_run, tmp_path, capsys):
+    """Predicting the run's own manifest gives, stage by stage, the labels the run wrote while training, and the
+    same test scores: the chain of checkpoints is exactly the trained hierarchy."""
+    _, _, root = iemocap_run
+    out = tmp_path / "replay"
+    assert main(["-q", "predict", str(root), str(root / "manifest"), "--out", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "Audio+Text III" in shown and "| anger |" in shown and "weighted F1" in shown and "| conversation | turn |" in shown
+    table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stages"] == list(STAGES) and summary["stage"] == "stage3" and not summary["left_out"]
+    for stage in STAGES:
+        trained = pd.read_csv(root / stage / "seed-0" / "predictions.csv").set_index("utterance_id")["predicted"]
+        replayed = table.set_index("utterance_id")[f"predicted_{stage}"]
+        agree = (replayed == trained.reindex(replayed.index)).mean()
+        assert agree >= 0.99, f"{stage}: only {agree:.1%} of the replayed labels match the trained run"
+        metrics = json.loads((root / stage / "seed-0" / "metrics.json").read_text())
+        assert summary["scores"][stage]["test"]["weighted_f1"] == pytest.approx(metrics["test"]["weighted_f1"], abs=0.02)
+    probs = table[[f"p_{n}" for n in ("anger", "happiness", "sadness", "neutral")]].to_numpy()
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-3)
+    assert (table["predicted"] == table["predicted_stage3"]).all()
+    assert np.allclose(table["confidence"], probs.max(1), atol=1e-4)
+
+
+def _recordings(folder: Path) -> Path:
+    """Two conversations of real speech cut from the espeak-ng clip, plus a file that is not audio."""
+    audio, sr = sf.read(FIXTURE)
+    cut = {name: audio[int(a * sr):int(b * sr)] for name, (a, b) in (("fox", FOX), ("sunny", SUNNY))}
+    for conv, turns in (("call-1", ("fox", "sunny")), ("call-2", ("sunny",))):
+        (folder / conv).mkdir(parents=True)
+        for k, name in enumerate(turns, 1):
+            sf.write(folder / conv / f"turn-{k}.wav", cut[name], sr)
+    (folder / "call-1" / "notes.txt").write_text("not audio")
+    return folder
+
+
+def test_new_recordings_are_transcribed_then_predicted(iemocap_run, tmp_path):
+    """A folder of recordings (no transcripts) through the whole audio + text hierarchy: Whisper fills the text."""
+    _, _, root = iemocap_run
+    folder = _recordings(tmp_path / "recordings")
+    manifest = load_manifest_or_corpus(str(folder))
+    assert manifest.excluded == {"not audio": 1} and len(manifest.table) == 3
+    result = predict_run(TrainedRun.open(root), manifest, tmp_path / "out")
+    t = result.table.set_index("utterance_id")
+    assert list(t.index) == ["call-1/turn-1", "call-1/turn-2", "call-2/turn-1"]
+    assert "fox" in t.loc["call-1/turn-1", "text"].lower() and "sunny" in t.loc["call-1/turn-2", "text"].lower()
+    assert set(t["predicted"]) <= {"anger", "happiness", "sadness", "neutral"} and (t["confidence"] > 0.25).all()
+    assert "label" not in t.columns and result.summary["scores"] == {}
+    assert (tmp_path / "out" / "asr" / "transcripts.jsonl").is_file()
+    again = predict_run(TrainedRun.open(root), manifest, tmp_path / "out")  # transcripts and features reused
+    assert again.table["predicted"].tolist() == result.table["predicted"].tolist()
+
+
+def test_text_only_input_and_errors(iemocap_run, tmp_path, capsys, monkeypatch):
+    _, _, root = iemocap_run
+    run = TrainedRun.open(root)
+    data = tmp_path / "new.csv"
+    pd.DataFrame({"conversation_id": ["a", "a", "b"], "text": ["I am so angry!", "Calm down.", "What a lovely day"],
+                  "label": ["anger", "", "happiness"]}).to_csv(data, index=False)
+    # no split column: every row is to predict; gold labels where given are scored
+    assert main(["-q", "predict", str(root), str(data), "--stage", "stage2_text", "--out", str(tmp_path / "t")]) == 0
+    table = pd.read_csv(tmp_path / "t" / "predictions.csv", keep_default_na=False)
+    assert len(table) == 3 and "predicted_stage1_text" in table and "predicted_stage2_audio" not in table
+    assert json.loads((tmp_path / "t" / "summary.json").read_text())["scores"]["stage2_text"]["test"]["n"] == 2
+    # the run's final stage needs audio that a text file lacks: told what to do instead
+    assert main(["-q", "predict", str(root), str(data), "--out", str(tmp_path / "x")]) == 2
+    assert "--stage stage2_text" in capsys.readouterr().err
+    # a gold label the run does not know, a seed it did not train, a directory that is no run
+    pd.DataFrame({"conversation_id": ["a"], "text": ["hi"], "label": ["joy"]}).to_csv(tmp_path / "bad.csv", index=False)
+    assert main(["-q", "predict", str(root), str(tmp_path / "bad.csv"), "--stage", "stage1_text",
+                 "--out", str(tmp_path / "y")]) == 2
+    assert "joy" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"no finished stage1_text for seed 7 \(finished seeds: \[0\]\)"):
+        predict_run(run, load_manifest_or_corpus(str(data), split="test"), tmp_path / "z", seed=7)
+    with pytest.raises(ConfigError, match="not a trained experiment"):
+        TrainedRun.open(tmp_path)
+    with pytest.raises(ConfigError, match="unknown stage"):
+        chain("stage4")
+    # a corrupt recording stops with the utterance and file named
+    folder = _recordings(tmp_path / "rec")
+    (folder / "call-2" / "turn-2.wav").write_bytes(b"RIFF not really")
+    with pytest.raises(DataError, match="call-2/turn-2.*turn-2.wav"):
+        predict_run(run, load_manifest_or_corpus(str(folder)), tmp_path / "c")
+    # Whisper hears no words: the text branch cannot run, and the user is told which utterances and what to do
+    from merits.pretrain.asr import Transcriber
+
+    folder.joinpath("call-2", "turn-2.wav").unlink()
+    monkeypatch.setattr(Transcriber, "transcribe_batch", lambda self, audios: [""] * len(audios))
+    with pytest.raises(DataError, match=r"Whisper found no words in 3 utterances .*--stage stage2_audio"):
+        predict_run(run, load_manifest_or_corpus(str(folder)), tmp_path / "e")

@@ -45,7 +45,7 @@ def main() -> None:
         test = Manifest(saved.corpus, saved.labels, saved.split("test").reset_index(drop=True), saved.source)
         out = Path(tempfile.mkdtemp(prefix=f"predict-{name}-"))
         started = time.perf_counter()
-        result = predict_run(run, test, out, seed=0)
+        result = predict_run(run, test, out, seeds=0)
         seconds = time.perf_counter() - started
         final = result.summary["stage"]
         trained = pd.read_csv(run.directory / final / "seed-0" / "predictions.csv").set_index("utterance_id")

@@ -53,6 +53,29 @@ def test_rerun_skips_every_stage(finished, monkeypatch):
     assert again["table"] == first["table"]
 
 
+def test_predict_with_several_seeds_averages_their_probabilities(finished, tmp_path, capsys):
+    """merits predict on new MELD-style conversations: --seed all is the mean of the per-seed probabilities."""
+    cfg, _ = finished
+    root = Path(cfg.runs_dir) / "e2e"
+    data = tmp_path / "calls.jsonl"
+    rows = [{"conversation_id": "c1", "text": "Oh my God, you got the job!"}, {"conversation_id": "c1", "text": "I did."},
+            {"conversation_id": "c2", "text": "Get out of my apartment."}]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    tables = {}
+    for seeds in (["0"], ["1"], ["all"]):
+        out = tmp_path / "-".join(seeds)
+        assert main(["-q", "predict", str(root), str(data), "--seed", *seeds, "--out", str(out)]) == 0
+        tables[seeds[0]] = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert "averaged over seeds [0, 1]" in capsys.readouterr().out
+    p = [c for c in tables["all"].columns if c.startswith("p_")]
+    assert len(p) == 7 and list(tables["all"]["utterance_id"]) == ["c1_0", "c1_1", "c2_0"]
+    mean = (tables["0"][p].to_numpy() + tables["1"][p].to_numpy()) / 2
+    assert abs(tables["all"][p].to_numpy() - mean).max() < 1e-3
+    assert (tables["all"]["predicted"] == [p[i][2:] for i in mean.argmax(1)]).all()
+    assert main(["-q", "predict", str(root), str(data), "--seed", "zero", "--out", str(tmp_path / "x")]) == 2
+    assert "--seed takes seed numbers" in capsys.readouterr().err
+
+
 def test_changed_stage2_config_reruns_only_stage2(finished, monkeypatch):
     cfg, _ = finished
     from merits.stages import text_utterance

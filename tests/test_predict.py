@@ -91,7 +91,7 @@ def test_text_only_input_and_errors(iemocap_run, tmp_path, capsys, monkeypatch):
                  "--out", str(tmp_path / "y")]) == 2
     assert "joy" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"no finished stage1_text for seed 7 \(finished seeds: \[0\]\)"):
-        predict_run(run, load_manifest_or_corpus(str(data), split="test"), tmp_path / "z", seed=7)
+        predict_run(run, load_manifest_or_corpus(str(data), split="test"), tmp_path / "z", seeds=7)
     with pytest.raises(ConfigError, match="not a trained experiment"):
         TrainedRun.open(tmp_path)
     with pytest.raises(ConfigError, match="unknown stage"):

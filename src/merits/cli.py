@@ -172,6 +172,13 @@ def cmd_agreement(args) -> None:
         print(f"\nwritten to {args.json}")
 
 
+def _seed(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise MeritsError(f"--seed takes seed numbers or 'all', got {value!r}") from None
+
+
 def cmd_predict(args) -> None:
     from merits.config import ASRConfig, load_config
     from merits.data import load_manifest_or_corpus
@@ -185,7 +192,10 @@ def cmd_predict(args) -> None:
     manifest = load_manifest_or_corpus(args.input, args.root, **options)
     asr = load_config(None, [f"model={args.asr_model}"] if args.asr_model else [], cls=ASRConfig)
     out = args.out or str(Path("predictions") / Path(args.input.rstrip("/")).stem)
-    result = predict_run(run, manifest, out, args.seed, args.stage, args.device, asr)
+    seeds = None
+    if args.seed:  # "all", or seed numbers; several are an ensemble (probabilities averaged)
+        seeds = list(run.cfg.seeds) if args.seed == ["all"] else [_seed(v) for v in args.seed]
+    result = predict_run(run, manifest, out, seeds, args.stage, args.device, asr)
     print(format_summary(result.summary))
     print()
     print(format_preview(result.table))
@@ -270,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="a .csv / .jsonl of conversations (manifest columns; split optional), a folder of "
                                  "recordings (one sub-folder per conversation), a manifest directory, or a corpus name")
     p.add_argument("--out", help="output directory (default predictions/<input name>)")
-    p.add_argument("--seed", type=int, help="which trained seed to use (default: the run's first)")
+    p.add_argument("--seed", nargs="+", help="the trained seed to use (default: the run's first); several, or 'all', "
+                                             "average their probabilities (an ensemble)")
     p.add_argument("--stage", help="stop at this stage (stage1_text ... stage3; default: the run's last)")
     p.add_argument("--device", help="cpu | cuda | auto (default: the run's)")
     p.add_argument("--asr-model", help="Whisper model for inputs without transcripts (default tiny.en, packaged)")

@@ -1,7 +1,7 @@
 """Predict emotions for new conversations with a trained experiment (``merits predict``).
 
 A finished run ``runs/<name>/`` keeps every stage's checkpoint per seed. Prediction replays the hierarchy on new
-data with those weights frozen; nothing is trained:
+data with those weights frozen, for one seed or several (their probabilities averaged); nothing is trained:
 
     text:  transcripts (``merits asr`` first when only audio is given) --Stage I text--> (N, H) embeddings
     audio: recordings --the run's speech encoder, feature cache--> (N, L, D) --Stage I speech head--> (N, 256)
@@ -13,7 +13,7 @@ Output directory::
     predictions.csv   one row per utterance: ids, turn, text, ``predicted`` (the final stage's label),
                       ``confidence``, ``p_<label>`` per class, ``predicted_<stage>`` per stage replayed, and the
                       gold ``label`` where the input has one
-    summary.json      run, seed, stages, predicted-label counts, scores per stage where gold labels exist,
+    summary.json      run, seeds, stages, predicted-label counts, scores per stage where gold labels exist,
                       utterances left out for bad audio
     asr/, features/   transcripts and speech features made on the way; a rerun reuses them
 """
@@ -94,11 +94,24 @@ def chain(stage: str) -> list[str]:
 
 
 @dataclass
+class StageOutput:
+    """One stage's predictions on the input, averaged over the seeds replayed."""
+
+    utterance_ids: list[str]
+    labels: np.ndarray  # (N,) gold class ids, -1 / -100 where unlabelled
+    probs: np.ndarray   # (N, C) softmax probabilities, mean over seeds
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+
+@dataclass
 class PredictResult:
-    table: pd.DataFrame             # predictions.csv
-    summary: dict                   # summary.json
+    table: pd.DataFrame                      # predictions.csv
+    summary: dict                            # summary.json
     directory: Path
-    stage_predictions: dict[str, Predictions] = field(default_factory=dict)
+    stages: dict[str, StageOutput] = field(default_factory=dict)
 
 
 def relabel(manifest: Manifest, labels: tuple[str, ...]) -> Manifest:
@@ -106,22 +119,38 @@ def relabel(manifest: Manifest, labels: tuple[str, ...]) -> Manifest:
     return Manifest(manifest.corpus, labels, manifest.table.copy(), manifest.source, dict(manifest.excluded)).validate()
 
 
-def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seed: int | None = None,
+def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int | list[int] | None = None,
                 stage: str | None = None, device: str | None = None, asr: ASRConfig | None = None) -> PredictResult:
-    """Replay the run's stages (up to ``stage``, default its last) on ``manifest`` for one seed (default its
-    first); write predictions.csv and summary.json into ``out``."""
+    """Replay the run's stages (up to ``stage``, default its last) on ``manifest``; write predictions.csv and
+    summary.json into ``out``.
+
+    seeds: one trained seed, or several: every stage's probabilities are then averaged over them (an ensemble).
+    Default: the run's first seed.
+    """
     cfg, out = run.cfg, Path(out)
-    seed = cfg.seeds[0] if seed is None else seed
+    seeds = [cfg.seeds[0]] if seeds is None else [seeds] if isinstance(seeds, int) else list(seeds)
     stage = stage or run.final_stage()
     stages = chain(stage)
     missing = [m for m in {s.split("_")[-1] for s in stages if s != "stage3"} if m not in cfg.modalities]
     if missing:
         raise ConfigError(f"{run.directory} was trained without {missing}; its modalities are {cfg.modalities}")
-    checkpoints = {s: run.checkpoint(s, seed) for s in stages}  # fail before any work if one is missing
-    dev = resolve_device(device or cfg.device)
-    manifest = relabel(manifest, run.labels)
+    checkpoints = {seed: {s: run.checkpoint(s, seed) for s in stages} for seed in seeds}  # fail before any work
     out.mkdir(parents=True, exist_ok=True)
-    notes: list[str] = []
+    manifest, keep, store, notes = _inputs(run, relabel(manifest, run.labels), stages, out, asr)
+    dev = resolve_device(device or cfg.device)
+    per_seed = [_replay(cfg, keep, store, checkpoints[seed], dev) for seed in seeds]
+    outputs = {s: _average([p[s] for p in per_seed]) for s in stages}
+    table, summary = _outputs(run, manifest, keep, outputs, stage, seeds, notes)
+    table.to_csv(out / "predictions.csv", index=False)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return PredictResult(table, summary, out, outputs)
+
+
+def _inputs(run: TrainedRun, manifest: Manifest, stages: list[str], out: Path, asr: ASRConfig | None):
+    """What the stages read, made once for every seed: transcripts (Whisper, where text is missing and a text stage
+    runs) and speech features. Returns (manifest with transcripts, the utterances every stage can use, the
+    feature store or None, notes)."""
+    cfg, notes, store = run.cfg, [], None
     if "stage1_text" in stages and (manifest.table["text"].str.strip() == "").any():
         from merits.pretrain.asr import transcribe_manifest  # only when there is audio to transcribe
 
@@ -133,26 +162,29 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seed: int 
             raise DataError(f"Whisper found no words in {len(unheard)} utterances ({_listing(unheard)}; see "
                             f"{out / 'asr' / 'asr_report.json'}): the text branch has nothing to read. Drop them from "
                             f"the input{audio_only}")
-    keep = manifest  # the utterances every replayed stage can see
+    keep = manifest
     if "stage1_audio" in stages:
         silent = manifest.table.loc[manifest.table["audio_path"] == "", "utterance_id"]
         if len(silent):
             text_stage = "stage2_text" if "text" in cfg.modalities else None
-            raise ConfigError(f"{len(silent)} utterances have no audio_path ({_listing(silent)}), and {STAGE_NAMES[stage]} "
-                              "needs audio" + (f"; for text alone use --stage {text_stage}" if text_stage else ""))
+            raise ConfigError(f"{len(silent)} utterances have no audio_path ({_listing(silent)}), and "
+                              f"{STAGE_NAMES[stages[-1]]} needs audio"
+                              + (f"; for text alone use --stage {text_stage}" if text_stage else ""))
         store = extract_features(manifest, build_speech_encoder(cfg.speech_encoder), out / "features", cfg.audio)
         if store.skipped:
             notes.append(f"left out for bad audio: {store.summary()}")
             keep = manifest.select(store.available_ids)
     if "stage1_text" in stages:
         keep.require_text()
+    return manifest, keep, store, notes
 
+
+def _replay(cfg: ExperimentConfig, keep: Manifest, store, checkpoints: dict[str, Path], dev) -> dict[str, Predictions]:
+    """Every stage of one seed, in training order, each reading the previous stages' outputs."""
     preds: dict[str, Predictions] = {}
     ids = keep.table["utterance_id"].to_numpy()
-    labels = keep.label_ids()
     rows = np.arange(len(ids))
-    for s in stages:
-        ckpt, desc = checkpoints[s], STAGE_NAMES[s]
+    for s, ckpt in checkpoints.items():
         if s == "stage1_text":
             model = TextClassifier.load(ckpt)
             batcher = TextBatcher(model.tokenizer, cfg.text_encoder.max_length)
@@ -165,7 +197,7 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seed: int 
             if tuple(features.shape[1:]) != (model.config.num_layers, model.config.input_dim):
                 raise ConfigError(f"{ckpt} expects ({model.config.num_layers}, {model.config.input_dim}) features, "
                                   f"the speech encoder gave {tuple(features.shape[1:])}")
-            batches = feature_batches(features, labels, ids, rows, 256)
+            batches = feature_batches(features, keep.label_ids(), ids, rows, 256)
         else:
             if s == "stage3":
                 model = load_model(CoAttentionFusion, FusionModelConfig, ckpt)
@@ -175,15 +207,23 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seed: int 
                 inputs = {"embeddings": align(preds[f"stage1_{s.split('_')[1]}"], keep)}  # (N, D) manifest order
             batch_size = getattr(cfg, s).batch_size
             batches = [b for split in splits_present(keep) for b in conversation_batches(keep, split, inputs, batch_size)]
-        preds[s] = predict(model.to(dev), batches, dev, desc)
-    table, summary = _outputs(run, manifest, keep, preds, stage, seed, notes)
-    table.to_csv(out / "predictions.csv", index=False)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return PredictResult(table, summary, out, preds)
+        preds[s] = predict(model.to(dev), batches, dev, STAGE_NAMES[s])
+    return preds
 
 
-def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, preds: dict[str, Predictions], final: str,
-             seed: int, notes: list[str]) -> tuple[pd.DataFrame, dict]:
+def _average(per_seed: list[Predictions]) -> StageOutput:
+    """One stage's softmax probabilities averaged over seeds, rows in the first seed's order."""
+    first = per_seed[0]
+    order = {u: i for i, u in enumerate(first.utterance_ids)}
+    probs = np.zeros_like(first.logits, dtype=np.float64)
+    for p in per_seed:
+        rows = [order[u] for u in p.utterance_ids]
+        probs[rows] += torch.softmax(torch.from_numpy(p.logits).double(), -1).numpy()
+    return StageOutput(list(first.utterance_ids), first.labels, probs / len(per_seed))
+
+
+def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[str, StageOutput], final: str,
+             seeds: list[int], notes: list[str]) -> tuple[pd.DataFrame, dict]:
     """predictions.csv (every input utterance, blank predictions for those left out) and summary.json."""
     names = np.array(run.labels)
     columns = [c for c in ("utterance_id", "conversation_id", "turn", "split", "text", "audio_path", "label")
@@ -191,19 +231,16 @@ def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, preds: dict[st
     table = manifest.table[columns].reset_index(drop=True)
     scores: dict[str, dict[str, dict]] = {}  # stage -> split -> scores, where the input has gold labels
     split_of = dict(zip(keep.table["utterance_id"], keep.table["split"]))
-    for s, p in preds.items():
-        by_id = pd.Series(names[p.predicted], index=p.utterance_ids)
+    for s, o in outputs.items():
+        by_id = pd.Series(names[o.predicted], index=o.utterance_ids)
         table[f"predicted_{s}"] = table["utterance_id"].map(by_id).fillna("")
-        splits = np.array([split_of[u] for u in p.utterance_ids])
+        splits = np.array([split_of[u] for u in o.utterance_ids])
         for split in dict.fromkeys(splits):
-            known = (p.labels >= 0) & (splits == split)
+            known = (o.labels >= 0) & (splits == split)
             if known.any():
-                m = classification_metrics(p.labels[known], p.predicted[known], run.labels)
+                m = classification_metrics(o.labels[known], o.predicted[known], run.labels)
                 scores.setdefault(s, {})[split] = {k: m[k] for k in ("weighted_f1", "accuracy", "macro_f1", "n")}
-    final_preds = preds[final]
-    logits = torch.from_numpy(final_preds.logits)
-    probs = pd.DataFrame(torch.softmax(logits, -1).numpy(), index=final_preds.utterance_ids,
-                         columns=[f"p_{n}" for n in run.labels])
+    probs = pd.DataFrame(outputs[final].probs, index=outputs[final].utterance_ids, columns=[f"p_{n}" for n in run.labels])
     table.insert(len(columns), "predicted", table[f"predicted_{final}"])
     table.insert(len(columns) + 1, "confidence", table["utterance_id"].map(probs.max(axis=1)).round(4))
     for c in probs.columns:
@@ -212,9 +249,9 @@ def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, preds: dict[st
         table = table.drop(columns="label")
     counts = table.loc[table["predicted"] != "", "predicted"].value_counts()
     summary = {
-        "run": str(run.directory), "seed": seed, "stage": final, "stages": list(preds),
+        "run": str(run.directory), "seeds": seeds, "stage": final, "stages": list(outputs),
         "input": manifest.source, "utterances": int(len(manifest.table)),
-        "conversations": int(manifest.table["conversation_id"].nunique()), "predicted": int(len(final_preds.utterance_ids)),
+        "conversations": int(manifest.table["conversation_id"].nunique()), "predicted": len(outputs[final].utterance_ids),
         "left_out": sorted(set(manifest.table["utterance_id"]) - set(keep.table["utterance_id"])),
         "predicted_counts": {n: int(counts.get(n, 0)) for n in run.labels},
         "scores": scores, "notes": notes,
@@ -226,7 +263,7 @@ def format_summary(summary: dict) -> str:
     """A few lines a user reads at a glance: what was predicted with what, the label counts, gold scores."""
     n_conv = summary["conversations"]
     lines = [f"{summary['predicted']} of {summary['utterances']} utterances in {n_conv} conversation{'s' * (n_conv != 1)}, "
-             f"{STAGE_NAMES[summary['stage']]} of {summary['run']} (seed {summary['seed']})", "",
+             f"{STAGE_NAMES[summary['stage']]} of {summary['run']} ({_seeds(summary['seeds'])})", "",
              "| predicted | utterances | share |", "|---|---|---|"]
     total = max(summary["predicted"], 1)
     for name, n in summary["predicted_counts"].items():
@@ -255,3 +292,7 @@ def format_preview(table: pd.DataFrame, rows: int = 10, width: int = 60) -> str:
     if len(table) > rows:
         lines.append(f"\n... and {len(table) - rows} more utterances")
     return "\n".join(lines)
+
+
+def _seeds(seeds: list[int]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"probabilities averaged over seeds {seeds}"

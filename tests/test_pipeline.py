@@ -135,6 +135,14 @@ def test_whole_hierarchy_on_mosi(tmp_path):
     m3 = json.loads((tmp_path / "runs/all/stage3/seed-0/metrics.json").read_text())
     assert 0.0 <= m3["test"]["weighted_f1"] <= 1.0
     assert (tmp_path / "runs/all/stage3/seed-0/checkpoint/model.safetensors").is_file()
+    # merits predict on the run's test videos: the precomputed acoustic features need no audio file
+    from merits.data.manifest import Manifest
+    from merits.predict import TrainedRun, predict_run
+
+    saved = Manifest.load(tmp_path / "runs/all/manifest")
+    test = Manifest(saved.corpus, saved.labels, saved.split("test").reset_index(drop=True))
+    replay = predict_run(TrainedRun.open(tmp_path / "runs/all"), test, tmp_path / "predicted")
+    assert replay.summary["scores"]["stage3"]["test"]["weighted_f1"] == pytest.approx(m3["test"]["weighted_f1"])
 
 
 def test_iemocap_paper_profile_whole_hierarchy_on_the_release_fixture(tmp_path, iemocap_run):

@@ -164,13 +164,14 @@ def _inputs(run: TrainedRun, manifest: Manifest, stages: list[str], out: Path, a
                             f"the input{audio_only}")
     keep = manifest
     if "stage1_audio" in stages:
+        encoder = build_speech_encoder(cfg.speech_encoder)
         silent = manifest.table.loc[manifest.table["audio_path"] == "", "utterance_id"]
-        if len(silent):
+        if encoder.needs_audio and len(silent):  # (a precomputed table is looked up by utterance id instead)
             text_stage = "stage2_text" if "text" in cfg.modalities else None
             raise ConfigError(f"{len(silent)} utterances have no audio_path ({_listing(silent)}), and "
                               f"{STAGE_NAMES[stages[-1]]} needs audio"
                               + (f"; for text alone use --stage {text_stage}" if text_stage else ""))
-        store = extract_features(manifest, build_speech_encoder(cfg.speech_encoder), out / "features", cfg.audio)
+        store = extract_features(manifest, encoder, out / "features", cfg.audio)
         if store.skipped:
             notes.append(f"left out for bad audio: {store.summary()}")
             keep = manifest.select(store.available_ids)

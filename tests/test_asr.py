@@ -178,6 +178,36 @@ def test_bad_audio_stops_or_is_skipped_and_reported(tmp_path, transcriber):
     assert "sun0" not in set(result.manifest.table["utterance_id"])
 
 
+def test_segment_mode_turns_a_whole_recording_into_a_conversation(tmp_path):
+    """segment: the whole clip is one call; Whisper's segments become its utterances with start/end, resumably."""
+    cfg = ASRConfig(threads=1, segment=True)
+    t = Transcriber(cfg)
+    calls = Manifest("calls", (), pd.DataFrame([
+        dict(utterance_id="call", conversation_id="folder", turn=0, split="test", text="", label="", audio_path=str(WAV)),
+        dict(utterance_id="late", conversation_id="folder", turn=1, split="test", text="", label="", audio_path=str(WAV),
+             start=5.0, end=9.42),
+        dict(utterance_id="typed", conversation_id="chat", turn=0, split="test", text="hello there", label=""),
+    ])).validate()
+    result = transcribe_manifest(calls, tmp_path / "out", cfg, t)
+    out = result.manifest.table.set_index("utterance_id")
+    call = out[out["conversation_id"] == "call"].sort_values("turn")
+    assert len(call) >= 2 and list(call.index[:2]) == ["call/000", "call/001"] and list(call["turn"]) == list(range(len(call)))
+    assert (call["start"].diff().dropna() > 0).all() and (call["end"] > call["start"]).all() and call["end"].max() <= 9.43
+    first, last = call["text"].iloc[0].lower(), call["text"].iloc[-1].lower()
+    assert "lazy" in first and "sunny" in last and "sunny" not in first
+    assert call["start"].iloc[-1] >= 4.0 and call["end"].iloc[0] <= 5.1  # the second sentence starts after the pause
+    late = out[out["conversation_id"] == "late"]  # segment times are seconds of the file, not of the cut
+    assert len(late) >= 1 and late["start"].min() >= 5.0 and "sunny" in " ".join(late["text"]).lower()
+    assert out.loc["typed", "text"] == "hello there" and out.loc["typed", "conversation_id"] == "chat"
+    assert result.report["segments"] == len(call) + len(late)
+    counting_calls = []
+    t.segment = lambda audio: counting_calls.append(1) or []  # a rerun must not decode again
+    again = transcribe_manifest(calls, tmp_path / "out", cfg, t)
+    assert not counting_calls and again.manifest.table.equals(result.manifest.table)
+    with pytest.raises(ConfigError, match="other ASR settings"):  # a store of plain transcripts is not reused
+        transcribe_manifest(calls, tmp_path / "out", ASRConfig(threads=1))
+
+
 def test_rows_without_audio_keep_their_text(tmp_path, transcriber):
     t = pd.concat([rows(), pd.DataFrame([dict(utterance_id="txt", conversation_id="t", turn=0, split="train",
                                               text="typed text", label="")])])

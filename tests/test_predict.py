@@ -2,6 +2,7 @@
 that have no text, and fails clearly on input it cannot use."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,22 @@ def test_new_recordings_are_transcribed_then_predicted(iemocap_run, tmp_path):
     assert (tmp_path / "out" / "asr" / "transcripts.jsonl").is_file()
     again = predict_run(TrainedRun.open(root), manifest, tmp_path / "out")  # transcripts and features reused
     assert again.table["predicted"].tolist() == result.table["predicted"].tolist()
+
+
+def test_whole_calls_are_cut_into_utterances_by_whisper(iemocap_run, tmp_path, capsys):
+    """--segment: each file is a whole conversation; Whisper's segments are its turns, for both branches."""
+    _, _, root = iemocap_run
+    (tmp_path / "calls").mkdir()
+    shutil.copy(FIXTURE, tmp_path / "calls" / "monday.wav")
+    out = tmp_path / "out"
+    assert main(["-q", "predict", str(root), str(tmp_path / "calls"), "--segment", "--out", str(out)]) == 0
+    assert "in 1 conversation," in capsys.readouterr().out
+    table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert len(table) >= 2 and (table["conversation_id"] == "calls/monday").all()
+    assert list(table["turn"]) == list(range(len(table))) and table["utterance_id"].iloc[0] == "calls/monday/000"
+    assert "lazy" in table["text"].iloc[0].lower() and "sunny" in table["text"].iloc[-1].lower()
+    assert table["start"].iloc[-1] >= 4.0 and (table["end"] > table["start"]).all()  # when in the call each one was said
+    assert (table["predicted_stage1_audio"] != "").all() and (table["predicted"] != "").all()
 
 
 def test_text_only_input_and_errors(iemocap_run, tmp_path, capsys, monkeypatch):

@@ -91,6 +91,8 @@ def cmd_asr(args) -> None:
         overrides.append("language=" + ("null" if args.language.lower() in ("auto", "none", "null") else args.language))
     if args.vad:
         overrides.append("vad=true")
+    if args.segment:
+        overrides.append("segment=true")
     cfg = load_config(args.config, overrides, cls=ASRConfig)
     source = Path(args.manifest)
     if source.is_dir() and source.resolve() == Path(args.out).resolve():
@@ -190,7 +192,8 @@ def cmd_predict(args) -> None:
         options.setdefault("split", "test")         # new data has no split: every row is to predict
         options.setdefault("labels", list(run.labels))  # gold labels, where given, must be the run's
     manifest = load_manifest_or_corpus(args.input, args.root, **options)
-    asr = load_config(None, [f"model={args.asr_model}"] if args.asr_model else [], cls=ASRConfig)
+    asr = load_config(None, ([f"model={args.asr_model}"] if args.asr_model else [])
+                      + (["segment=true"] if args.segment else []), cls=ASRConfig)
     out = args.out or str(Path("predictions") / Path(args.input.rstrip("/")).stem)
     seeds = None
     if args.seed:  # "all", or seed numbers; several are an ensemble (probabilities averaged)
@@ -236,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="an ASR config YAML (e.g. configs/asr/paper.yaml); default: the offline settings")
     p.add_argument("--model", help="tiny.en (packaged, default), large-v3, a CTranslate2 hub id or a local directory")
     p.add_argument("--vad", action="store_true", help="decode only the speech regions found by Silero VAD")
+    p.add_argument("--segment", action="store_true", help="each recording is a whole conversation: its Whisper "
+                                                          "segments become the utterances (start/end/text)")
     p.add_argument("--language", help="language code (default en); auto = detect")
     p.add_argument("--batch-size", type=int, help="utterance pieces decoded together (default 8)")
     p.add_argument("--beam-size", type=int, help="beam width (default 5)")
@@ -285,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", help="stop at this stage (stage1_text ... stage3; default: the run's last)")
     p.add_argument("--device", help="cpu | cuda | auto (default: the run's)")
     p.add_argument("--asr-model", help="Whisper model for inputs without transcripts (default tiny.en, packaged)")
+    p.add_argument("--segment", action="store_true", help="each recording is a whole conversation (a call): Whisper "
+                                                          "cuts it into utterances first")
     p.add_argument("--root", help="the raw release, when INPUT is a corpus name")
     p.add_argument("--option", "-o", action="append", help="adapter option key=value (repeatable)")
     p.set_defaults(func=cmd_predict)

@@ -302,6 +302,8 @@ class ASRConfig:
     device: str = "cpu"               # cpu | cuda | auto
     threads: int = 0                  # CTranslate2 CPU threads; 0 = its default (4, or OMP_NUM_THREADS)
     drop_empty: bool = False          # leave utterances with an empty transcript out of the output manifest
+    segment: bool = False             # each recording becomes one conversation whose utterances are Whisper's
+                                      # segments (start / end / text): for whole calls rather than cut turns
     audio: AudioConfig = field(default_factory=AudioConfig)  # decoding, min_seconds, on_error stop | skip
 
     def __post_init__(self) -> None:

@@ -148,13 +148,15 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int
 
 def _inputs(run: TrainedRun, manifest: Manifest, stages: list[str], out: Path, asr: ASRConfig | None):
     """What the stages read, made once for every seed: transcripts (Whisper, where text is missing and a text stage
-    runs) and speech features. Returns (manifest with transcripts, the utterances every stage can use, the
+    runs; with ``asr.segment`` every recording is first cut into Whisper's segments) and speech features. Returns (manifest with transcripts, the utterances every stage can use, the
     feature store or None, notes)."""
     cfg, notes, store = run.cfg, [], None
-    if "stage1_text" in stages and (manifest.table["text"].str.strip() == "").any():
+    segmenting = asr is not None and asr.segment  # whole recordings -> Whisper segments as utterances
+    if segmenting or ("stage1_text" in stages and (manifest.table["text"].str.strip() == "").any()):
         from merits.pretrain.asr import transcribe_manifest  # only when there is audio to transcribe
 
-        log.info("transcribing the utterances without text into %s", out / "asr")
+        log.info("%s into %s", "segmenting the recordings" if segmenting else "transcribing the utterances without text",
+                 out / "asr")
         manifest = relabel(transcribe_manifest(manifest, out / "asr", asr or ASRConfig()).manifest, run.labels)
         unheard = manifest.table.loc[manifest.table["text"].str.strip() == "", "utterance_id"]
         if len(unheard):
@@ -227,8 +229,9 @@ def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[
              seeds: list[int], notes: list[str]) -> tuple[pd.DataFrame, dict]:
     """predictions.csv (every input utterance, blank predictions for those left out) and summary.json."""
     names = np.array(run.labels)
-    columns = [c for c in ("utterance_id", "conversation_id", "turn", "split", "text", "audio_path", "label")
-               if c == "label" or (manifest.table[c] != "").any()]
+    t = manifest.table
+    columns = [c for c in ("utterance_id", "conversation_id", "turn", "split", "start", "end", "text", "audio_path", "label")
+               if c == "label" or (t[c].notna() & (t[c] != "")).any()]  # start / end: where the input cut its audio
     table = manifest.table[columns].reset_index(drop=True)
     scores: dict[str, dict[str, dict]] = {}  # stage -> split -> scores, where the input has gold labels
     split_of = dict(zip(keep.table["utterance_id"], keep.table["split"]))

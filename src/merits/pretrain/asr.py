@@ -12,6 +12,11 @@ Output directory (``out``)::
     asr_report.json     counts, empty transcripts (ids), skipped audio (ids + reasons), real-time factor, and
                         the WER against the input's text where the input had text
 
+Segmenting (``segment: true``): each input row is a whole recording (a call, a session). Whisper's own segments
+(start, end, text) become the utterances of one conversation per recording: utterance_id ``<row id>/<k:03d>``,
+conversation_id = the row's utterance_id, turn k, start / end in seconds of the file. They are decoded sequentially,
+one recording at a time, with timestamps; the store keeps each recording's segments.
+
 Batching: several utterances are concatenated into one buffer and handed to faster-whisper's
 ``BatchedInferencePipeline`` with one clip per utterance piece (<= 30 s), so that one CTranslate2 call decodes a
 batch of utterances; each returned segment is mapped back to its utterance by its start time. A kill loses at most
@@ -29,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from merits.audio import AudioError, load_utterance
 from merits.config import ASRConfig, to_dict
@@ -83,7 +89,7 @@ class Transcriber:
         self.name = display
         self.identity = {"version": STORE_VERSION, "model": display, "source": source, "language": cfg.language,
                          "beam_size": cfg.beam_size, "vad": cfg.vad, "compute_type": cfg.compute_type,
-                         "sample_rate": cfg.audio.sample_rate}
+                         "sample_rate": cfg.audio.sample_rate, **({"segment": True} if cfg.segment else {})}
 
     def pieces(self, audio: np.ndarray) -> list[np.ndarray]:
         """The <= 30 s pieces of one utterance that the decoder sees: its speech regions (VAD) or 30 s windows."""
@@ -101,6 +107,14 @@ class Transcriber:
             return [c for c in chunks if len(c)]
         window = WHISPER_WINDOW_SECONDS * rate
         return [audio[s:s + window] for s in range(0, len(audio), window)]
+
+    def segment(self, audio: np.ndarray) -> list[tuple[float, float, str]]:
+        """Whisper's segments of one whole recording: (start s, end s, text), in order, empty ones left out."""
+        segments, _ = self.model.transcribe(audio, language=self.cfg.language, beam_size=self.cfg.beam_size,
+                                            vad_filter=self.cfg.vad, condition_on_previous_text=False)
+        seconds = len(audio) / self.cfg.audio.sample_rate
+        return [(round(float(s.start), 3), round(min(float(s.end), seconds), 3), s.text.strip())
+                for s in segments if s.text.strip() and s.end > s.start]
 
     def transcribe_batch(self, audios: list[np.ndarray]) -> list[str]:
         """One transcript per utterance (``(samples,)`` float32 at the configured rate); '' when nothing was heard."""
@@ -245,15 +259,20 @@ def transcribe_manifest(manifest: Manifest, out: str | Path, cfg: ASRConfig | No
                     store.append({"utterance_id": r["utterance_id"], "status": SKIPPED, "reason": e.reason,
                                   "audio": _audio_key(r)})
             started = time.perf_counter()
-            texts = transcriber.transcribe_batch(audios) if audios else []
+            if cfg.segment:
+                segments = [transcriber.segment(x) for x in audios]
+                texts = [" ".join(text for _, _, text in segs) for segs in segments]
+            else:
+                segments, texts = [None] * len(audios), transcriber.transcribe_batch(audios) if audios else []
             wall += time.perf_counter() - started
-            for r, x, text in zip(group, audios, texts):
+            for r, x, text, segs in zip(group, audios, texts, segments):
                 seconds = len(x) / cfg.audio.sample_rate
                 audio_seconds += seconds
                 # "." or "-" alone is no transcript: it is reported as empty, never kept as text
                 status = OK if Normalizer()(text) else EMPTY
-                store.append({"utterance_id": r["utterance_id"], "status": status, "text": text,
-                              "seconds": round(seconds, 3), "audio": _audio_key(r)})
+                record = {"utterance_id": r["utterance_id"], "status": status, "text": text,
+                          "seconds": round(seconds, 3), "audio": _audio_key(r)}
+                store.append(record if segs is None else {**record, "segments": segs})
             bar.update(len(todo[b:b + cfg.batch_size]))
             if wall:
                 bar.set_postfix(rtf=f"{wall / max(audio_seconds, 1e-9):.3f}", audio=f"{audio_seconds:.0f}s")
@@ -283,7 +302,8 @@ def _assemble(manifest: Manifest, records: dict, cfg: ASRConfig, transcriber: Tr
     hypothesis = rec[transcribed].map(lambda r: r.get("text", "") if r["status"] == OK else "")
     t.loc[transcribed, "text"] = hypothesis
     keep = ~t["utterance_id"].isin(skipped_ids + (empty_ids if cfg.drop_empty else []))
-    out_manifest = Manifest(manifest.corpus, manifest.labels, t[keep],
+    kept = _segmented(t[keep], records) if cfg.segment else t[keep]
+    out_manifest = Manifest(manifest.corpus, manifest.labels, kept,
                             f"{manifest.source} transcribed by {transcriber.name}", dict(manifest.excluded))
     if len(out_manifest.table):
         out_manifest.validate()
@@ -298,10 +318,27 @@ def _assemble(manifest: Manifest, records: dict, cfg: ASRConfig, transcriber: Tr
         "audio_seconds": round(float(sum(records[u].get("seconds", 0.0) for u in t.loc[transcribed, "utterance_id"])), 3),
         "output_utterances": len(out_manifest.table),
     }
+    if cfg.segment:  # recordings without a word (empty) have no segments, hence no utterances
+        report["segments"] = int(sum(len(records[u].get("segments", [])) for u in t.loc[transcribed, "utterance_id"]))
     if scored.any():
         score = word_error_rate(reference[scored], hypothesis[scored], t.loc[transcribed, "utterance_id"][scored])
         report["wer_vs_input_text"] = score.to_dict(per_utterance=False)
     return out_manifest, report
+
+
+def _segmented(t: pd.DataFrame, records: dict) -> pd.DataFrame:
+    """Segment mode: every transcribed recording row becomes one conversation of its Whisper segments; rows without
+    audio stay as they are. A recording's label does not carry over to its segments."""
+    rows = []
+    for r in t.to_dict("records"):
+        if not r["audio_path"]:
+            rows.append(r)
+            continue
+        offset = 0.0 if pd.isna(r["start"]) else float(r["start"])  # segment times are relative to the cut
+        for k, (start, end, text) in enumerate(records[r["utterance_id"]].get("segments", [])):
+            rows.append({**r, "utterance_id": f"{r['utterance_id']}/{k:03d}", "conversation_id": r["utterance_id"],
+                         "turn": k, "start": offset + start, "end": offset + end, "text": text, "label": ""})
+    return pd.DataFrame(rows, columns=t.columns)
 
 
 def _log_report(report: dict, out: Path) -> None:

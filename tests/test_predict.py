@@ -41,6 +41,9 @@ def test_replaying_the_run_reproduces_every_stage(iemocap_run, tmp_path, capsys)
     assert np.allclose(probs.sum(1), 1.0, atol=1e-3)
     assert (table["predicted"] == table["predicted_stage3"]).all()
     assert np.allclose(table["confidence"], probs.max(1), atol=1e-4)
+    metrics = json.loads((out / "metrics.json").read_text())  # gold labels: full scores and the confusion matrices
+    assert metrics["stage3"]["test"]["per_class"].keys() == {"anger", "happiness", "sadness", "neutral"}
+    assert {"confusion_train.png", "confusion_validation.png", "confusion_test.png"} <= {p.name for p in out.iterdir()}
 
 
 def _recordings(folder: Path) -> Path:
@@ -66,7 +69,7 @@ def test_new_recordings_are_transcribed_then_predicted(iemocap_run, tmp_path):
     assert list(t.index) == ["call-1/turn-1", "call-1/turn-2", "call-2/turn-1"]
     assert "fox" in t.loc["call-1/turn-1", "text"].lower() and "sunny" in t.loc["call-1/turn-2", "text"].lower()
     assert set(t["predicted"]) <= {"anger", "happiness", "sadness", "neutral"} and (t["confidence"] > 0.25).all()
-    assert "label" not in t.columns and result.summary["scores"] == {}
+    assert "label" not in t.columns and result.summary["scores"] == {} and not (tmp_path / "out" / "metrics.json").exists()
     assert (tmp_path / "out" / "asr" / "transcripts.jsonl").is_file()
     again = predict_run(TrainedRun.open(root), manifest, tmp_path / "out")  # transcripts and features reused
     assert again.table["predicted"].tolist() == result.table["predicted"].tolist()

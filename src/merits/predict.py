@@ -15,6 +15,8 @@ Output directory::
                       gold ``label`` where the input has one
     summary.json      run, seeds, stages, predicted-label counts, scores per stage where gold labels exist,
                       utterances left out for bad audio
+    metrics.json      where gold labels exist: every stage's scores per split (per class, confusion matrix)
+    confusion_<split>.png   the final stage's confusion matrix, where gold labels exist
     asr/, features/   transcripts and speech features made on the way; a rerun reuses them
 """
 
@@ -35,7 +37,7 @@ from merits.encoders.speech import build_speech_encoder
 from merits.encoders.text import TextBatcher
 from merits.errors import ConfigError, DataError
 from merits.features import extract_features
-from merits.metrics import classification_metrics
+from merits.metrics import classification_metrics, plot_confusion
 from merits.models.checkpoint import load_model
 from merits.models.context import ConversationModel, ConversationModelConfig
 from merits.models.fusion import CoAttentionFusion, FusionModelConfig
@@ -140,9 +142,14 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int
     dev = resolve_device(device or cfg.device)
     per_seed = [_replay(cfg, keep, store, checkpoints[seed], dev) for seed in seeds]
     outputs = {s: _average([p[s] for p in per_seed]) for s in stages}
-    table, summary = _outputs(run, manifest, keep, outputs, stage, seeds, notes)
+    table, summary, scores = _outputs(run, manifest, keep, outputs, stage, seeds, notes)
     table.to_csv(out / "predictions.csv", index=False)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if scores:  # gold labels given: e.g. a cross-corpus evaluation of the trained run
+        (out / "metrics.json").write_text(json.dumps(scores, indent=2))
+        for split, m in scores[stage].items():
+            plot_confusion(m, out / f"confusion_{split}.png", f"{STAGE_NAMES[stage]} on {split}: weighted F1 "
+                                                               f"{m['weighted_f1']:.3f}")
     return PredictResult(table, summary, out, outputs)
 
 
@@ -226,14 +233,15 @@ def _average(per_seed: list[Predictions]) -> StageOutput:
 
 
 def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[str, StageOutput], final: str,
-             seeds: list[int], notes: list[str]) -> tuple[pd.DataFrame, dict]:
-    """predictions.csv (every input utterance, blank predictions for those left out) and summary.json."""
+             seeds: list[int], notes: list[str]) -> tuple[pd.DataFrame, dict, dict]:
+    """predictions.csv (every input utterance, blank predictions for those left out), summary.json, and the full
+    scores (per class, confusion) per stage and split where the input has gold labels."""
     names = np.array(run.labels)
     t = manifest.table
     columns = [c for c in ("utterance_id", "conversation_id", "turn", "split", "start", "end", "text", "audio_path", "label")
                if c == "label" or (t[c].notna() & (t[c] != "")).any()]  # start / end: where the input cut its audio
     table = manifest.table[columns].reset_index(drop=True)
-    scores: dict[str, dict[str, dict]] = {}  # stage -> split -> scores, where the input has gold labels
+    scores: dict[str, dict[str, dict]] = {}  # stage -> split -> all scores, where the input has gold labels
     split_of = dict(zip(keep.table["utterance_id"], keep.table["split"]))
     for s, o in outputs.items():
         by_id = pd.Series(names[o.predicted], index=o.utterance_ids)
@@ -242,8 +250,7 @@ def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[
         for split in dict.fromkeys(splits):
             known = (o.labels >= 0) & (splits == split)
             if known.any():
-                m = classification_metrics(o.labels[known], o.predicted[known], run.labels)
-                scores.setdefault(s, {})[split] = {k: m[k] for k in ("weighted_f1", "accuracy", "macro_f1", "n")}
+                scores.setdefault(s, {})[split] = classification_metrics(o.labels[known], o.predicted[known], run.labels)
     probs = pd.DataFrame(outputs[final].probs, index=outputs[final].utterance_ids, columns=[f"p_{n}" for n in run.labels])
     table.insert(len(columns), "predicted", table[f"predicted_{final}"])
     table.insert(len(columns) + 1, "confidence", table["utterance_id"].map(probs.max(axis=1)).round(4))
@@ -258,9 +265,11 @@ def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[
         "conversations": int(manifest.table["conversation_id"].nunique()), "predicted": len(outputs[final].utterance_ids),
         "left_out": sorted(set(manifest.table["utterance_id"]) - set(keep.table["utterance_id"])),
         "predicted_counts": {n: int(counts.get(n, 0)) for n in run.labels},
-        "scores": scores, "notes": notes,
+        "scores": {s: {split: {k: m[k] for k in ("weighted_f1", "accuracy", "macro_f1", "n")} for split, m in by_split.items()}
+                   for s, by_split in scores.items()},
+        "notes": notes,
     }
-    return table, summary
+    return table, summary, scores
 
 
 def format_summary(summary: dict) -> str:

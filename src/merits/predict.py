@@ -42,6 +42,7 @@ from merits.models.checkpoint import load_model
 from merits.models.context import ConversationModel, ConversationModelConfig
 from merits.models.fusion import CoAttentionFusion, FusionModelConfig
 from merits.models.utterance import SpeechHead, SpeechHeadConfig, TextClassifier
+from merits.report import LABELS as STAGE_NAMES
 from merits.runs import DONE
 from merits.stages.common import align, conversation_batches, splits_present
 from merits.stages.speech_utterance import feature_batches
@@ -49,9 +50,7 @@ from merits.stages.text_utterance import utterance_batches
 from merits.training import Predictions, predict, resolve_device
 
 log = logging.getLogger("merits")
-STAGES = ("stage1_text", "stage2_text", "stage1_audio", "stage2_audio", "stage3")
-STAGE_NAMES = {"stage1_text": "Text I", "stage2_text": "Text II", "stage1_audio": "Audio I",
-               "stage2_audio": "Audio II", "stage3": "Audio+Text III"}
+STAGES = ("stage1_text", "stage2_text", "stage1_audio", "stage2_audio", "stage3")  # the order they replay in
 
 
 @dataclass

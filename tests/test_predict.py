@@ -89,6 +89,12 @@ def test_whole_calls_are_cut_into_utterances_by_whisper(iemocap_run, tmp_path, c
     assert "lazy" in table["text"].iloc[0].lower() and "sunny" in table["text"].iloc[-1].lower()
     assert table["start"].iloc[-1] >= 4.0 and (table["end"] > table["start"]).all()  # when in the call each one was said
     assert (table["predicted_stage1_audio"] != "").all() and (table["predicted"] != "").all()
+    per_call = pd.read_csv(out / "conversations.csv")  # the call at a glance
+    assert len(per_call) == 1 and per_call.loc[0, "utterances"] == len(table)
+    assert per_call.loc[0, "dominant"] == table["predicted"].value_counts().index[0]
+    shares = per_call[[f"share_{n}" for n in ("anger", "happiness", "sadness", "neutral")]].to_numpy()
+    assert abs(shares.sum() - 1) < 1e-3 and per_call.loc[0, "last"] == table["predicted"].iloc[-1]
+    assert (out / "timelines.png").stat().st_size > 0
 
 
 def test_text_only_input_and_errors(iemocap_run, tmp_path, capsys, monkeypatch):

@@ -15,6 +15,9 @@ Output directory::
                       gold ``label`` where the input has one
     summary.json      run, seeds, stages, predicted-label counts, scores per stage where gold labels exist,
                       utterances left out for bad audio
+    conversations.csv one row per conversation: utterances, the dominant predicted label, the share of each label,
+                      mean confidence, the first and last labels
+    timelines.png     the predicted label of every turn, one panel per conversation (the first 12)
     metrics.json      where gold labels exist: every stage's scores per split (per class, confusion matrix)
     confusion_<split>.png   the final stage's confusion matrix, where gold labels exist
     asr/, features/   transcripts and speech features made on the way; a rerun reuses them
@@ -144,6 +147,8 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int
     table, summary, scores = _outputs(run, manifest, keep, outputs, stage, seeds, notes)
     table.to_csv(out / "predictions.csv", index=False)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    conversations(table, run.labels).to_csv(out / "conversations.csv", index=False)
+    plot_timelines(table, run.labels, out / "timelines.png")
     if scores:  # gold labels given: e.g. a cross-corpus evaluation of the trained run
         (out / "metrics.json").write_text(json.dumps(scores, indent=2))
         for split, m in scores[stage].items():
@@ -269,6 +274,58 @@ def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[
         "notes": notes,
     }
     return table, summary, scores
+
+
+def conversations(table: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFrame:
+    """conversations.csv: per conversation, how much of each predicted emotion, at a glance (turn order kept)."""
+    done = table[table["predicted"] != ""]
+    rows = []
+    for conv, g in done.groupby("conversation_id", sort=False):  # conversations in input order
+        g = g.sort_values("turn", kind="stable")
+        share = g["predicted"].value_counts(normalize=True)
+        rows.append({"conversation_id": conv, "utterances": len(g), "dominant": share.index[0],
+                     **{f"share_{n}": round(float(share.get(n, 0.0)), 4) for n in labels},
+                     "mean_confidence": round(float(g["confidence"].mean()), 4),
+                     "first": g["predicted"].iloc[0], "last": g["predicted"].iloc[-1]})
+    return pd.DataFrame(rows)
+
+
+def plot_timelines(table: pd.DataFrame, labels: tuple[str, ...], path: str | Path, most: int = 12) -> Path:
+    """The predicted label of every turn of the first ``most`` conversations, one panel each; fainter = less sure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    done = table[table["predicted"] != ""]
+    convs = list(dict.fromkeys(done["conversation_id"]))[:most]
+    cols = min(3, max(len(convs), 1))
+    rows = -(-max(len(convs), 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 0.9 + 0.32 * len(labels) * rows), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    index = {n: i for i, n in enumerate(labels)}
+    timed = "start" in done.columns and done["start"].notna().all()  # seconds where the audio was cut, else turns
+    for ax, conv in zip(axes.flat, convs):
+        g = done[done["conversation_id"] == conv].sort_values("turn")
+        x = g["start"].to_numpy(float) if timed else g["turn"].to_numpy()
+        y = g["predicted"].map(index).to_numpy()
+        ax.plot(x, y, color="0.8", lw=1, zorder=1)
+        ax.scatter(x, y, c=[colours(i % 10) for i in y], alpha=(0.25 + 0.75 * g["confidence"]).clip(0, 1).to_numpy(),
+                   s=30, zorder=2)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_ylim(-0.5, len(labels) - 0.5)
+        ax.set_title(str(conv), fontsize=8)
+        ax.set_xlabel("seconds" if timed else "turn", fontsize=7)
+        if not timed:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in list(axes.flat)[len(convs):]:
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def format_summary(summary: dict) -> str:

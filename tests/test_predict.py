@@ -127,6 +127,11 @@ def test_text_only_input_and_errors(iemocap_run, tmp_path, capsys, monkeypatch):
     (folder / "call-2" / "turn-2.wav").write_bytes(b"RIFF not really")
     with pytest.raises(DataError, match="call-2/turn-2.*turn-2.wav"):
         predict_run(run, load_manifest_or_corpus(str(folder)), tmp_path / "c")
+    run.cfg.audio.on_error = "skip"  # a run trained to skip bad audio leaves it out of prediction too, and says so
+    skipped = predict_run(run, load_manifest_or_corpus(str(folder)), tmp_path / "c")
+    assert skipped.summary["left_out"] == ["call-2/turn-2"] and skipped.summary["predicted"] == 3
+    assert "call-2/turn-2" in skipped.summary["notes"][0]
+    run.cfg.audio.on_error = "stop"
     # Whisper hears no words: the text branch cannot run, and the user is told which utterances and what to do
     from merits.pretrain.asr import Transcriber
 

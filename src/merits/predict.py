@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -140,11 +140,12 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int
         raise ConfigError(f"{run.directory} was trained without {missing}; its modalities are {cfg.modalities}")
     checkpoints = {seed: {s: run.checkpoint(s, seed) for s in stages} for seed in seeds}  # fail before any work
     out.mkdir(parents=True, exist_ok=True)
-    manifest, keep, store, notes = _inputs(run, relabel(manifest, run.labels), stages, out, asr)
+    manifest, keep, store, notes, unusable = _inputs(run, relabel(manifest, run.labels), stages, out, asr)
     dev = resolve_device(device or cfg.device)
     per_seed = [_replay(cfg, keep, store, checkpoints[seed], dev) for seed in seeds]
     outputs = {s: _average([p[s] for p in per_seed]) for s in stages}
     table, summary, scores = _outputs(run, manifest, keep, outputs, stage, seeds, notes)
+    summary["left_out"] = sorted(unusable) + summary["left_out"]  # bad audio found by ASR, then by the speech encoder
     table.to_csv(out / "predictions.csv", index=False)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     conversations(table, run.labels).to_csv(out / "conversations.csv", index=False)
@@ -159,16 +160,22 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int
 
 def _inputs(run: TrainedRun, manifest: Manifest, stages: list[str], out: Path, asr: ASRConfig | None):
     """What the stages read, made once for every seed: transcripts (Whisper, where text is missing and a text stage
-    runs; with ``asr.segment`` every recording is first cut into Whisper's segments) and speech features. Returns (manifest with transcripts, the utterances every stage can use, the
-    feature store or None, notes)."""
-    cfg, notes, store = run.cfg, [], None
+    runs; with ``asr.segment`` every recording is first cut into Whisper's segments) and speech features. Returns
+    (manifest with transcripts, the utterances every stage can use, the feature store or None, notes, the input
+    utterances ASR left out for bad audio)."""
+    cfg, notes, store, unusable = run.cfg, [], None, []
     segmenting = asr is not None and asr.segment  # whole recordings -> Whisper segments as utterances
     if segmenting or ("stage1_text" in stages and (manifest.table["text"].str.strip() == "").any()):
         from merits.pretrain.asr import transcribe_manifest  # only when there is audio to transcribe
 
         log.info("%s into %s", "segmenting the recordings" if segmenting else "transcribing the utterances without text",
                  out / "asr")
-        manifest = relabel(transcribe_manifest(manifest, out / "asr", asr or ASRConfig()).manifest, run.labels)
+        # bad audio is handled as the run handles it (audio.on_error), in ASR as in feature extraction
+        transcribed = transcribe_manifest(manifest, out / "asr", replace(asr or ASRConfig(), audio=cfg.audio))
+        unusable = [i["utterance_id"] for i in transcribed.report["skipped"]["items"]]
+        if unusable:
+            notes.append(f"left out for bad audio before transcription: {_listing(unusable)}")
+        manifest = relabel(transcribed.manifest, run.labels)
         unheard = manifest.table.loc[manifest.table["text"].str.strip() == "", "utterance_id"]
         if len(unheard):
             audio_only = "; an audio-only prediction: --stage stage2_audio" if "audio" in cfg.modalities else ""
@@ -190,7 +197,7 @@ def _inputs(run: TrainedRun, manifest: Manifest, stages: list[str], out: Path, a
             keep = manifest.select(store.available_ids)
     if "stage1_text" in stages:
         keep.require_text()
-    return manifest, keep, store, notes
+    return manifest, keep, store, notes, unusable
 
 
 def _replay(cfg: ExperimentConfig, keep: Manifest, store, checkpoints: dict[str, Path], dev) -> dict[str, Predictions]:

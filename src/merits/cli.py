@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", nargs="+", help="the trained seed to use (default: the run's first); several, or 'all', "
                                              "average their probabilities (an ensemble)")
     p.add_argument("--stage", help="stop at this stage (stage1_text ... stage3; default: the run's last)")
-    p.add_argument("--device", help="cpu | cuda | auto (default: the run's)")
+    p.add_argument("--device", help="cpu | cuda | auto (default auto: this machine's GPU if it has one)")
     p.add_argument("--asr-model", help="Whisper model for inputs without transcripts (default tiny.en, packaged)")
     p.add_argument("--segment", action="store_true", help="each recording is a whole conversation (a call): Whisper "
                                                           "cuts it into utterances first")

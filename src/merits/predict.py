@@ -140,8 +140,9 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int
         raise ConfigError(f"{run.directory} was trained without {missing}; its modalities are {cfg.modalities}")
     checkpoints = {seed: {s: run.checkpoint(s, seed) for s in stages} for seed in seeds}  # fail before any work
     out.mkdir(parents=True, exist_ok=True)
-    manifest, keep, store, notes, unusable = _inputs(run, relabel(manifest, run.labels), stages, out, asr)
-    dev = resolve_device(device or cfg.device)
+    # the machine that predicts need not be the one that trained: auto picks its GPU if it has one
+    dev = resolve_device(device or "auto")
+    manifest, keep, store, notes, unusable = _inputs(run, relabel(manifest, run.labels), stages, out, asr, dev)
     per_seed = [_replay(cfg, keep, store, checkpoints[seed], dev) for seed in seeds]
     outputs = {s: _average([p[s] for p in per_seed]) for s in stages}
     table, summary, scores = _outputs(run, manifest, keep, outputs, stage, seeds, notes)
@@ -158,7 +159,8 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int
     return PredictResult(table, summary, out, outputs)
 
 
-def _inputs(run: TrainedRun, manifest: Manifest, stages: list[str], out: Path, asr: ASRConfig | None):
+def _inputs(run: TrainedRun, manifest: Manifest, stages: list[str], out: Path, asr: ASRConfig | None,
+            device: torch.device):
     """What the stages read, made once for every seed: transcripts (Whisper, where text is missing and a text stage
     runs; with ``asr.segment`` every recording is first cut into Whisper's segments) and speech features. Returns
     (manifest with transcripts, the utterances every stage can use, the feature store or None, notes, the input
@@ -184,7 +186,7 @@ def _inputs(run: TrainedRun, manifest: Manifest, stages: list[str], out: Path, a
                             f"the input{audio_only}")
     keep = manifest
     if "stage1_audio" in stages:
-        encoder = build_speech_encoder(cfg.speech_encoder)
+        encoder = build_speech_encoder(replace(cfg.speech_encoder, device=device.type))
         silent = manifest.table.loc[manifest.table["audio_path"] == "", "utterance_id"]
         if encoder.needs_audio and len(silent):  # (a precomputed table is looked up by utterance id instead)
             text_stage = "stage2_text" if "text" in cfg.modalities else None

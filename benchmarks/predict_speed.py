@@ -9,7 +9,8 @@ A run that is not finished is trained first (both exist when those benchmarks ra
 
 Keys per run: ``<run>_utterances_per_s`` (end to end: loading the checkpoints, speech features, every stage),
 ``<run>_seconds``, ``<run>_utterances``, ``<run>_replay_wf1`` and ``<run>_trained_wf1`` (test weighted F1 of the
-final stage, replayed vs as trained), ``<run>_label_agreement`` (share of utterances given the same label).
+final stage, replayed vs as trained), ``<run>_label_agreement`` (share of utterances given the same label),
+``<run>_online_wf1`` and ``<run>_online_seconds`` (``online=True``: each turn predicted from the turns up to it).
 
     python benchmarks/predict_speed.py
 """
@@ -72,6 +73,11 @@ def main() -> None:
             f"{name}_trained_wf1": json.loads((run.directory / final / "seed-0" / "metrics.json").read_text())["test"]["weighted_f1"],
             f"{name}_label_agreement": float((replayed == trained["predicted"].reindex(replayed.index)).mean()),
         })
+        # online: each turn from the conversation up to it (what a live system knows), Stages II/III on every prefix
+        started = time.perf_counter()
+        online = predict_run(run, test, out / "online", seeds=0, online=True)
+        figures.update({f"{name}_online_seconds": round(time.perf_counter() - started, 2),
+                        f"{name}_online_wf1": online.summary["scores"][final]["test"]["weighted_f1"]})
         print(name, {k: v for k, v in figures.items() if k.startswith(name)})
         shutil.rmtree(out, ignore_errors=True)
     figures["peak_rss_mb"] = round(peak_rss_mb(), 1)

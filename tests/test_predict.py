@@ -12,6 +12,7 @@ import soundfile as sf
 
 from merits.cli import main
 from merits.data import load_manifest_or_corpus
+from merits.data.manifest import Manifest
 from merits.errors import ConfigError, DataError
 from merits.predict import STAGES, TrainedRun, chain, predict_run
 
@@ -44,6 +45,28 @@ def test_replaying_the_run_reproduces_every_stage(iemocap_run, tmp_path, capsys)
     metrics = json.loads((out / "metrics.json").read_text())  # gold labels: full scores and the confusion matrices
     assert metrics["stage3"]["test"]["per_class"].keys() == {"anger", "happiness", "sadness", "neutral"}
     assert {"confusion_train.png", "confusion_validation.png", "confusion_test.png"} <= {p.name for p in out.iterdir()}
+
+
+def test_online_sees_only_the_turns_so_far(iemocap_run, tmp_path):
+    """--online: a turn's prediction equals the whole-conversation prediction on the conversation cut after that
+    turn (later turns change nothing), and the last turn's equals the offline one."""
+    _, _, root = iemocap_run
+    run = TrainedRun.open(root)
+    saved = Manifest.load(root / "manifest")
+    t = saved.split("test").reset_index(drop=True)
+    conv = t.groupby("conversation_id")["turn"].count().idxmax()
+    t = t[t["conversation_id"] == conv].sort_values("turn").reset_index(drop=True)
+    p = [f"p_{n}" for n in saved.labels]
+    online = predict_run(run, Manifest("x", saved.labels, t), tmp_path / "online", online=True).table.set_index("utterance_id")
+    offline = predict_run(run, Manifest("x", saved.labels, t), tmp_path / "offline").table.set_index("utterance_id")
+    for k in (0, 1, len(t) // 2):
+        cut = predict_run(run, Manifest("x", saved.labels, t.iloc[:k + 1]), tmp_path / f"cut{k}").table.set_index("utterance_id")
+        u = t.at[k, "utterance_id"]
+        assert np.abs(online.loc[u, p].to_numpy(float) - cut.loc[u, p].to_numpy(float)).max() < 2e-4
+    u = t["utterance_id"].iloc[-1]
+    assert np.abs(online.loc[u, p].to_numpy(float) - offline.loc[u, p].to_numpy(float)).max() < 2e-4
+    assert (online["predicted_stage1_text"] == offline["predicted_stage1_text"]).all()  # Stage I has no context
+    assert len(t) >= 3 and not np.allclose(online[p].to_numpy(float), offline[p].to_numpy(float))
 
 
 def _recordings(folder: Path) -> Path:

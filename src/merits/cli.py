@@ -198,7 +198,7 @@ def cmd_predict(args) -> None:
     seeds = None
     if args.seed:  # "all", or seed numbers; several are an ensemble (probabilities averaged)
         seeds = list(run.cfg.seeds) if args.seed == ["all"] else [_seed(v) for v in args.seed]
-    result = predict_run(run, manifest, out, seeds, args.stage, args.device, asr)
+    result = predict_run(run, manifest, out, seeds, args.stage, args.device, asr, args.online)
     print(format_summary(result.summary))
     print()
     print(format_preview(result.table))
@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--asr-model", help="Whisper model for inputs without transcripts (default tiny.en, packaged)")
     p.add_argument("--segment", action="store_true", help="each recording is a whole conversation (a call): Whisper "
                                                           "cuts it into utterances first")
+    p.add_argument("--online", action="store_true", help="predict each turn from the conversation up to it only "
+                                                         "(as a live system would), not the whole conversation")
     p.add_argument("--root", help="the raw release, when INPUT is a corpus name")
     p.add_argument("--option", "-o", action="append", help="adapter option key=value (repeatable)")
     p.set_defaults(func=cmd_predict)

@@ -124,12 +124,15 @@ def relabel(manifest: Manifest, labels: tuple[str, ...]) -> Manifest:
 
 
 def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int | list[int] | None = None,
-                stage: str | None = None, device: str | None = None, asr: ASRConfig | None = None) -> PredictResult:
+                stage: str | None = None, device: str | None = None, asr: ASRConfig | None = None,
+                online: bool = False) -> PredictResult:
     """Replay the run's stages (up to ``stage``, default its last) on ``manifest``; write predictions.csv and
     summary.json into ``out``.
 
     seeds: one trained seed, or several: every stage's probabilities are then averaged over them (an ensemble).
     Default: the run's first seed.
+    online: predict each turn from the conversation up to it only (what a live system knows at that moment);
+    by default Stages II and III read the whole conversation, later turns included, as in training.
     """
     cfg, out = run.cfg, Path(out)
     seeds = [cfg.seeds[0]] if seeds is None else [seeds] if isinstance(seeds, int) else list(seeds)
@@ -143,9 +146,9 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int
     # the machine that predicts need not be the one that trained: auto picks its GPU if it has one
     dev = resolve_device(device or "auto")
     manifest, keep, store, notes, unusable = _inputs(run, relabel(manifest, run.labels), stages, out, asr, dev)
-    per_seed = [_replay(cfg, keep, store, checkpoints[seed], dev) for seed in seeds]
+    per_seed = [_replay(cfg, keep, store, checkpoints[seed], dev, online) for seed in seeds]
     outputs = {s: _average([p[s] for p in per_seed]) for s in stages}
-    table, summary, scores = _outputs(run, manifest, keep, outputs, stage, seeds, notes)
+    table, summary, scores = _outputs(run, manifest, keep, outputs, stage, seeds, notes, online)
     summary["left_out"] = sorted(unusable) + summary["left_out"]  # bad audio found by ASR, then by the speech encoder
     table.to_csv(out / "predictions.csv", index=False)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -202,11 +205,14 @@ def _inputs(run: TrainedRun, manifest: Manifest, stages: list[str], out: Path, a
     return manifest, keep, store, notes, unusable
 
 
-def _replay(cfg: ExperimentConfig, keep: Manifest, store, checkpoints: dict[str, Path], dev) -> dict[str, Predictions]:
-    """Every stage of one seed, in training order, each reading the previous stages' outputs."""
+def _replay(cfg: ExperimentConfig, keep: Manifest, store, checkpoints: dict[str, Path], dev,
+            online: bool = False) -> dict[str, Predictions]:
+    """Every stage of one seed, in training order, each reading the previous stages' outputs. ``online``: Stages II
+    and III see, for each turn, only the conversation up to that turn (see :func:`prefixes`)."""
     preds: dict[str, Predictions] = {}
     ids = keep.table["utterance_id"].to_numpy()
     rows = np.arange(len(ids))
+    context, source, last = prefixes(keep) if online else (keep, rows, None)
     for s, ckpt in checkpoints.items():
         if s == "stage1_text":
             model = TextClassifier.load(ckpt)
@@ -222,16 +228,45 @@ def _replay(cfg: ExperimentConfig, keep: Manifest, store, checkpoints: dict[str,
                                   f"the speech encoder gave {tuple(features.shape[1:])}")
             batches = feature_batches(features, keep.label_ids(), ids, rows, 256)
         else:
-            if s == "stage3":
+            if s == "stage3":  # Stage II outputs are per context row already
                 model = load_model(CoAttentionFusion, FusionModelConfig, ckpt)
-                inputs = {"text": align(preds["stage2_text"], keep), "audio": align(preds["stage2_audio"], keep)}
-            else:
+                inputs = {"text": align(preds["stage2_text"], context), "audio": align(preds["stage2_audio"], context)}
+            else:  # Stage I outputs are per utterance: copied into every context row that holds the utterance
                 model = load_model(ConversationModel, ConversationModelConfig, ckpt)
-                inputs = {"embeddings": align(preds[f"stage1_{s.split('_')[1]}"], keep)}  # (N, D) manifest order
+                inputs = {"embeddings": align(preds[f"stage1_{s.split('_')[1]}"], keep)[source]}  # (N_context, D)
             batch_size = getattr(cfg, s).batch_size
-            batches = [b for split in splits_present(keep) for b in conversation_batches(keep, split, inputs, batch_size)]
+            batches = [b for split in splits_present(context) for b in conversation_batches(context, split, inputs, batch_size)]
         preds[s] = predict(model.to(dev), batches, dev, STAGE_NAMES[s])
+    if online:  # each utterance's prediction is the one at the end of its own prefix
+        preds = {s: p if s.startswith("stage1") else _at(p, last) for s, p in preds.items()}
     return preds
+
+
+def prefixes(keep: Manifest) -> tuple[Manifest, np.ndarray, dict[str, str]]:
+    """Online mode: for every turn k of a conversation, a pseudo-conversation ``<conversation>@k`` holding its turns
+    0..k, so that bidirectional Stages II and III see no later turn. Returns the prefix manifest (utterance ids
+    ``<id>@k``), the row of ``keep`` each prefix row copies, and {prefix id of the last turn: its utterance id}.
+    Size: sum over conversations of T(T+1)/2 rows."""
+    t = keep.table.reset_index(drop=True)
+    source, prefix, conversation, last = [], [], [], {}
+    for conv, g in t.groupby("conversation_id", sort=False):
+        order = g.sort_values("turn", kind="stable").index.to_numpy()
+        for k in range(len(order)):
+            source.extend(order[:k + 1])
+            prefix.extend([k] * (k + 1))
+            conversation.extend([conv] * (k + 1))
+            last[f"{t.at[order[k], 'utterance_id']}@{k}"] = t.at[order[k], "utterance_id"]
+    table = t.iloc[source].reset_index(drop=True)
+    suffix = "@" + pd.Series(prefix).astype(str)
+    table["utterance_id"] = table["utterance_id"] + suffix
+    table["conversation_id"] = pd.Series(conversation).astype(str) + suffix
+    return Manifest(keep.corpus, keep.labels, table), np.asarray(source), last
+
+
+def _at(p: Predictions, last: dict[str, str]) -> Predictions:
+    """The rows of prefix predictions that end their prefix, under the utterance's own id."""
+    rows = [i for i, u in enumerate(p.utterance_ids) if u in last]
+    return Predictions([last[p.utterance_ids[i]] for i in rows], p.labels[rows], p.logits[rows], p.embeddings[rows])
 
 
 def _average(per_seed: list[Predictions]) -> StageOutput:
@@ -246,7 +281,7 @@ def _average(per_seed: list[Predictions]) -> StageOutput:
 
 
 def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[str, StageOutput], final: str,
-             seeds: list[int], notes: list[str]) -> tuple[pd.DataFrame, dict, dict]:
+             seeds: list[int], notes: list[str], online: bool = False) -> tuple[pd.DataFrame, dict, dict]:
     """predictions.csv (every input utterance, blank predictions for those left out), summary.json, and the full
     scores (per class, confusion) per stage and split where the input has gold labels."""
     names = np.array(run.labels)
@@ -273,7 +308,7 @@ def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[
         table = table.drop(columns="label")
     counts = table.loc[table["predicted"] != "", "predicted"].value_counts()
     summary = {
-        "run": str(run.directory), "seeds": seeds, "stage": final, "stages": list(outputs),
+        "run": str(run.directory), "seeds": seeds, "stage": final, "stages": list(outputs), "online": online,
         "input": manifest.source, "utterances": int(len(manifest.table)),
         "conversations": int(manifest.table["conversation_id"].nunique()), "predicted": len(outputs[final].utterance_ids),
         "left_out": sorted(set(manifest.table["utterance_id"]) - set(keep.table["utterance_id"])),
@@ -341,7 +376,8 @@ def format_summary(summary: dict) -> str:
     """A few lines a user reads at a glance: what was predicted with what, the label counts, gold scores."""
     n_conv = summary["conversations"]
     lines = [f"{summary['predicted']} of {summary['utterances']} utterances in {n_conv} conversation{'s' * (n_conv != 1)}, "
-             f"{STAGE_NAMES[summary['stage']]} of {summary['run']} ({_seeds(summary['seeds'])})", "",
+             f"{STAGE_NAMES[summary['stage']]} of {summary['run']} ({_seeds(summary['seeds'])}"
+             f"{'; online: each turn from the turns up to it' if summary.get('online') else ''})", "",
              "| predicted | utterances | share |", "|---|---|---|"]
     total = max(summary["predicted"], 1)
     for name, n in summary["predicted_counts"].items():

@@ -62,3 +62,23 @@ def frozen_text_embeddings(texts: list[str], model: str = "all-MiniLM-L6-v2", ba
             b = batcher.encode(texts[i:i + batch])
             out.append(pool(enc(**b).last_hidden_state, b["attention_mask"], "mean").numpy())
     return np.concatenate(out)
+
+
+def finished_run(profile: str, overrides: list[str]):
+    """A benchmark's trained run (``merits.predict.TrainedRun``) as it is on disk when its final stage is finished for
+    its first seed, whatever code version trained it (only its checkpoints and outputs are read); otherwise it is
+    trained first."""
+    from merits.config import load_config
+    from merits.errors import ConfigError
+    from merits.pipeline import run_experiment
+    from merits.predict import TrainedRun
+
+    cfg = load_config(profile, overrides)
+    try:
+        run = TrainedRun.open(Path(cfg.runs_dir) / cfg.name)
+        for seed in cfg.seeds:
+            run.checkpoint(run.final_stage(), seed)
+        return run
+    except ConfigError:
+        run_experiment(cfg)
+        return TrainedRun.open(Path(cfg.runs_dir) / cfg.name)

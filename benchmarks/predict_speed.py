@@ -24,13 +24,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from common import peak_rss_mb, write_result
+from common import finished_run, peak_rss_mb, write_result
 
-from merits.config import load_config
 from merits.data.manifest import Manifest
-from merits.errors import ConfigError
-from merits.pipeline import run_experiment
-from merits.predict import TrainedRun, predict_run
+from merits.predict import predict_run
 
 RUNS = {  # name -> (profile, the overrides its benchmark trains with)
     "meld": ("offline", ["name=bench-meld-text", "seeds=[0, 1, 2]"]),
@@ -38,23 +35,10 @@ RUNS = {  # name -> (profile, the overrides its benchmark trains with)
 }
 
 
-def finished_run(cfg) -> TrainedRun:
-    """The benchmark's run as it is on disk when its final stage is finished for seed 0 (whatever code version trained
-    it: prediction only reads its checkpoints); otherwise it is trained first."""
-    try:
-        run = TrainedRun.open(Path(cfg.runs_dir) / cfg.name)
-        run.checkpoint(run.final_stage(), 0)
-        return run
-    except ConfigError:
-        run_experiment(cfg)
-        return TrainedRun.open(Path(cfg.runs_dir) / cfg.name)
-
-
 def main() -> None:
     figures: dict = {"seed": 0}
     for name, (profile, overrides) in RUNS.items():
-        cfg = load_config(profile, overrides)
-        run = finished_run(cfg)
+        run = finished_run(profile, overrides)
         saved = Manifest.load(run.directory / "manifest")
         test = Manifest(saved.corpus, saved.labels, saved.split("test").reset_index(drop=True), saved.source)
         out = Path(tempfile.mkdtemp(prefix=f"predict-{name}-"))

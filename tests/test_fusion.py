@@ -31,6 +31,17 @@ def test_padding_changes_no_real_output():
     torch.testing.assert_close(batch.embeddings[0, :4], alone.embeddings[0], atol=1e-5, rtol=1e-5)
 
 
+def test_causal_fusion_sees_no_later_turn():
+    for causal in (False, True):
+        model = _model(layers=2, causal=causal).eval()
+        t, s = torch.randn(1, 5, 12), torch.randn(1, 5, 6)
+        t2, s2 = t.clone(), s.clone()
+        t2[0, 3:], s2[0, 3:] = torch.randn(2, 12) * 5, torch.randn(2, 6) * 5
+        mask = torch.ones(1, 5, dtype=torch.bool)
+        same = torch.allclose(model(t, s, mask).logits[0, :3], model(t2, s2, mask).logits[0, :3], atol=1e-5)
+        assert same == causal
+
+
 def test_each_stream_queries_the_other():
     model = _model().eval()
     t, s, mask = torch.randn(1, 4, 12), torch.randn(1, 4, 6), torch.ones(1, 4, dtype=torch.bool)

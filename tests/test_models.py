@@ -46,6 +46,25 @@ def test_context_uses_the_conversation():
     assert not torch.allclose(model(x, mask).logits[0, 0], model(y, mask).logits[0, 0])
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_causal_context_sees_no_later_turn(causal):
+    """causal: turn t's output is the same whatever comes after it (and with padding); the same output width.
+    Bidirectional (the paper's): a later turn changes earlier outputs."""
+    model = _conv_model(causal=causal).eval()
+    x = torch.randn(1, 6, 12)
+    later = x.clone()
+    later[0, 4:] = torch.randn(2, 12) * 5
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    a, b = model(x, mask), model(later, mask)
+    assert a.embeddings.shape == (1, 6, 16)
+    same = torch.allclose(a.logits[0, :4], b.logits[0, :4], atol=1e-5)
+    assert same == causal
+    if causal:  # the first 4 turns alone, padded, give the same outputs too
+        padded, short = torch.randn(1, 6, 12), torch.zeros(1, 6, dtype=torch.bool)
+        padded[0, :4], short[0, :4] = x[0, :4], True
+        torch.testing.assert_close(model(padded, short).logits[0, :4], a.logits[0, :4], atol=1e-5, rtol=1e-5)
+
+
 def test_context_gradient_step_lowers_loss():
     model = _conv_model(dropout=0.0, input_dropout=0.0)
     x, mask = torch.randn(4, 6, 12), torch.ones(4, 6, dtype=torch.bool)

@@ -145,6 +145,31 @@ def test_whole_hierarchy_on_mosi(tmp_path):
     assert replay.summary["scores"]["stage3"]["test"]["weighted_f1"] == pytest.approx(m3["test"]["weighted_f1"])
 
 
+def test_causal_run_predicts_online_by_construction(tmp_path):
+    """causal: true on Stages II and III (for live use): trained from the config, and its whole-conversation
+    predictions equal the turn-by-turn (--online) ones."""
+    from conftest import shared
+    from merits.data.manifest import Manifest
+    from merits.predict import TrainedRun, predict_run
+
+    table = shared("mosi", "mosi_utterances.csv")
+    cfg = load_config("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}",
+                                       "data.max_conversations=2", "data.options.strict_counts=false",
+                                       "stage1_text.epochs=1", "stage2_text.epochs=1", "stage1_audio.epochs=1",
+                                       "stage2_audio.epochs=1", "stage3.epochs=1", "seeds=[0]",
+                                       "stage2_text.causal=true", "stage2_audio.causal=true", "stage3.causal=true",
+                                       f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=live"])
+    run_experiment(cfg)
+    run = TrainedRun.open(tmp_path / "runs" / "live")
+    saved = Manifest.load(run.directory / "manifest")
+    test = Manifest(saved.corpus, saved.labels, saved.split("test").reset_index(drop=True))
+    whole = predict_run(run, test, tmp_path / "whole").table
+    online = predict_run(run, test, tmp_path / "online", online=True).table
+    p = [c for c in whole.columns if c.startswith("p_")]
+    assert abs(whole[p].to_numpy() - online[p].to_numpy()).max() < 1e-3
+    assert json.loads((run.directory / "stage3/seed-0/checkpoint/model_config.json").read_text())["config"]["causal"]
+
+
 def test_iemocap_paper_profile_whole_hierarchy_on_the_release_fixture(tmp_path, iemocap_run):
     """The IEMOCAP paper profile end to end (Stages I-III and the combined ablation, one epoch) on a synthetic release
     in the official layout, with audio (the run itself is the conftest fixture ``iemocap_run``)."""

@@ -77,6 +77,8 @@ class ContextConfig:
     heads: int = 4
     dropout: float = 0.3
     input_dropout: float = 0.2
+    causal: bool = False                       # not in the paper: turn t sees turns 0..t only (a GRU of 2 * hidden
+                                               # units, one direction; attention to earlier turns), for live use
     epochs: int = 30
     batch_size: int = 16                       # conversations per batch
     lr: float = 1e-3
@@ -94,6 +96,7 @@ class FusionConfig:
     feedforward: int = 256
     dropout: float = 0.1
     input_dropout: float = 0.0                 # on the Stage II inputs (train rows are cleaner than test rows)
+    causal: bool = False                       # not in the paper: each turn attends to turns up to itself only
     epochs: int = 40
     batch_size: int = 16                       # conversations per batch
     lr: float = 5e-4

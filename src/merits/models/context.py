@@ -7,6 +7,9 @@
 Padding never changes a real utterance's output: the GRU runs on packed sequences (the backward direction
 starts at each conversation's real last turn) and attention ignores padded keys.
 No speaker identities are used.
+
+``causal`` (not in the paper; for live use): a one-directional GRU of 2H units (the same output width) and attention
+masked to earlier turns, so that turn t's output depends on turns 0..t only.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class ConversationModelConfig:
     heads: int = 4
     dropout: float = 0.3
     input_dropout: float = 0.2
+    causal: bool = False     # turn t sees turns 0..t only
 
 
 @dataclass
@@ -40,7 +44,9 @@ class ConversationModel(nn.Module):
         self.config = config
         width = 2 * config.hidden
         self.input_dropout = nn.Dropout(config.input_dropout)
-        self.gru = nn.GRU(config.input_dim, config.hidden, batch_first=True, bidirectional=True)
+        # causal: one direction of 2H units keeps the output width (B, T, 2H) of the bidirectional GRU
+        self.gru = nn.GRU(config.input_dim, width if config.causal else config.hidden, batch_first=True,
+                          bidirectional=not config.causal)
         self.attention = nn.MultiheadAttention(width, config.heads, dropout=config.dropout, batch_first=True)
         self.norm = nn.LayerNorm(width)
         self.dropout = nn.Dropout(config.dropout)
@@ -53,6 +59,13 @@ class ConversationModel(nn.Module):
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         h, _ = self.gru(packed)
         h, _ = pad_packed_sequence(h, batch_first=True, total_length=embeddings.shape[1])  # (B, T, 2H), zeros at pads
-        a, _ = self.attention(h, h, h, key_padding_mask=~mask, need_weights=False)          # (B, T, 2H)
+        a, _ = self.attention(h, h, h, key_padding_mask=~mask, attn_mask=future_mask(mask) if self.config.causal else None,
+                              need_weights=False)                                           # (B, T, 2H)
         c = self.norm(h + self.dropout(a))                                                  # (B, T, 2H)
         return ContextOutput(self.classifier(self.dropout(c)), c)
+
+
+def future_mask(mask: torch.Tensor) -> torch.Tensor:
+    """(T, T) boolean attention mask, True where a query turn would attend to a later turn. mask: (B, T)."""
+    t = mask.shape[1]
+    return torch.triu(torch.ones(t, t, dtype=torch.bool, device=mask.device), diagonal=1)

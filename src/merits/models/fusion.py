@@ -8,6 +8,7 @@ ViLBERT-style co-attention layer, applied ``layers`` times; text queries speech 
     [t'' ; s''] : (B, T, 2d) --linear--> (B, T, C) logits per utterance
 
 Padding changes no real output: every attention masks padded keys and everything else is per position.
+``causal`` (for live use): each turn attends to the other stream's turns up to itself only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from merits.models.context import ContextOutput, ConversationModel, ConversationModelConfig
+from merits.models.context import ContextOutput, ConversationModel, ConversationModelConfig, future_mask
 
 
 @dataclass
@@ -31,6 +32,7 @@ class FusionModelConfig:
     feedforward: int = 256
     dropout: float = 0.1
     input_dropout: float = 0.0  # on the frozen Stage II inputs: their training-set rows are cleaner than test rows
+    causal: bool = False        # turn t attends to turns 0..t of the other stream only
 
 
 class CrossAttentionBlock(nn.Module):
@@ -43,9 +45,10 @@ class CrossAttentionBlock(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d, feedforward), nn.GELU(), nn.Dropout(dropout), nn.Linear(feedforward, d))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, query: torch.Tensor, other: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        # query, other: (B, T, d); pad: (B, T) True at padded turns
-        a, _ = self.attention(query, other, other, key_padding_mask=pad, need_weights=False)
+    def forward(self, query: torch.Tensor, other: torch.Tensor, pad: torch.Tensor,
+                future: torch.Tensor | None = None) -> torch.Tensor:
+        # query, other: (B, T, d); pad: (B, T) True at padded turns; future: (T, T) True where attention is barred
+        a, _ = self.attention(query, other, other, key_padding_mask=pad, attn_mask=future, need_weights=False)
         x = self.norm1(query + self.dropout(a))
         return self.norm2(x + self.dropout(self.ff(x)))  # (B, T, d)
 
@@ -67,8 +70,9 @@ class CoAttentionFusion(nn.Module):
         # text: (B, T, Dt), audio: (B, T, Ds), mask: (B, T) True at real utterances
         pad = ~mask
         t, s = self.text_in(self.input_dropout(text)), self.audio_in(self.input_dropout(audio))  # (B, T, d) each
+        future = future_mask(mask) if self.config.causal else None
         for text_block, audio_block in zip(self.text_queries, self.audio_queries):
-            t, s = text_block(t, s, pad), audio_block(s, t, pad)  # both directions from the same inputs
+            t, s = text_block(t, s, pad, future), audio_block(s, t, pad, future)  # both directions from the same inputs
         fused = torch.cat([t, s], dim=-1)  # (B, T, 2d)
         return ContextOutput(self.classifier(self.dropout(fused)), fused)
 

@@ -18,5 +18,6 @@ def run(sc: ContextConfig, manifest: Manifest, stage1_embeddings: Path, seed: in
         device: str = "auto", name: str = "Stage II") -> dict:
     features = {"embeddings": load_aligned(stage1_embeddings, manifest)}  # (N, D) in manifest order
     model = ConversationModel(ConversationModelConfig(
-        features["embeddings"].shape[1], len(manifest.labels), sc.hidden, sc.heads, sc.dropout, sc.input_dropout))
+        features["embeddings"].shape[1], len(manifest.labels), sc.hidden, sc.heads, sc.dropout, sc.input_dropout,
+        sc.causal))
     return train_on_conversations(model, sc, manifest, features, seed, out_dir, device, name)

@@ -33,7 +33,7 @@ def run_combined(sc: FusionConfig, text_context: ContextConfig, audio_context: C
     features = {"text": load_aligned(text_embeddings, manifest),    # (N, D_text) Stage I embeddings
                 "audio": load_aligned(audio_embeddings, manifest)}  # (N, D_audio)
     labels = len(manifest.labels)
-    context = {m: ConversationModelConfig(features[m].shape[1], labels, c.hidden, c.heads, c.dropout, c.input_dropout)
+    context = {m: ConversationModelConfig(features[m].shape[1], labels, c.hidden, c.heads, c.dropout, c.input_dropout, c.causal)
                for m, c in (("text", text_context), ("audio", audio_context))}
     fusion = _fusion_config(sc, 2 * text_context.hidden, 2 * audio_context.hidden, manifest)
     model = CombinedModel(CombinedModelConfig(context["text"], context["audio"], fusion))
@@ -42,4 +42,4 @@ def run_combined(sc: FusionConfig, text_context: ContextConfig, audio_context: C
 
 def _fusion_config(sc: FusionConfig, text_dim: int, audio_dim: int, manifest: Manifest) -> FusionModelConfig:
     return FusionModelConfig(text_dim, audio_dim, len(manifest.labels), sc.d_model, sc.heads, sc.layers,
-                             sc.feedforward, sc.dropout, sc.input_dropout)
+                             sc.feedforward, sc.dropout, sc.input_dropout, sc.causal)

@@ -253,3 +253,9 @@ def test_cli_asr_and_wer(tmp_path, capsys):
     assert main(["-q", "wer", str(tmp_path / "in"), str(tmp_path / "out"), "--json", str(tmp_path / "w.json")]) == 0
     assert "in 21 reference words, 3 utterances" in capsys.readouterr().out
     assert json.loads((tmp_path / "w.json").read_text())["wer"] <= 0.3
+    (tmp_path / "calls").mkdir()  # a folder of whole recordings, cut into utterances
+    (tmp_path / "calls" / "monday.wav").write_bytes(WAV.read_bytes())
+    assert main(["-q", "asr", str(tmp_path / "calls"), "--out", str(tmp_path / "seg"), "--segment", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "transcribed 1 recordings" in out and "cut into 2 utterances" in out
+    assert list(Manifest.load(tmp_path / "seg").table["utterance_id"]) == ["calls/monday/000", "calls/monday/001"]

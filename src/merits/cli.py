@@ -100,8 +100,11 @@ def cmd_asr(args) -> None:
     manifest = load_manifest_or_corpus(args.manifest, args.root, **_options(args.option))
     result = transcribe_manifest(manifest, args.out, cfg)
     r = result.report
-    print(f"transcribed {r['transcribed']} utterances ({r['run']['transcribed']} now, {r['run']['reused']} reused), "
+    what = "recordings" if cfg.segment else "utterances"
+    print(f"transcribed {r['transcribed']} {what} ({r['run']['transcribed']} now, {r['run']['reused']} reused), "
           f"{r['audio_seconds']:.1f} s of audio; real-time factor this run: {r['run']['rtf']}")
+    if cfg.segment:
+        print(f"cut into {r['segments']} utterances (Whisper's segments), one conversation per recording")
     if r["empty"]["count"]:
         print(f"empty transcripts: {r['empty']['count']} ({', '.join(r['empty']['ids'][:10])}"
               f"{' ...' if r['empty']['count'] > 10 else ''})")

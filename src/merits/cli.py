@@ -187,7 +187,8 @@ def _seed(value: str) -> int:
 def cmd_predict(args) -> None:
     from merits.config import ASRConfig, load_config
     from merits.data import load_manifest_or_corpus
-    from merits.predict import TrainedRun, format_preview, format_summary, predict_run
+    from merits.predict import TrainedRun, predict_run
+    from merits.prediction_report import format_preview, format_summary
 
     run = TrainedRun.open(args.run_dir)
     options = _options(args.option)

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from common import finished_run, write_result
+from common import BENCH_RUNS, finished_run, write_result
 
 from merits.data.manifest import Manifest
 from merits.metrics import mean_std
@@ -29,12 +29,6 @@ from merits.predict import predict_run
 from merits.runs import EMBEDDINGS
 from merits.stages import context, fusion
 from merits.training import seed_everything
-
-RUNS = {  # dataset -> (profile, the overrides its benchmark trains with)
-    "meld": ("offline", ["name=bench-meld-text", "seeds=[0, 1, 2]"]),
-    "mosi": ("mosi-offline", ["name=bench-mosi-hierarchy", "seeds=[0, 1, 2, 3, 4]", "combined=true"]),
-}
-
 
 def causal_stages(run, manifest: Manifest, seed: int, out: Path) -> dict[str, float]:
     """Stage II (each modality) and Stage III retrained with causal=True on the run's Stage I embeddings."""
@@ -55,10 +49,10 @@ def causal_stages(run, manifest: Manifest, seed: int, out: Path) -> dict[str, fl
 
 def main() -> None:
     figures: dict = {}
-    for name, (profile, overrides) in RUNS.items():
+    for name, (profile, overrides) in BENCH_RUNS.items():
         run = finished_run(profile, overrides)
         manifest = Manifest.load(run.directory / "manifest")
-        test = Manifest(manifest.corpus, manifest.labels, manifest.split("test").reset_index(drop=True), manifest.source)
+        test = manifest.select(manifest.split("test")["utterance_id"])
         stages = [s for s in ("stage2_text", "stage2_audio", "stage3") if (run.directory / s).is_dir()]
         values: dict[tuple[str, str], list[float]] = {}
         for seed in run.cfg.seeds:

@@ -64,6 +64,14 @@ def frozen_text_embeddings(texts: list[str], model: str = "all-MiniLM-L6-v2", ba
     return np.concatenate(out)
 
 
+# The benchmark experiments other benchmarks read: name -> (profile, overrides). meld_text.py and mosi_hierarchy.py
+# train them; predict_speed.py, causal_context.py and meld_stage2_sweep.py read their checkpoints and embeddings.
+BENCH_RUNS = {
+    "meld": ("offline", ["name=bench-meld-text", "seeds=[0, 1, 2]"]),
+    "mosi": ("mosi-offline", ["name=bench-mosi-hierarchy", "seeds=[0, 1, 2, 3, 4]", "combined=true"]),
+}
+
+
 def finished_run(profile: str, overrides: list[str]):
     """A benchmark's trained run (``merits.predict.TrainedRun``) as it is on disk when its final stage is finished for
     its first seed, whatever code version trained it (only its checkpoints and outputs are read); otherwise it is

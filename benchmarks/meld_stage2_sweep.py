@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from common import finished_run, write_result
+from common import BENCH_RUNS, finished_run, write_result
 
 from merits.config import load_config
 from merits.data.manifest import Manifest
@@ -31,7 +31,7 @@ GRID = [{"hidden": h, "input_dropout": d} for d in (0.2, 0.5, 0.7) for h in (64,
 
 
 def main() -> None:
-    run = finished_run("offline", ["name=bench-meld-text", "seeds=[0, 1, 2]"])
+    run = finished_run(*BENCH_RUNS["meld"])
     manifest = Manifest.load(run.directory / "manifest")
     base = load_config("offline").stage2_text  # the profile's other Stage II settings (dropout, lr, epochs, ...)
     work = Path(tempfile.mkdtemp(prefix="meld-stage2-"))

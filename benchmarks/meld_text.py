@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from common import frozen_text_embeddings, peak_rss_mb, write_result
+from common import BENCH_RUNS, frozen_text_embeddings, peak_rss_mb, write_result
 from merits.config import load_config
 from merits.data import prepare
 from merits.metrics import mean_std, weighted_f1
@@ -31,8 +31,9 @@ def frozen_logreg_baseline() -> float:
 
 
 def main() -> None:
-    overrides = ["name=bench-meld-text", "seeds=[0, 1, 2]"] + sys.argv[1:]
-    cfg = load_config("offline", overrides)
+    profile, overrides = BENCH_RUNS["meld"]
+    overrides = overrides + sys.argv[1:]
+    cfg = load_config(profile, overrides)
     start = time.perf_counter()
     result = run_experiment(cfg)
     wall = time.perf_counter() - start

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from common import frozen_text_embeddings, peak_rss_mb, write_result
+from common import BENCH_RUNS, frozen_text_embeddings, peak_rss_mb, write_result
 from merits.config import load_config
 from merits.encoders.speech import build_speech_encoder
 from merits.features import extract_features
@@ -47,8 +47,9 @@ def logreg_references(cfg) -> dict:
 
 
 def main() -> None:
-    overrides = ["name=bench-mosi-hierarchy", "seeds=[0, 1, 2, 3, 4]", "combined=true"] + sys.argv[1:]
-    cfg = load_config("mosi-offline", overrides)
+    profile, overrides = BENCH_RUNS["mosi"]
+    overrides = overrides + sys.argv[1:]
+    cfg = load_config(profile, overrides)
     start = time.perf_counter()
     result = run_experiment(cfg)
     figures: dict = {"seeds": cfg.seeds, "wall_seconds_this_call": time.perf_counter() - start}

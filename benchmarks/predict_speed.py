@@ -24,23 +24,17 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from common import finished_run, peak_rss_mb, write_result
+from common import BENCH_RUNS, finished_run, peak_rss_mb, write_result
 
 from merits.data.manifest import Manifest
 from merits.predict import predict_run
 
-RUNS = {  # name -> (profile, the overrides its benchmark trains with)
-    "meld": ("offline", ["name=bench-meld-text", "seeds=[0, 1, 2]"]),
-    "mosi": ("mosi-offline", ["name=bench-mosi-hierarchy", "seeds=[0, 1, 2, 3, 4]", "combined=true"]),
-}
-
-
 def main() -> None:
     figures: dict = {"seed": 0}
-    for name, (profile, overrides) in RUNS.items():
+    for name, (profile, overrides) in BENCH_RUNS.items():
         run = finished_run(profile, overrides)
         saved = Manifest.load(run.directory / "manifest")
-        test = Manifest(saved.corpus, saved.labels, saved.split("test").reset_index(drop=True), saved.source)
+        test = saved.select(saved.split("test")["utterance_id"])
         out = Path(tempfile.mkdtemp(prefix=f"predict-{name}-"))
         started = time.perf_counter()
         result = predict_run(run, test, out, seeds=0)

@@ -140,7 +140,7 @@ def test_whole_hierarchy_on_mosi(tmp_path):
     from merits.predict import TrainedRun, predict_run
 
     saved = Manifest.load(tmp_path / "runs/all/manifest")
-    test = Manifest(saved.corpus, saved.labels, saved.split("test").reset_index(drop=True))
+    test = saved.select(saved.split("test")["utterance_id"])
     replay = predict_run(TrainedRun.open(tmp_path / "runs/all"), test, tmp_path / "predicted")
     assert replay.summary["scores"]["stage3"]["test"]["weighted_f1"] == pytest.approx(m3["test"]["weighted_f1"])
 
@@ -162,7 +162,7 @@ def test_causal_run_predicts_online_by_construction(tmp_path):
     run_experiment(cfg)
     run = TrainedRun.open(tmp_path / "runs" / "live")
     saved = Manifest.load(run.directory / "manifest")
-    test = Manifest(saved.corpus, saved.labels, saved.split("test").reset_index(drop=True))
+    test = saved.select(saved.split("test")["utterance_id"])
     whole = predict_run(run, test, tmp_path / "whole").table
     online = predict_run(run, test, tmp_path / "online", online=True).table
     p = [c for c in whole.columns if c.startswith("p_")]

@@ -147,7 +147,9 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int
     # the machine that predicts need not be the one that trained: auto picks its GPU if it has one
     dev = resolve_device(device or "auto")
     manifest, keep, store, notes, unusable = _inputs(run, relabel(manifest, run.labels), stages, out, asr, dev)
-    per_seed = [_replay(cfg, keep, store, checkpoints[seed], dev, online) for seed in seeds]
+    # what Stages II/III read: the conversations themselves, or (online) one prefix per turn; the same for every seed
+    context = prefixes(keep) if online else (keep, np.arange(len(keep.table)), None)
+    per_seed = [_replay(cfg, keep, store, checkpoints[seed], dev, context) for seed in seeds]
     outputs = {s: _average([p[s] for p in per_seed]) for s in stages}
     table, summary, scores = _outputs(run, manifest, keep, outputs, stage, seeds, notes, online)
     summary["left_out"] = sorted(unusable) + summary["left_out"]  # bad audio found by ASR, then by the speech encoder
@@ -207,13 +209,14 @@ def _inputs(run: TrainedRun, manifest: Manifest, stages: list[str], out: Path, a
 
 
 def _replay(cfg: ExperimentConfig, keep: Manifest, store, checkpoints: dict[str, Path], dev,
-            online: bool = False) -> dict[str, Predictions]:
-    """Every stage of one seed, in training order, each reading the previous stages' outputs. ``online``: Stages II
-    and III see, for each turn, only the conversation up to that turn (see :func:`prefixes`)."""
+            context: tuple[Manifest, np.ndarray, dict | None]) -> dict[str, Predictions]:
+    """Every stage of one seed, in training order, each reading the previous stages' outputs. ``context``: what
+    Stages II and III read, as (manifest, the ``keep`` row each of its rows copies, {prefix id: utterance id} or None):
+    ``keep`` itself, or the turn prefixes of :func:`prefixes` (online)."""
     preds: dict[str, Predictions] = {}
     ids = keep.table["utterance_id"].to_numpy()
     rows = np.arange(len(ids))
-    context, source, last = prefixes(keep) if online else (keep, rows, None)
+    context, source, last = context
     for s, ckpt in checkpoints.items():
         if s == "stage1_text":
             model = TextClassifier.load(ckpt)
@@ -238,7 +241,7 @@ def _replay(cfg: ExperimentConfig, keep: Manifest, store, checkpoints: dict[str,
             batch_size = getattr(cfg, s).batch_size
             batches = [b for split in splits_present(context) for b in conversation_batches(context, split, inputs, batch_size)]
         preds[s] = predict(model.to(dev), batches, dev, STAGE_NAMES[s])
-    if online:  # each utterance's prediction is the one at the end of its own prefix
+    if last is not None:  # online: each utterance's prediction is the one at the end of its own prefix
         preds = {s: p if s.startswith("stage1") else _at(p, last) for s, p in preds.items()}
     return preds
 

@@ -14,10 +14,13 @@ from merits.models.context import ConversationModel, ConversationModelConfig
 from merits.stages.common import load_aligned, train_on_conversations
 
 
+def model_config(sc: ContextConfig, input_dim: int, num_classes: int) -> ConversationModelConfig:
+    """The Stage II model a config describes, on (N, input_dim) utterance embeddings."""
+    return ConversationModelConfig(input_dim, num_classes, sc.hidden, sc.heads, sc.dropout, sc.input_dropout, sc.causal)
+
+
 def run(sc: ContextConfig, manifest: Manifest, stage1_embeddings: Path, seed: int, out_dir: Path,
         device: str = "auto", name: str = "Stage II") -> dict:
     features = {"embeddings": load_aligned(stage1_embeddings, manifest)}  # (N, D) in manifest order
-    model = ConversationModel(ConversationModelConfig(
-        features["embeddings"].shape[1], len(manifest.labels), sc.hidden, sc.heads, sc.dropout, sc.input_dropout,
-        sc.causal))
+    model = ConversationModel(model_config(sc, features["embeddings"].shape[1], len(manifest.labels)))
     return train_on_conversations(model, sc, manifest, features, seed, out_dir, device, name)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from merits.config import ContextConfig, FusionConfig
 from merits.data.manifest import Manifest
-from merits.models.context import ConversationModelConfig
 from merits.models.fusion import CoAttentionFusion, CombinedModel, CombinedModelConfig, FusionModelConfig
 from merits.stages.common import load_aligned, train_on_conversations
+from merits.stages.context import model_config
 
 
 def run(sc: FusionConfig, manifest: Manifest, text_embeddings: Path, audio_embeddings: Path, seed: int,
@@ -33,8 +33,7 @@ def run_combined(sc: FusionConfig, text_context: ContextConfig, audio_context: C
     features = {"text": load_aligned(text_embeddings, manifest),    # (N, D_text) Stage I embeddings
                 "audio": load_aligned(audio_embeddings, manifest)}  # (N, D_audio)
     labels = len(manifest.labels)
-    context = {m: ConversationModelConfig(features[m].shape[1], labels, c.hidden, c.heads, c.dropout, c.input_dropout, c.causal)
-               for m, c in (("text", text_context), ("audio", audio_context))}
+    context = {m: model_config(c, features[m].shape[1], labels) for m, c in (("text", text_context), ("audio", audio_context))}
     fusion = _fusion_config(sc, 2 * text_context.hidden, 2 * audio_context.hidden, manifest)
     model = CombinedModel(CombinedModelConfig(context["text"], context["audio"], fusion))
     return train_on_conversations(model, sc, manifest, features, seed, out_dir, device, name)

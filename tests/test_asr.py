@@ -227,7 +227,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 
 def test_asr_configs():
-    cfg = load_config(ROOT / "configs" / "asr" / "paper.yaml", ["batch_size=2"], cls=ASRConfig)
+    cfg = load_config(ROOT / "src" / "merits" / "configs" / "asr" / "paper.yaml", ["batch_size=2"], cls=ASRConfig)
     assert cfg.model == "large-v3" and cfg.vad and cfg.batch_size == 2
     with pytest.raises(ConfigError, match="beam_size"):
         load_config(None, ["beam_size=0"], cls=ASRConfig)

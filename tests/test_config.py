@@ -6,7 +6,7 @@ from merits.config import ExperimentConfig, config_hash, load_config, parse_over
 from merits.errors import ConfigError
 
 # teach-*.yaml are TeachConfig profiles (checked in test_teachers.py); the rest are experiments.
-CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")
+CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "src" / "merits" / "configs").glob("*.yaml")
                  if not p.stem.startswith("teach-"))
 
 

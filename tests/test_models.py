@@ -127,7 +127,7 @@ def _speech_head():
     from merits.models.utterance import SpeechHead, SpeechHeadConfig
 
     torch.manual_seed(0)
-    return SpeechHead(SpeechHeadConfig(num_layers=3, input_dim=10, num_classes=4, hidden=(16, 8), dropout=0.0))
+    return SpeechHead(SpeechHeadConfig(num_layers=3, input_dim=10, num_classes=4, hidden=[16, 8], dropout=0.0))
 
 
 def test_speech_head_layer_weights_sum_to_one_and_shapes():

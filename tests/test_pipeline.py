@@ -47,8 +47,8 @@ def test_rerun_skips_every_stage(finished, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a finished stage ran again")
 
-    monkeypatch.setattr(text_utterance, "run", boom)
-    monkeypatch.setattr(context, "run", boom)
+    monkeypatch.setattr(text_utterance.TextUtteranceStage, "train", boom)
+    monkeypatch.setattr(context.ContextStage, "train", boom)
     again = run_experiment(cfg)
     assert again["table"] == first["table"]
 
@@ -80,8 +80,9 @@ def test_changed_stage2_config_reruns_only_stage2(finished, monkeypatch):
     cfg, _ = finished
     from merits.stages import text_utterance
 
-    monkeypatch.setattr(text_utterance, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("Stage I reran")))
-    cfg2 = load_config("offline", QUICK + [f"runs_dir={cfg.runs_dir}", "name=e2e", "stage2_text.hidden=32"])
+    monkeypatch.setattr(text_utterance.TextUtteranceStage, "train",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("Stage I reran")))
+    cfg2 = load_config("offline", QUICK + [f"runs_dir={cfg.runs_dir}", "name=e2e", "stage2_text.model.hidden=32"])
     result = run_experiment(cfg2)
     assert "| Text II |" in result["table"]
 
@@ -157,7 +158,7 @@ def test_causal_run_predicts_online_by_construction(tmp_path):
                                        "data.max_conversations=2", "data.options.strict_counts=false",
                                        "stage1_text.epochs=1", "stage2_text.epochs=1", "stage1_audio.epochs=1",
                                        "stage2_audio.epochs=1", "stage3.epochs=1", "seeds=[0]",
-                                       "stage2_text.causal=true", "stage2_audio.causal=true", "stage3.causal=true",
+                                       "stage2_text.model.causal=true", "stage2_audio.model.causal=true", "stage3.model.causal=true",
                                        f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=live"])
     run_experiment(cfg)
     run = TrainedRun.open(tmp_path / "runs" / "live")

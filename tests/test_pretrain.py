@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from merits.cli import main
-from merits.config import PretrainConfig, load_config
+from merits.config import load_config
+from merits.pretrain.finetune import PretrainConfig
 from merits.data import prepare
 from merits.data.manifest import Manifest
 from merits.errors import ConfigError, DataError

@@ -33,9 +33,14 @@ def test_training_batches_are_length_sorted_pools(small):
 
 def test_stage1_text_exports_every_utterance(small, tiny_encoder, tmp_path):
     cfg = load_config("offline", [f"text_encoder.model={tiny_encoder}", "stage1_text.epochs=1", "stage1_text.batch_size=8"])
-    metrics = text_utterance.run(cfg, small, 0, tmp_path)
+    from types import SimpleNamespace
+
+    stage = text_utterance.TextUtteranceStage("stage1_text", "Text I", "stage1_text", (), ("text",))
+    metrics = stage.train(cfg, SimpleNamespace(manifest=lambda s: small), {}, 0, tmp_path)
     ids, arrays = load_embeddings(tmp_path / "embeddings.safetensors")
     assert sorted(ids) == sorted(small.table["utterance_id"])
     assert arrays["embeddings"].shape == (len(small.table), 32) and arrays["logits"].shape == (len(small.table), 7)
     assert {"train", "validation", "test"} <= set(metrics)
     assert (tmp_path / "checkpoint" / "encoder" / "config.json").is_file()
+    replay = __import__("json").loads((tmp_path / "checkpoint" / "stage.json").read_text())
+    assert replay["kind"] == "text_utterance" and replay["replay"]["max_length"] == cfg.text_encoder.max_length

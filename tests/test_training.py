@@ -2,14 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from merits.config import ContextConfig
 from merits.data import prepare
 from merits.encoders.text import load_tokenizer_and_encoder, resolve_model
 from merits.errors import DataError, ModelNotFoundError
 from merits.metrics import classification_metrics, mean_std, weighted_f1
 from merits.runs import load_embeddings, run_cached, save_embeddings
-from merits.stages import context
-from merits.training import fit, predict, seed_everything
+from merits.models.context import ConversationModelConfig
+from merits.stages.context import ContextConfig, ContextStage
+from merits.training import Trainer, TrainerConfig, predict, seed_everything
 
 
 def test_metrics_known_values():
@@ -68,6 +68,20 @@ def test_missing_model_names_it_and_says_how():
         load_tokenizer_and_encoder("no-such-org/no-such-model")
 
 
+def run_stage2(cfg, manifest, stage1_embeddings, out):
+    """Stage II alone, as the pipeline runs it: on Stage I embeddings at ``stage1_embeddings``."""
+    import shutil
+    from types import SimpleNamespace
+
+    stage1 = out / "stage1"
+    stage1.mkdir()
+    shutil.copy(stage1_embeddings, stage1 / "embeddings.safetensors")
+    stage = ContextStage("stage2_text", "Text II", "stage2_text", ("stage1_text",), ("text",))
+    exp = SimpleNamespace(stage2_text=cfg, device="cpu")
+    data = SimpleNamespace(manifest=lambda stage: manifest)
+    return stage.train(exp, data, {"stage1_text": stage1}, 0, out)
+
+
 @pytest.fixture(scope="module")
 def small_meld():
     return prepare("meld").subset(12)
@@ -84,8 +98,8 @@ def test_stage2_on_real_embeddings_learns(small_meld, tmp_path):
         emb = pool(enc(**b).last_hidden_state, b["attention_mask"], "mean").numpy()
     save_embeddings(tmp_path / "stage1.safetensors", small_meld.table["utterance_id"], emb)
     seed_everything(0)
-    cfg = ContextConfig(hidden=16, heads=2, epochs=15, patience=15, batch_size=4)
-    metrics = context.run(cfg, small_meld, tmp_path / "stage1.safetensors", 0, tmp_path)
+    cfg = ContextConfig(model=ConversationModelConfig(hidden=16, heads=2), epochs=15, patience=15, batch_size=4)
+    metrics = run_stage2(cfg, small_meld, tmp_path / "stage1.safetensors", tmp_path)
     losses = [h["train_loss"] for h in metrics["history"]]
     assert losses[-1] < losses[0]
     assert 1 <= metrics["best_epoch"] <= 15
@@ -100,7 +114,7 @@ def test_stage2_names_utterances_without_embeddings(small_meld, tmp_path):
     ids = small_meld.table["utterance_id"].tolist()[:-2]
     save_embeddings(tmp_path / "e.safetensors", ids, np.zeros((len(ids), 4), np.float32))
     with pytest.raises(DataError, match="no embedding for 2 utterances"):
-        context.run(ContextConfig(), small_meld, tmp_path / "e.safetensors", 0, tmp_path)
+        run_stage2(ContextConfig(), small_meld, tmp_path / "e.safetensors", tmp_path)
 
 
 def test_fit_restores_best_validation_weights():
@@ -128,8 +142,8 @@ def test_fit_restores_best_validation_weights():
         model.lin.weight.copy_(torch.tensor([[0.0, 2.0], [2.0, 0.0]]))
         model.lin.bias.zero_()
     # training pushes towards y; validation rewards the opposite labelling, so the first epoch is best
-    res = fit(model, lambda e: [batch], lambda: [wrong], torch.optim.SGD(model.parameters(), lr=0.5),
-              epochs=8, patience=10, device="cpu")
+    res = Trainer(TrainerConfig(epochs=8, patience=10), "cpu").fit(model, lambda e: [batch], lambda: [wrong],
+                                                                     torch.optim.SGD(model.parameters(), lr=0.5))
     assert res.best_epoch == 1
     pred = predict(model, [wrong], "cpu")
     assert pred.logits.shape == (16, 2)

@@ -50,7 +50,9 @@ def cmd_train(args) -> None:
     from merits.pipeline import run_experiment
 
     cfg = load_config(args.config, args.overrides)
-    result = run_experiment(cfg)
+    result = run_experiment(cfg, args.seed)
+    if not result["table"]:  # a data-parallel process other than rank 0: rank 0 prints
+        return
     print()
     print(result["table"])
     print(f"\nreport, per-class scores and plots: {result['dir']}/ (report.md, results.json, stages.png, "
@@ -59,7 +61,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    args.config = DEMO_CONFIG
+    args.config, args.seed = DEMO_CONFIG, None
     cmd_train(args)
 
 
@@ -71,10 +73,9 @@ def cmd_report(args) -> None:
         if args.out:
             print(f"\nwritten to {args.out}/table.md and {args.out}/stages.png")
         return
-    path = Path(args.run_dirs[0]) / "report.md"
-    if not path.is_file():
-        raise MeritsError(f"{args.run_dirs[0]} has no report.md: is it a finished experiment directory (runs/<name>)?")
-    print(path.read_text())
+    from merits.pipeline import report_run
+
+    print(report_run(args.run_dirs[0]))  # rebuilt from every finished seed (seeds may have run in parallel)
 
 
 def cmd_asr(args) -> None:
@@ -134,9 +135,9 @@ def cmd_wer(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from merits.config import PretrainConfig, load_config
+    from merits.config import load_config
     from merits.data import load_manifest_or_corpus
-    from merits.pretrain.finetune import pretrain
+    from merits.pretrain.finetune import PretrainConfig, pretrain
 
     cfg = load_config(args.config, args.overrides, cls=PretrainConfig)
     m = pretrain(load_manifest_or_corpus(args.manifest), args.out, cfg)
@@ -224,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="run an experiment from a config")
     p.add_argument("config", help="a YAML file, or a shipped profile name (offline, meld, iemocap, mosi)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stage1_text.epochs=2 seeds=[0]")
+    p.add_argument("--seed", type=int, action="append", help="train only this seed of the config's seeds (repeatable): "
+                                                             "one process per seed, merged by merits report RUN_DIR")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="the main job on the embedded default (MELD text, offline encoder)")

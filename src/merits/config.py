@@ -3,7 +3,8 @@
     cfg = load_config("offline", ["stage1_text.epochs=1", "seeds=[0]"])
 
 Unknown keys and ill-typed values are errors that name the key. ``config_hash`` gives the content hash
-that decides whether a stage must run again.
+that decides whether a stage must run again. This module is the loader only; each config lives beside its code
+(the experiment's in :mod:`merits.experiment`, each stage's in its ``merits.stages`` module).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 import yaml
 
 from merits.audio import AudioConfig
-from merits.encoders.speech import SpeechEncoderConfig
 from merits.errors import ConfigError
 
 MODALITIES = ("text", "audio")
@@ -41,91 +41,6 @@ class TextEncoderConfig:
     model: str = "all-MiniLM-L6-v2"            # HF id, local path, or a packaged offline model name
     max_length: int = 128                      # tokens per utterance
     pooling: str = "mean"                      # mean | cls: how token states become the utterance vector
-
-
-@dataclass
-class Stage1TextConfig:
-    epochs: int = 4
-    batch_size: int = 32
-    lr: float = 5e-5                           # encoder learning rate (AdamW)
-    head_lr: float = 1e-3                      # classification head learning rate
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1                  # linear warm-up then linear decay
-    dropout: float = 0.1
-    patience: int = 2                          # epochs without validation wF1 gain before stopping
-    eval_batch_size: int = 128
-
-
-@dataclass
-class SpeechHeadTrainConfig:
-    """Stage I speech: the CARE downstream head on frozen features (layer weights -> FC 768 -> FC 256 -> classes)."""
-
-    hidden: list[int] = field(default_factory=lambda: [768, 256])  # the last width is the exported embedding
-    dropout: float = 0.3
-    epochs: int = 60
-    batch_size: int = 32                       # utterances per batch
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 10
-
-
-@dataclass
-class ContextConfig:
-    """Stage II: Bi-GRU + self-attention over a conversation of frozen Stage I embeddings."""
-
-    hidden: int = 128                          # GRU units per direction (output is 2 * hidden)
-    heads: int = 4
-    dropout: float = 0.3
-    input_dropout: float = 0.2
-    causal: bool = False                       # not in the paper: turn t sees turns 0..t only (a GRU of 2 * hidden
-                                               # units, one direction; attention to earlier turns), for live use
-    epochs: int = 30
-    batch_size: int = 16                       # conversations per batch
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 6
-
-
-@dataclass
-class FusionConfig:
-    """Stage III: co-attention fusion of the Stage II text and audio sequences (needs both modalities)."""
-
-    d_model: int = 128
-    heads: int = 4
-    layers: int = 1
-    feedforward: int = 256
-    dropout: float = 0.1
-    input_dropout: float = 0.0                 # on the Stage II inputs (train rows are cleaner than test rows)
-    causal: bool = False                       # not in the paper: each turn attends to turns up to itself only
-    epochs: int = 40
-    batch_size: int = 16                       # conversations per batch
-    lr: float = 5e-4
-    weight_decay: float = 1e-4
-    patience: int = 8
-
-
-@dataclass
-class ExperimentConfig:
-    name: str = "meld-offline"
-    runs_dir: str = "runs"
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    device: str = "auto"                       # auto | cpu | cuda
-    threads: int | None = None                 # torch CPU threads; None = torch default
-    modalities: list[str] = field(default_factory=lambda: ["text"])  # text and/or audio branches to train
-    cache_dir: str = ".cache/features"         # frozen speech-encoder features, keyed by corpus/encoder/config
-    data: DataConfig = field(default_factory=DataConfig)
-    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
-    stage1_text: Stage1TextConfig = field(default_factory=Stage1TextConfig)
-    stage2_text: ContextConfig = field(default_factory=ContextConfig)
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    speech_encoder: SpeechEncoderConfig = field(default_factory=SpeechEncoderConfig)
-    stage1_audio: SpeechHeadTrainConfig = field(default_factory=SpeechHeadTrainConfig)
-    stage2_audio: ContextConfig = field(default_factory=ContextConfig)
-    stage3: FusionConfig = field(default_factory=FusionConfig)  # runs when modalities hold text and audio
-    # the paper's "combined" ablation: also train Stages II (both modalities) + III jointly, end to end, from the
-    # Stage I embeddings (shapes from stage2_text / stage2_audio / stage3, optimiser from stage3); reported beside
-    # the hierarchical Stage III
-    combined: bool = False
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -179,7 +94,11 @@ def _build(cls, values: dict, prefix: str = ""):
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"unknown config keys {[prefix + u for u in unknown]}; valid here: {sorted(names)}")
-    return cls(**{k: _check_type(v, hints[k], prefix + k) for k, v in values.items()})
+    built = {k: _check_type(v, hints[k], prefix + k) for k, v in values.items()}
+    try:
+        return cls(**built)
+    except ConfigError as e:  # a section's own checks name its keys; say which section
+        raise ConfigError(f"{prefix}{e}" if prefix and not str(e).startswith(prefix) else str(e)) from None
 
 
 def _set(tree: dict, dotted: str, value) -> None:
@@ -224,8 +143,11 @@ def resolve_config_path(path: str | Path) -> Path:
     raise ConfigError(f"config {path} not found (shipped profiles: {shipped})")
 
 
-def load_config(path=None, overrides=(), cls=ExperimentConfig):
-    """Load a YAML profile (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+def load_config(path=None, overrides=(), cls=None):
+    """Load a YAML profile (or the defaults when ``path`` is None) and apply ``key=value`` overrides into ``cls``
+    (default: :class:`merits.experiment.ExperimentConfig`); a config with a ``check()`` method is checked."""
+    if cls is None:
+        from merits.experiment import ExperimentConfig as cls
     values: dict = {}
     if path is not None:
         p = resolve_config_path(path)
@@ -237,40 +159,8 @@ def load_config(path=None, overrides=(), cls=ExperimentConfig):
             raise ConfigError(f"{p}: top level must be a mapping")
     values = _merge(values, parse_overrides(overrides))
     cfg = _build(cls, values)
-    return check_experiment(cfg) if isinstance(cfg, ExperimentConfig) else cfg
-
-
-def check_experiment(cfg: "ExperimentConfig") -> "ExperimentConfig":
-    """Semantic checks that types alone do not catch; errors name the key."""
-    from merits.data import ADAPTERS
-
-    if cfg.data.corpus not in ADAPTERS:
-        raise ConfigError(f"data.corpus: unknown corpus {cfg.data.corpus!r}; known: {sorted(ADAPTERS)}")
-    if cfg.text_encoder.pooling not in ("mean", "cls"):
-        raise ConfigError(f"text_encoder.pooling: {cfg.text_encoder.pooling!r} is not mean | cls")
-    if not cfg.seeds:
-        raise ConfigError("seeds: give at least one seed")
-    if len(set(cfg.seeds)) != len(cfg.seeds):
-        raise ConfigError(f"seeds: {cfg.seeds} repeats a seed")
-    if not cfg.modalities or set(cfg.modalities) - set(MODALITIES):
-        raise ConfigError(f"modalities: {cfg.modalities} must be a non-empty subset of {list(MODALITIES)}")
-    if cfg.combined and set(cfg.modalities) != set(MODALITIES):
-        raise ConfigError(f"combined: the combined ablation fuses text and audio; modalities is {cfg.modalities}")
-    for section in ("stage1_text", "stage2_text", "stage1_audio", "stage2_audio", "stage3"):
-        sc = getattr(cfg, section)
-        for key in ("epochs", "batch_size", "patience"):
-            if getattr(sc, key) < 1:
-                raise ConfigError(f"{section}.{key} must be >= 1, got {getattr(sc, key)}")
-        if sc.lr <= 0:
-            raise ConfigError(f"{section}.lr must be > 0, got {sc.lr}")
-    for section in ("stage2_text", "stage2_audio"):
-        sc = getattr(cfg, section)
-        if sc.hidden * 2 % sc.heads:
-            raise ConfigError(f"{section}.heads ({sc.heads}) must divide 2 * hidden ({2 * sc.hidden})")
-    if cfg.stage3.d_model % cfg.stage3.heads:
-        raise ConfigError(f"stage3.heads ({cfg.stage3.heads}) must divide stage3.d_model ({cfg.stage3.d_model})")
-    if not cfg.stage1_audio.hidden or min(cfg.stage1_audio.hidden) < 1:
-        raise ConfigError(f"stage1_audio.hidden must list positive widths, got {cfg.stage1_audio.hidden}")
+    if hasattr(cfg, "check"):
+        cfg.check()
     return cfg
 
 
@@ -316,30 +206,6 @@ class ASRConfig:
                 raise ConfigError(f"asr.{key} must be >= 1, got {getattr(self, key)}")
         if self.threads < 0:
             raise ConfigError(f"asr.threads must be >= 0 (0 = CTranslate2's default), got {self.threads}")
-
-
-# ---------------------------------------------------------------------------------------------- pretraining (issue 5)
-@dataclass
-class PretrainConfig:
-    """``merits pretrain``: fine-tune a text encoder on teacher pseudo-labels ("RoBERTa-FT" in the paper).
-
-    Load with ``load_config(path_or_None, overrides, cls=PretrainConfig)``. The paper: RoBERTa-large, 10 epochs,
-    batch 32, AdamW, cross-entropy, a random 80/20 train/validation split, model selection on validation.
-    """
-
-    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)  # the starting point
-    train: Stage1TextConfig = field(default_factory=lambda: Stage1TextConfig(epochs=10, batch_size=32, patience=3))
-    labels: list[str] = field(default_factory=lambda: ["negative", "neutral", "positive"])  # the teacher's classes
-    validation_fraction: float = 0.2           # random utterances held out for model selection
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 < self.validation_fraction < 1:
-            raise ConfigError(f"pretrain.validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if len(set(self.labels)) < 2:
-            raise ConfigError(f"pretrain.labels needs at least two classes, got {self.labels}")
 
 
 # ---------------------------------------------------------------------------------------------- teachers

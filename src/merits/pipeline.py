@@ -1,131 +1,149 @@
-"""The hierarchy from one config: prepare the manifest, then per modality Stage I -> Stage II for every seed,
-then (with text and audio) Stage III fusion, then the report.
+"""The hierarchy from one config: prepare the manifest, extract speech features where an audio stage runs, then
+walk the experiment's stage graph (:func:`merits.stages.graph.build_graph`) for every seed, then the report.
 
-Every stage is cached under ``runs/<experiment>/<stage>/seed-<k>/`` by a content hash of its inputs and
-config, so rerunning a finished experiment only reprints its report and a killed one resumes. Speech
-features are extracted once into the feature cache (``cache_dir``); audio stages never read audio.
+Every stage is cached under ``runs/<experiment>/<stage>/seed-<k>/`` by a content hash of what it reads and its
+config, so rerunning a finished experiment only reprints its report and a killed one resumes. Speech features are
+extracted once into the feature cache (``cache_dir``); audio stages never read audio. Seeds may run in parallel
+processes (``merits train CONFIG --seed k``): stages are locked, and the report is built from every finished seed
+on disk.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from merits import __version__
-from merits.config import ContextConfig, ExperimentConfig, config_hash, save_config
+from merits.config import config_hash, load_config, save_config
 from merits.data import prepare_config
 from merits.data.manifest import Manifest
 from merits.encoders.speech import build_speech_encoder
-from merits.features import extract_features
+from merits.errors import ConfigError
+from merits.features import FeatureStore, extract_features
 from merits.report import write_report
-from merits.runs import EMBEDDINGS, run_cached, stage_dir
-from merits.stages import context, fusion, speech_utterance, text_utterance
-from merits.training import seed_everything
+from merits.runs import DONE, run_cached, stage_dir
+from merits.stages.base import Stage
+from merits.stages.graph import Graph, build_graph
+from merits.training import Distributed, resolve_device, seed_everything
 
 log = logging.getLogger("merits")
 
 
 @dataclass
-class Branch:
-    """One modality: its manifest, what its Stage I depends on, how to run Stage I, its Stage II config."""
+class TrainingData:
+    """What an experiment's stages read besides each other's outputs."""
 
-    modality: str                              # text | audio
-    manifest: Manifest
-    inputs: tuple                              # everything Stage I's output depends on (hashed into its key)
-    stage1: Callable[[Path, int], dict]        # (out_dir, seed) -> metrics
-    stage2: ContextConfig
+    utterances: Manifest               # every labelled utterance
+    features: FeatureStore | None      # speech features, when an audio stage runs
+    with_audio: Manifest | None        # the utterances that have features (all, unless bad audio was skipped)
+
+    def manifest(self, stage: Stage) -> Manifest:
+        """The utterances ``stage`` trains and exports on: those with features when it reads audio."""
+        return self.with_audio if "audio" in stage.modalities else self.utterances
 
 
-def build_manifest(cfg: ExperimentConfig) -> Manifest:
+def build_manifest(cfg) -> Manifest:
     manifest = prepare_config(cfg.data)
     manifest.require_labels()
     return manifest
 
 
-def branches(cfg: ExperimentConfig, manifest: Manifest, notes: list[str]) -> list[Branch]:
-    out = []
+def training_data(cfg, manifest: Manifest, notes: list[str]) -> TrainingData:
+    store, audio = None, None
     if "audio" in cfg.modalities:
-        store = extract_features(manifest, build_speech_encoder(cfg.speech_encoder), cfg.cache_dir, cfg.audio)
+        # the experiment's device reaches the speech encoder (features are the same on any device: not in the key)
+        encoder = build_speech_encoder(replace(cfg.speech_encoder, device=resolve_device(cfg.device).type))
+        store = extract_features(manifest, encoder, cfg.cache_dir, cfg.audio)
         audio = manifest.select(store.available_ids) if store.skipped else manifest
         if store.skipped:
             notes.append(f"Audio: {store.summary()}")
-        out.append(Branch("audio", audio, ("audio", audio.fingerprint(), store.directory.name, cfg.stage1_audio),
-                          lambda o, seed: speech_utterance.run(cfg.stage1_audio, audio, store, seed, o, cfg.device),
-                          cfg.stage2_audio))
     if "text" in cfg.modalities:
         manifest.require_text()
-        out.append(Branch("text", manifest, ("text", manifest.fingerprint(), cfg.text_encoder, cfg.stage1_text),
-                          lambda o, seed: text_utterance.run(cfg, manifest, seed, o), cfg.stage2_text))
-    return out
+    return TrainingData(manifest, store, audio)
 
 
-def run_experiment(cfg: ExperimentConfig) -> dict:
-    """Run every stage of ``cfg`` for every seed; return {"per_seed": ..., "table": markdown, "dir": ...}."""
+def stage_key(stage: Stage, cfg, data: TrainingData, needs: dict[str, str], seed: int) -> str:
+    """The content hash of a stage's output: its needs' keys, what it reads itself, its config, the seed.
+    A new release recomputes everything."""
+    return config_hash(stage.name, __version__, *(needs[n] for n in stage.needs), *stage.key_parts(cfg, data), seed)
+
+
+def run_experiment(cfg, seeds: list[int] | None = None) -> dict:
+    """Run every stage of ``cfg`` for ``seeds`` (default: all of ``cfg.seeds``); return {"per_seed": ...,
+    "table": markdown, "dir": ...}. The report covers every seed finished on disk, from this or other processes."""
+    seeds = list(cfg.seeds) if seeds is None else list(seeds)
+    unknown = sorted(set(seeds) - set(cfg.seeds))
+    if unknown:
+        raise ConfigError(f"seed(s) {unknown} are not among the experiment's seeds {cfg.seeds}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    dist = Distributed.current()
     root = Path(cfg.runs_dir) / cfg.name
     manifest = build_manifest(cfg)
-    manifest.save(root / "manifest")
-    save_config(cfg, root / "config.yaml")
-    log.info("%s", manifest.report())
+    if dist.is_main:
+        manifest.save(root / "manifest")
+        save_config(cfg, root / "config.yaml")
+        log.info("%s", manifest.report())
+    dist.barrier()
     notes: list[str] = []
-    per_seed: dict[str, dict[int, dict]] = {}
-    stage1_keys: dict[tuple[str, int], str] = {}
-    stage2_keys: dict[tuple[str, int], str] = {}
-    active = branches(cfg, manifest, notes)
-    for branch in active:
-        m = branch.modality
-        for seed in cfg.seeds:
-            key1 = config_hash(f"stage1_{m}", __version__, *branch.inputs, seed)  # a new release recomputes
-            dir1 = stage_dir(cfg.runs_dir, cfg.name, f"stage1_{m}", seed)
+    data = training_data(cfg, manifest, notes)
+    graph = build_graph(cfg)
+    keys: dict[int, dict[str, str]] = {seed: {} for seed in seeds}
+    for stage in graph:
+        for seed in seeds:
+            key = keys[seed][stage.name] = stage_key(stage, cfg, data, keys[seed], seed)
+            inputs = {n: stage_dir(cfg.runs_dir, cfg.name, n, seed) for n in stage.needs}
 
-            def stage1(out, seed=seed, branch=branch):
+            def compute(out, stage=stage, seed=seed, inputs=inputs):
                 seed_everything(seed)
-                return branch.stage1(out, seed)
+                return stage.train(cfg, data, inputs, seed, out)
 
-            def stage2(out, seed=seed, branch=branch, dir1=dir1):
-                seed_everything(seed)
-                return context.run(branch.stage2, branch.manifest, dir1 / EMBEDDINGS, seed, out, cfg.device,
-                                   f"Stage II {branch.modality}")
-
-            per_seed.setdefault(f"stage1_{m}", {})[seed] = run_cached(dir1, key1, stage1)
-            stage1_keys[m, seed] = key1
-            key2 = config_hash(f"stage2_{m}", key1, branch.stage2, seed)
-            stage2_keys[m, seed] = key2
-            per_seed.setdefault(f"stage2_{m}", {})[seed] = run_cached(
-                stage_dir(cfg.runs_dir, cfg.name, f"stage2_{m}", seed), key2, stage2)
-    if {b.modality for b in active} == {"text", "audio"}:
-        # Stage III on the utterances both branches kept (all of them unless bad audio was skipped)
-        both = next(b.manifest for b in active if b.modality == "audio")
-        for seed in cfg.seeds:
-            key3 = config_hash("stage3", stage2_keys["text", seed], stage2_keys["audio", seed], cfg.stage3, seed)
-
-            def stage3(out, seed=seed):
-                seed_everything(seed)
-                text_dir, audio_dir = (stage_dir(cfg.runs_dir, cfg.name, f"stage2_{m}", seed) for m in ("text", "audio"))
-                return fusion.run(cfg.stage3, both, text_dir / EMBEDDINGS, audio_dir / EMBEDDINGS, seed, out, cfg.device)
-
-            per_seed.setdefault("stage3", {})[seed] = run_cached(stage_dir(cfg.runs_dir, cfg.name, "stage3", seed), key3, stage3)
-            if cfg.combined:
-                per_seed.setdefault("combined", {})[seed] = run_combined(cfg, both, stage1_keys, seed)
-    name = manifest.corpus.upper() if manifest.corpus.isalnum() else manifest.corpus  # MELD, MOSI, IEMOCAP
-    table = write_report(root, name, per_seed, notes)
+            run_cached(stage_dir(cfg.runs_dir, cfg.name, stage.name, seed), key, compute, stage.distributed)
+    per_seed = finished_seeds(root, graph)
+    table = write_report(root, dataset_name(manifest.corpus), per_seed, graph, notes) if dist.is_main else ""
     return {"per_seed": per_seed, "table": table, "dir": str(root)}
 
 
-def run_combined(cfg: ExperimentConfig, manifest: Manifest, stage1_keys: dict, seed: int) -> dict:
-    """The "combined" ablation for one seed: Stages II + III trained jointly on the Stage I embeddings (cached)."""
-    key = config_hash("combined", stage1_keys["text", seed], stage1_keys["audio", seed], cfg.stage2_text,
-                      cfg.stage2_audio, cfg.stage3, seed)
+def dataset_name(corpus: str) -> str:
+    return corpus.upper() if corpus.isalnum() else corpus  # MELD, MOSI, IEMOCAP
 
-    def train(out):
-        seed_everything(seed)
-        text_dir, audio_dir = (stage_dir(cfg.runs_dir, cfg.name, f"stage1_{m}", seed) for m in ("text", "audio"))
-        return fusion.run_combined(cfg.stage3, cfg.stage2_text, cfg.stage2_audio, manifest, text_dir / EMBEDDINGS,
-                                   audio_dir / EMBEDDINGS, seed, out, cfg.device)
 
-    return run_cached(stage_dir(cfg.runs_dir, cfg.name, "combined", seed), key, train)
+def finished_seeds(root: Path, graph: Graph) -> dict[str, dict[int, dict]]:
+    """{stage: {seed: metrics}} of every seed finished on disk (so parallel seed processes merge)."""
+    import json
+
+    out: dict[str, dict[int, dict]] = {}
+    for stage in graph:
+        for done in sorted((root / stage.name).glob(f"seed-*/{DONE}")):
+            seed = int(done.parent.name.split("-", 1)[1])
+            out.setdefault(stage.name, {})[seed] = json.loads(done.read_text())["metrics"]
+        if stage.name in out:
+            out[stage.name] = dict(sorted(out[stage.name].items()))
+    return out
+
+
+def report_run(directory: str | Path) -> str:
+    """Rebuild the report of a run directory from every finished seed on disk (``merits report RUN``)."""
+    directory = Path(directory)
+    config, manifest = directory / "config.yaml", directory / "manifest" / "manifest.json"
+    if not (config.is_file() and manifest.is_file()):
+        raise ConfigError(f"{directory} is not an experiment directory: it needs config.yaml and manifest/manifest.json "
+                          "(the directory merits train writes, runs/<name>)")
+    cfg = load_run_config(directory)
+    graph = build_graph(cfg)
+    per_seed = finished_seeds(directory, graph)
+    if not per_seed:
+        raise ConfigError(f"{directory} has no finished stage yet")
+    return write_report(directory, dataset_name(Manifest.load(directory / "manifest").corpus), per_seed, graph)
+
+
+def load_run_config(directory: Path):
+    """The config a run was trained with; runs of older versions (another config layout) say to retrain."""
+    try:
+        return load_config(directory / "config.yaml")
+    except ConfigError as e:
+        raise ConfigError(f"{directory}/config.yaml does not load with this version of merits ({e}); it was written "
+                          "by an older one: retrain the run with merits train") from None

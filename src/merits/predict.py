@@ -34,36 +34,30 @@ import numpy as np
 import pandas as pd
 import torch
 
-from merits.config import ASRConfig, ExperimentConfig, load_config
+from merits.config import ASRConfig
 from merits.data.manifest import Manifest, _listing
-from merits.encoders.speech import build_speech_encoder
-from merits.encoders.text import TextBatcher
+from merits.encoders.speech import SpeechEncoderConfig, build_speech_encoder
 from merits.errors import ConfigError, DataError
 from merits.features import extract_features
 from merits.metrics import classification_metrics, plot_confusion
-from merits.models.checkpoint import load_model
-from merits.models.context import ConversationModel, ConversationModelConfig
-from merits.models.fusion import CoAttentionFusion, FusionModelConfig
-from merits.models.utterance import SpeechHead, SpeechHeadConfig, TextClassifier
+from merits.pipeline import load_run_config
 from merits.prediction_report import conversations, plot_timelines
-from merits.report import LABELS as STAGE_NAMES
 from merits.runs import DONE
-from merits.stages.common import align, conversation_batches, splits_present
-from merits.stages.speech_utterance import feature_batches
-from merits.stages.text_utterance import utterance_batches
+from merits.stages.base import Loaded, Stage, View, load_stage, upstream_arrays
+from merits.stages.graph import Graph, build_graph
 from merits.training import Predictions, predict, resolve_device
 
 log = logging.getLogger("merits")
-STAGES = ("stage1_text", "stage2_text", "stage1_audio", "stage2_audio", "stage3")  # the order they replay in
 
 
 @dataclass
 class TrainedRun:
-    """What prediction needs of a finished experiment directory."""
+    """What prediction needs of a finished experiment directory: its config, its stage graph and its labels."""
 
     directory: Path
-    cfg: ExperimentConfig
+    cfg: object                               # the ExperimentConfig it was trained with
     labels: tuple[str, ...]
+    graph: Graph
 
     @classmethod
     def open(cls, directory: str | Path) -> "TrainedRun":
@@ -72,11 +66,11 @@ class TrainedRun:
         if not (config.is_file() and manifest.is_file()):
             raise ConfigError(f"{directory} is not a trained experiment: it needs config.yaml and manifest/manifest.json "
                               "(the directory merits train writes, runs/<name>)")
-        return cls(directory, load_config(config), tuple(json.loads(manifest.read_text())["labels"]))
+        cfg = load_run_config(directory)
+        return cls(directory, cfg, tuple(json.loads(manifest.read_text())["labels"]), build_graph(cfg))
 
     def final_stage(self) -> str:
-        modalities = set(self.cfg.modalities)
-        return "stage3" if modalities == {"text", "audio"} else f"stage2_{self.cfg.modalities[0]}"
+        return self.graph.final.name
 
     def checkpoint(self, stage: str, seed: int) -> Path:
         """The checkpoint of a finished stage; a clear error naming the seeds that are finished."""
@@ -86,16 +80,6 @@ class TrainedRun:
             raise ConfigError(f"{self.directory} has no finished {stage} for seed {seed}"
                               + (f" (finished seeds: {done})" if done else "; train it first (merits train)"))
         return path / "checkpoint"
-
-
-def chain(stage: str) -> list[str]:
-    """The stages that ``stage`` needs, in the order they run, ending with it."""
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage {stage!r}; one of {STAGES}")
-    if stage == "stage3":
-        return list(STAGES)
-    modality = stage.split("_")[1]
-    return [f"stage1_{modality}"] + ([stage] if stage.startswith("stage2") else [])
 
 
 @dataclass
@@ -138,19 +122,23 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int
     cfg, out = run.cfg, Path(out)
     seeds = [cfg.seeds[0]] if seeds is None else [seeds] if isinstance(seeds, int) else list(seeds)
     stage = stage or run.final_stage()
-    stages = chain(stage)
-    missing = [m for m in {s.split("_")[-1] for s in stages if s != "stage3"} if m not in cfg.modalities]
-    if missing:
-        raise ConfigError(f"{run.directory} was trained without {missing}; its modalities are {cfg.modalities}")
-    checkpoints = {seed: {s: run.checkpoint(s, seed) for s in stages} for seed in seeds}  # fail before any work
+    stages = run.graph.chain(stage)
+    # every checkpoint of every seed, loaded before any work: a missing or old one fails first
+    loaded = {seed: {s.name: load_stage(s, run.checkpoint(s.name, seed)) for s in stages} for seed in seeds}
+    _check_labels(run, loaded)
     out.mkdir(parents=True, exist_ok=True)
     # the machine that predicts need not be the one that trained: auto picks its GPU if it has one
     dev = resolve_device(device or "auto")
-    manifest, keep, store, notes, unusable = _inputs(run, relabel(manifest, run.labels), stages, out, asr, dev)
+    replay = {s: info.replay for s, info in loaded[seeds[0]].items()}
+    manifest, keep, store, notes, unusable = _inputs(run, relabel(manifest, run.labels), stages, replay, out, asr, dev)
     # what Stages II/III read: the conversations themselves, or (online) one prefix per turn; the same for every seed
-    context = prefixes(keep) if online else (keep, np.arange(len(keep.table)), None)
-    per_seed = [_replay(cfg, keep, store, checkpoints[seed], dev, context) for seed in seeds]
-    outputs = {s: _average([p[s] for p in per_seed]) for s in stages}
+    if online:
+        turns, source, last = prefixes(keep)
+        view = View(keep, turns, source, features=store)
+    else:
+        view, last = View(keep, features=store), None
+    per_seed = [_replay(run.graph, stages, loaded[seed], view, dev, last) for seed in seeds]
+    outputs = {s.name: _average([p[s.name] for p in per_seed]) for s in stages}
     table, summary, scores = _outputs(run, manifest, keep, outputs, stage, seeds, notes, online)
     summary["left_out"] = sorted(unusable) + summary["left_out"]  # bad audio found by ASR, then by the speech encoder
     table.to_csv(out / "predictions.csv", index=False)
@@ -160,89 +148,90 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int
     if scores:  # gold labels given: e.g. a cross-corpus evaluation of the trained run
         (out / "metrics.json").write_text(json.dumps(scores, indent=2))
         for split, m in scores[stage].items():
-            plot_confusion(m, out / f"confusion_{split}.png", f"{STAGE_NAMES[stage]} on {split}: weighted F1 "
+            plot_confusion(m, out / f"confusion_{split}.png", f"{run.graph[stage].label} on {split}: weighted F1 "
                                                                f"{m['weighted_f1']:.3f}")
     return PredictResult(table, summary, out, outputs)
 
 
-def _inputs(run: TrainedRun, manifest: Manifest, stages: list[str], out: Path, asr: ASRConfig | None,
-            device: torch.device):
+def _reads(stages: list[Stage], modality: str) -> Stage | None:
+    """The utterance stage of ``stages`` that reads ``modality`` (text, audio), if any."""
+    return next((s for s in stages if s.level == "utterance" and modality in s.modalities), None)
+
+
+def _inputs(run: TrainedRun, manifest: Manifest, stages: list[Stage], replay: dict[str, dict], out: Path,
+            asr: ASRConfig | None, device: torch.device):
     """What the stages read, made once for every seed: transcripts (Whisper, where text is missing and a text stage
-    runs; with ``asr.segment`` every recording is first cut into Whisper's segments) and speech features. Returns
-    (manifest with transcripts, the utterances every stage can use, the feature store or None, notes, the input
-    utterances ASR left out for bad audio)."""
+    runs; with ``asr.segment`` every recording is first cut into Whisper's segments) and speech features (with the
+    speech encoder the speech stage's checkpoint names). Returns (manifest with transcripts, the
+    utterances every stage can use, the feature store or None, notes, the input utterances ASR left out for bad
+    audio)."""
     cfg, notes, store, unusable = run.cfg, [], None, []
+    text, speech = _reads(stages, "text"), _reads(stages, "audio")
+    audio_cfg = cfg.audio  # the run's audio policy (decoding, what bad audio does), in ASR as in the features
     segmenting = asr is not None and asr.segment  # whole recordings -> Whisper segments as utterances
-    if segmenting or ("stage1_text" in stages and (manifest.table["text"].str.strip() == "").any()):
+    if segmenting or (text and (manifest.table["text"].str.strip() == "").any()):
         from merits.pretrain.asr import transcribe_manifest  # only when there is audio to transcribe
 
         log.info("%s into %s", "segmenting the recordings" if segmenting else "transcribing the utterances without text",
                  out / "asr")
         # bad audio is handled as the run handles it (audio.on_error), in ASR as in feature extraction
-        transcribed = transcribe_manifest(manifest, out / "asr", replace(asr or ASRConfig(), audio=cfg.audio))
+        transcribed = transcribe_manifest(manifest, out / "asr", replace(asr or ASRConfig(), audio=audio_cfg))
         unusable = [i["utterance_id"] for i in transcribed.report["skipped"]["items"]]
         if unusable:
             notes.append(f"left out for bad audio before transcription: {_listing(unusable)}")
         manifest = relabel(transcribed.manifest, run.labels)
         unheard = manifest.table.loc[manifest.table["text"].str.strip() == "", "utterance_id"]
         if len(unheard):
-            audio_only = "; an audio-only prediction: --stage stage2_audio" if "audio" in cfg.modalities else ""
+            alone = _last_without(run.graph, "text")
+            audio_only = f"; an audio-only prediction: stage {alone}" if alone else ""
             raise DataError(f"Whisper found no words in {len(unheard)} utterances ({_listing(unheard)}; see "
                             f"{out / 'asr' / 'asr_report.json'}): the text branch has nothing to read. Drop them from "
                             f"the input{audio_only}")
     keep = manifest
-    if "stage1_audio" in stages:
-        encoder = build_speech_encoder(replace(cfg.speech_encoder, device=device.type))
+    if speech:
+        encoder_cfg = SpeechEncoderConfig(**replay[speech.name]["speech_encoder"])
+        encoder = build_speech_encoder(replace(encoder_cfg, device=device.type))
         silent = manifest.table.loc[manifest.table["audio_path"] == "", "utterance_id"]
         if encoder.needs_audio and len(silent):  # (a precomputed table is looked up by utterance id instead)
-            text_stage = "stage2_text" if "text" in cfg.modalities else None
+            alone = _last_without(run.graph, "audio")
             raise ConfigError(f"{len(silent)} utterances have no audio_path ({_listing(silent)}), and "
-                              f"{STAGE_NAMES[stages[-1]]} needs audio"
-                              + (f"; for text alone use --stage {text_stage}" if text_stage else ""))
-        store = extract_features(manifest, encoder, out / "features", cfg.audio)
+                              f"{stages[-1].label} needs audio" + (f"; for text alone use stage {alone}" if alone else ""))
+        store = extract_features(manifest, encoder, out / "features", audio_cfg)
         if store.skipped:
             notes.append(f"left out for bad audio: {store.summary()}")
             keep = manifest.select(store.available_ids)
-    if "stage1_text" in stages:
+    if text:
         keep.require_text()
     return manifest, keep, store, notes, unusable
 
 
-def _replay(cfg: ExperimentConfig, keep: Manifest, store, checkpoints: dict[str, Path], dev,
-            context: tuple[Manifest, np.ndarray, dict | None]) -> dict[str, Predictions]:
-    """Every stage of one seed, in training order, each reading the previous stages' outputs. ``context``: what
-    Stages II and III read, as (manifest, the ``keep`` row each of its rows copies, {prefix id: utterance id} or None):
-    ``keep`` itself, or the turn prefixes of :func:`prefixes` (online)."""
+def _last_without(graph: Graph, modality: str) -> str | None:
+    """The last stage of the graph that never reads ``modality`` (what to predict with when it is missing)."""
+    names = [s.name for s in graph if all(modality not in c.modalities for c in graph.chain(s.name))]
+    return names[-1] if names else None
+
+
+def _check_labels(run: TrainedRun, loaded: dict[int, dict[str, Loaded]]) -> None:
+    """Each checkpoint's class names are the truth: the run's manifest must agree with every one of them."""
+    for seed, stages in loaded.items():
+        for name, info in stages.items():
+            if info.labels != run.labels:
+                raise ConfigError(f"{run.directory}/{name}/seed-{seed} was trained on the classes {list(info.labels)}, "
+                                  f"but the run's manifest lists {list(run.labels)}: the run directory was altered")
+
+
+def _replay(graph: Graph, stages: list[Stage], loaded: dict[str, Loaded], view: View, dev,
+            last: dict[str, str] | None) -> dict[str, Predictions]:
+    """Every stage of one seed, in training order, each reading the previous stages' outputs: load, batch, predict.
+    ``last`` (online): {prefix id of a turn: its utterance id}; each utterance's conversation-stage prediction is then
+    the one at the end of its own prefix."""
     preds: dict[str, Predictions] = {}
-    ids = keep.table["utterance_id"].to_numpy()
-    rows = np.arange(len(ids))
-    context, source, last = context
-    for s, ckpt in checkpoints.items():
-        if s == "stage1_text":
-            model = TextClassifier.load(ckpt)
-            batcher = TextBatcher(model.tokenizer, cfg.text_encoder.max_length)
-            tokens = batcher.tokenize(keep.table["text"])
-            lengths = np.array([len(t) for t in tokens])
-            batches = utterance_batches(batcher, keep, tokens, rows, lengths, cfg.stage1_text.eval_batch_size)
-        elif s == "stage1_audio":
-            model = load_model(SpeechHead, SpeechHeadConfig, ckpt)
-            features = torch.from_numpy(store.get(ids))  # (N, L, D) in manifest order
-            if tuple(features.shape[1:]) != (model.config.num_layers, model.config.input_dim):
-                raise ConfigError(f"{ckpt} expects ({model.config.num_layers}, {model.config.input_dim}) features, "
-                                  f"the speech encoder gave {tuple(features.shape[1:])}")
-            batches = feature_batches(features, keep.label_ids(), ids, rows, 256)
-        else:
-            if s == "stage3":  # Stage II outputs are per context row already
-                model = load_model(CoAttentionFusion, FusionModelConfig, ckpt)
-                inputs = {"text": align(preds["stage2_text"], context), "audio": align(preds["stage2_audio"], context)}
-            else:  # Stage I outputs are per utterance: copied into every context row that holds the utterance
-                model = load_model(ConversationModel, ConversationModelConfig, ckpt)
-                inputs = {"embeddings": align(preds[f"stage1_{s.split('_')[1]}"], keep)[source]}  # (N_context, D)
-            batch_size = getattr(cfg, s).batch_size
-            batches = [b for split in splits_present(context) for b in conversation_batches(context, split, inputs, batch_size)]
-        preds[s] = predict(model.to(dev), batches, dev, STAGE_NAMES[s])
-    if last is not None:  # online: each utterance's prediction is the one at the end of its own prefix
-        preds = {s: p if s.startswith("stage1") else _at(p, last) for s, p in preds.items()}
+    for stage in stages:
+        info = loaded[stage.name]
+        batches = stage.batches(info.model, view, upstream_arrays(stage, graph.levels, preds, view), info.replay)
+        preds[stage.name] = predict(info.model.to(dev), batches, dev, stage.label)
+    if last is not None:
+        preds = {s: p if graph[s].level == "utterance" else _at(p, last) for s, p in preds.items()}
     return preds
 
 
@@ -312,7 +301,8 @@ def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[
         table = table.drop(columns="label")
     counts = table.loc[table["predicted"] != "", "predicted"].value_counts()
     summary = {
-        "run": str(run.directory), "seeds": seeds, "stage": final, "stages": list(outputs), "online": online,
+        "run": str(run.directory), "seeds": seeds, "stage": final, "stages": list(outputs),
+        "stage_labels": {s: run.graph[s].label for s in outputs}, "online": online,
         "input": manifest.source, "utterances": int(len(manifest.table)),
         "conversations": int(manifest.table["conversation_id"].nunique()), "predicted": len(outputs[final].utterance_ids),
         "left_out": sorted(set(manifest.table["utterance_id"]) - set(keep.table["utterance_id"])),

@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 
 from merits.data.manifest import _listing
-from merits.report import LABELS as STAGE_NAMES
 
 
 def conversations(table: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFrame:
@@ -65,9 +64,9 @@ def plot_timelines(table: pd.DataFrame, labels: tuple[str, ...], path: str | Pat
 
 def format_summary(summary: dict) -> str:
     """A few lines a user reads at a glance: what was predicted with what, the label counts, gold scores."""
-    n_conv = summary["conversations"]
+    n_conv, names = summary["conversations"], summary["stage_labels"]
     lines = [f"{summary['predicted']} of {summary['utterances']} utterances in {n_conv} conversation{'s' * (n_conv != 1)}, "
-             f"{STAGE_NAMES[summary['stage']]} of {summary['run']} ({_seeds(summary['seeds'])}"
+             f"{names[summary['stage']]} of {summary['run']} ({_seeds(summary['seeds'])}"
              f"{'; online: each turn from the turns up to it' if summary.get('online') else ''})", "",
              "| predicted | utterances | share |", "|---|---|---|"]
     total = max(summary["predicted"], 1)
@@ -78,7 +77,7 @@ def format_summary(summary: dict) -> str:
                   "| stage | split | weighted F1 (%) | accuracy (%) | n |", "|---|---|---|---|---|"]
         for s, by_split in summary["scores"].items():
             for split, m in by_split.items():
-                lines.append(f"| {STAGE_NAMES[s]} | {split} | {100 * m['weighted_f1']:.2f} | {100 * m['accuracy']:.2f} "
+                lines.append(f"| {names[s]} | {split} | {100 * m['weighted_f1']:.2f} | {100 * m['accuracy']:.2f} "
                              f"| {m['n']} |")
     if summary["left_out"]:
         lines += ["", f"left out (bad audio): {len(summary['left_out'])}: {_listing(summary['left_out'])}"]

@@ -1,22 +1,29 @@
 """The runs layout: ``runs/<experiment>/<stage>/seed-<k>/``, content-hash skipping, embeddings keyed by utterance id.
 
-A stage directory is written under a ``.partial`` name and renamed when complete, with ``done.json`` holding the
-content hash of its inputs and config. A stage whose hash matches is skipped, so a killed run resumes at the
-first stage it had not finished, and nothing is computed twice.
+A stage directory is written under a ``.partial`` name and renamed when complete, with ``done.json`` (written last)
+holding the content hash of its inputs and config and the size of every output. A stage whose hash matches and whose
+outputs are all present is skipped, so a killed run resumes at the first stage it had not finished, and nothing is
+computed twice. A per-stage lock keeps two processes (e.g. one per seed) from computing the same stage at once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import shutil
+import socket
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from filelock import FileLock, Timeout
 from safetensors.numpy import load_file, save_file
+
+from merits.training import Distributed
 
 log = logging.getLogger("merits")
 DONE = "done.json"
@@ -28,27 +35,91 @@ def stage_dir(runs_dir: str | Path, experiment: str, stage: str, seed: int) -> P
 
 
 def is_done(path: Path, key: str) -> bool:
+    """Finished for ``key``, with every output its done.json lists present at its recorded size."""
     done = path / DONE
-    return done.is_file() and json.loads(done.read_text()).get("key") == key
+    if not done.is_file():
+        return False
+    record = json.loads(done.read_text())
+    if record.get("key") != key:
+        return False
+    for name, size in record.get("outputs", {}).items():
+        f = path / name
+        if not f.is_file() or f.stat().st_size != size:
+            log.warning("%s is marked done but %s is %s: recomputing it", path, name,
+                        "missing" if not f.is_file() else "damaged (size changed)")
+            return False
+    return True
 
 
-def run_cached(path: Path, key: str, compute: Callable[[Path], dict]) -> dict:
-    """Return the metrics of the stage at ``path``; compute them (into a fresh directory) unless done for ``key``."""
-    if is_done(path, key):
-        log.info("skip %s (unchanged, key %s)", path, key)
-        return json.loads((path / DONE).read_text())["metrics"]
+@contextmanager
+def stage_lock(path: Path):
+    """Hold the lock of the stage at ``path`` (``<path>.lock``): a second process on the same stage waits for the
+    first, with a message naming it. The OS releases the lock of a process that dies, so no stale lock remains."""
+    lock = FileLock(str(path) + ".lock")
+    holder = Path(str(path) + ".lock.holder")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        who = holder.read_text().strip() if holder.is_file() else "another process"
+        log.warning("%s is being computed by %s: waiting for it", path, who)
+        lock.acquire()
+    try:
+        holder.write_text(f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}\n")
+        yield
+    finally:
+        lock.release()
+
+
+def _compute(path: Path, key: str, compute: Callable[[Path], dict], dist) -> dict:
+    """Compute into ``<path>.partial`` (on every process of a distributed stage; rank 0 prepares and finishes)."""
     partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    if dist.is_main:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    dist.barrier()
     started = time.perf_counter()
     metrics = compute(partial)
+    dist.barrier()
+    if not dist.is_main:
+        return metrics
     # How long the stage took and the process' peak memory so far (Linux: KiB), recorded for benchmarks.
     metrics.update(stage_seconds=time.perf_counter() - started,
                    peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     (partial / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (partial / DONE).write_text(json.dumps({"key": key, "metrics": metrics}, indent=2))
-    shutil.rmtree(path, ignore_errors=True)
+    outputs = {str(f.relative_to(partial)): f.stat().st_size for f in sorted(partial.rglob("*")) if f.is_file()}
+    # done.json is written last: a directory without it never counts as finished
+    (partial / DONE).write_text(json.dumps({"key": key, "metrics": metrics, "outputs": outputs}, indent=2))
+    # replace atomically: the old directory is renamed aside first, so no kill leaves a finished-looking mix
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        path.rename(old)
     partial.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+    return metrics
+
+
+def run_cached(path: Path, key: str, compute: Callable[[Path], dict], distributed: bool = False) -> dict:
+    """Return the metrics of the stage at ``path``; compute them (into a fresh directory) unless done for ``key``.
+
+    One process at a time computes a stage (the stage lock). Under several data-parallel processes, a
+    ``distributed`` stage is computed by all of them (rank 0 writes); any other stage by rank 0 alone while the
+    others wait; every process returns the metrics."""
+    dist = Distributed.current()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metrics = None
+    with stage_lock(path) if dist.is_main else nullcontext():  # the lock is rank 0's, for the whole group
+        done = dist.gather(is_done(path, key) if dist.is_main else None)[0]
+        if done:
+            if dist.is_main:
+                log.info("skip %s (unchanged, key %s)", path, key)
+        elif distributed or dist.world == 1:
+            metrics = _compute(path, key, compute, dist)
+        elif dist.is_main:
+            metrics = _compute(path, key, compute, Distributed())
+        dist.barrier()
+    if done or not dist.is_main:
+        return json.loads((path / DONE).read_text())["metrics"]
     return metrics
 
 

@@ -1,12 +1,20 @@
-"""The ONE training loop every stage uses.
+"""The ONE training loop every stage uses (and pretraining).
 
-A stage hands it a model, batch iterators and an optimiser; the loop trains with cross-entropy, evaluates
-weighted F1 on the validation split after every epoch, keeps the best weights (never looking at the test
-split), stops early when validation stops improving, and restores the best weights at the end.
+A stage hands the :class:`Trainer` a model, batch iterators, an optimiser and a scheduler factory; the loop trains
+with cross-entropy, evaluates weighted F1 on the validation split after every epoch, keeps the best weights (never
+looking at the test split), stops early when validation stops improving, and restores the best weights at the end.
+
+On real hardware it also runs:
+  - mixed precision (``precision: bf16 | fp16``; autocast, and a GradScaler for fp16, unscaled before clipping);
+  - gradient accumulation (``accumulate: N``): the loss of an optimiser step is the sum over the real utterances of
+    its N batches divided by their count, so N batches of B give the gradient of one batch of N*B;
+  - data-parallel training on several processes through Hugging Face Accelerate (``accelerate launch`` or
+    ``torchrun``): each global batch is sharded over the processes, gradients are all-reduced, validation
+    predictions are gathered so that weighted F1 is computed on the whole split on every process.
 
 Batches are dicts:
-    inputs   dict of tensors passed to ``model(**inputs)``
-    labels   LongTensor (B,) or (B, T); -100 where there is no label (padding)
+    inputs   dict of tensors passed to ``model(**inputs)``; batch-major (dim 0 = utterances or conversations)
+    labels   LongTensor (B,) or (B, T); NO_LABEL (-100) where there is no label (padding, unlabelled)
     mask     optional BoolTensor with the shape of ``labels``: the real utterances (default: all)
     utterance_ids  list of the ids of the real utterances, in row-major order of ``mask``
 Models return an output object with ``logits`` (..., C) and ``embeddings`` (..., D) over the same leading shape.
@@ -14,6 +22,7 @@ Models return an output object with ``logits`` (..., C) and ``embeddings`` (...,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -26,10 +35,35 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from merits.errors import ConfigError
 from merits.metrics import weighted_f1
 
 log = logging.getLogger("merits")
-IGNORE = -100
+IGNORE = -100   # class id of "no label": cross-entropy's ignore_index
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainerConfig:
+    """What the loop needs of a stage's config; every stage config extends it (with its own defaults)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 3                          # epochs without validation wF1 gain before stopping
+    precision: str = "fp32"                    # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler)
+    accumulate: int = 1                        # batches per optimiser step
+    grad_clip: float | None = 1.0              # max gradient norm; null = no clipping
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "patience", "accumulate"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: {self.precision!r} is not one of {list(PRECISIONS)}")
 
 
 def seed_everything(seed: int) -> None:
@@ -45,24 +79,77 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def progress(iterable, **kwargs):
-    """tqdm that stays quiet when MERITS_QUIET is set (tests, benchmarks writing logs)."""
-    return tqdm(iterable, disable=bool(os.environ.get("MERITS_QUIET")), dynamic_ncols=True, leave=False, **kwargs)
+    """tqdm that stays quiet when MERITS_QUIET is set (tests, benchmarks writing logs) and off rank 0."""
+    quiet = bool(os.environ.get("MERITS_QUIET")) or not Distributed.current().is_main
+    return tqdm(iterable, disable=quiet, dynamic_ncols=True, leave=False, **kwargs)
 
 
 def _to(batch_inputs: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch_inputs.items()}
 
 
+# ------------------------------------------------------------------------------------------------ processes
+@dataclass(frozen=True)
+class Distributed:
+    """This process' place among the data-parallel processes (one, unless started by accelerate launch / torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device | None = None  # the device Accelerate assigned (its local GPU, or cpu)
+
+    @staticmethod
+    def current() -> "Distributed":
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return Distributed()
+        from accelerate import PartialState  # initialises the process group (nccl on GPUs, gloo on CPUs) once
+
+        state = PartialState()
+        return Distributed(state.process_index, state.num_processes, state.device)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def gather(self, obj) -> list:
+        """Every process' ``obj``, in rank order (on every process)."""
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+
+def shard(batch: dict, rank: int, world: int) -> dict:
+    """This process' slice of a global batch: rows (dim 0) split into ``world`` contiguous parts."""
+    part = lambda t: torch.tensor_split(t, world)[rank]  # noqa: E731
+    out = {"inputs": {k: part(v) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()},
+           "labels": part(batch["labels"])}
+    if "mask" in batch:
+        out["mask"] = part(batch["mask"])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ results
 @dataclass
 class Predictions:
     utterance_ids: list
-    labels: np.ndarray       # (N,) class ids, -100 where unknown
+    labels: np.ndarray       # (N,) class ids, IGNORE where unknown
     logits: np.ndarray       # (N, C)
     embeddings: np.ndarray   # (N, D)
 
     @property
     def predicted(self) -> np.ndarray:
         return self.logits.argmax(-1)
+
+    @staticmethod
+    def concat(parts: list["Predictions"]) -> "Predictions":
+        parts = [p for p in parts if len(p.utterance_ids)]
+        return Predictions([u for p in parts for u in p.utterance_ids], np.concatenate([p.labels for p in parts]),
+                           np.concatenate([p.logits for p in parts]), np.concatenate([p.embeddings for p in parts]))
 
 
 @dataclass
@@ -71,95 +158,162 @@ class FitResult:
     best_validation_wf1: float
     history: list = field(default_factory=list)  # per epoch: train_loss, validation_wf1, seconds
     seconds_per_epoch: float = 0.0
+    optimizer_steps: int = 0
+
+
+def _autocast(device: torch.device, precision: str):
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batches: Iterable[dict], device, desc: str = "predict") -> Predictions:
-    """Run the model over batches; gather logits and embeddings of the real utterances only."""
+def predict(model: nn.Module, batches: Iterable[dict], device, desc: str = "predict",
+            precision: str = "fp32") -> Predictions:
+    """Run the model over batches; gather logits and embeddings of the real utterances only (as float32)."""
+    device = torch.device(device)
     model.eval()
     ids, labels, logits, embeddings = [], [], [], []
     for batch in progress(batches, desc=desc):
-        out = model(**_to(batch["inputs"], device))
+        with _autocast(device, precision):
+            out = model(**_to(batch["inputs"], device))
         lab = batch["labels"]
         mask = batch.get("mask", torch.ones_like(lab, dtype=torch.bool))
         logits.append(out.logits[mask.to(device)].float().cpu())        # (n_real, C)
         embeddings.append(out.embeddings[mask.to(device)].float().cpu())  # (n_real, D)
         labels.append(lab[mask])
         ids.extend(batch["utterance_ids"])
+    if not ids:
+        return Predictions([], np.zeros(0, np.int64), np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32))
     return Predictions(ids, torch.cat(labels).numpy(), torch.cat(logits).numpy(), torch.cat(embeddings).numpy())
 
 
-def fit(
-    model: nn.Module,
-    train_batches: Callable[[int], Iterable[dict]],
-    validation_batches: Callable[[], Iterable[dict]],
-    optimizer: torch.optim.Optimizer,
-    *,
-    epochs: int,
-    patience: int,
-    device,
-    scheduler=None,
-    class_weights: torch.Tensor | None = None,
-    grad_clip: float | None = 1.0,
-    desc: str = "train",
-) -> FitResult:
-    """Train ``model`` in place and leave it holding the weights of the best validation epoch.
-
-    train_batches(epoch) returns that epoch's (shuffled) batches; validation_batches() the validation ones.
-    """
-    model.to(device)
-    loss_fn = nn.CrossEntropyLoss(weight=None if class_weights is None else class_weights.to(device), ignore_index=IGNORE)
-    best_state, best_wf1, best_epoch, stale = None, -1.0, -1, 0
-    history, seconds = [], []
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        model.train()
-        total, count = 0.0, 0
-        bar = progress(train_batches(epoch), desc=f"{desc} epoch {epoch + 1}/{epochs}")
-        for batch in bar:
-            out = model(**_to(batch["inputs"], device))
-            labels = batch["labels"].to(device)
-            loss = loss_fn(out.logits.reshape(-1, out.logits.shape[-1]), labels.reshape(-1))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            n = int((labels != IGNORE).sum())
-            total, count = total + loss.item() * n, count + n
-            bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
-        train_seconds = time.perf_counter() - start
-        pred = predict(model, validation_batches(), device, desc=f"{desc} validation")
-        wf1 = weighted_f1(pred.labels, pred.predicted)
-        seconds.append(train_seconds)
-        history.append({"epoch": epoch + 1, "train_loss": total / max(count, 1), "validation_wf1": wf1,
-                        "train_seconds": train_seconds})
-        log.info("%s epoch %d: loss %.4f, validation wF1 %.4f (%.1fs)", desc, epoch + 1, total / max(count, 1), wf1, train_seconds)
-        if wf1 > best_wf1:
-            best_wf1, best_epoch, stale = wf1, epoch + 1, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= patience:
-                log.info("%s: early stop after epoch %d (best %d)", desc, epoch + 1, best_epoch)
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return FitResult(best_epoch, best_wf1, history, float(np.mean(seconds)) if seconds else 0.0)
+# ------------------------------------------------------------------------------------------------ the loop
+SchedulerFactory = Callable[[torch.optim.Optimizer, int], object]  # (optimizer, total optimiser steps) -> scheduler
 
 
-def linear_warmup(optimizer, total_steps: int, warmup_ratio: float):
-    """Linear warm-up to the base learning rate, then linear decay to zero."""
-    warmup = max(1, int(total_steps * warmup_ratio))
+class Trainer:
+    """Trains one model with the settings of a :class:`TrainerConfig` on this process' device(s)."""
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    def __init__(self, cfg: TrainerConfig, device: str | torch.device = "auto", desc: str = "train"):
+        self.cfg, self.desc = cfg, desc
+        self.dist = Distributed.current()
+        # several processes: each uses the device Accelerate gave it (its own GPU), whatever "auto" says
+        self.device = self.dist.device if self.dist.world > 1 else resolve_device(str(device))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def predict(self, model: nn.Module, batches: list[dict], desc: str | None = None) -> Predictions:
+        """Predictions on every process for all ``batches``: each process predicts every world-th batch and the
+        parts are gathered (so that scores are computed on the whole split)."""
+        mine = batches[self.dist.rank::self.dist.world]
+        local = predict(model, mine, self.device, desc or f"{self.desc} predict", self.cfg.precision)
+        return Predictions.concat(self.dist.gather(local)) if self.dist.world > 1 else local
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """The module the optimiser steps through: DistributedDataParallel (via Accelerate) on several processes."""
+        if self.dist.world == 1:
+            return model
+        from accelerate import Accelerator, DistributedDataParallelKwargs
+
+        # find_unused_parameters: a Hugging Face encoder's pooler takes no part in the loss
+        accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        return accelerator.prepare_model(model)
+
+    def fit(self, model: nn.Module, train_batches: Callable[[int], Iterable[dict]],
+            validation_batches: Callable[[], list[dict]], optimizer: torch.optim.Optimizer,
+            scheduler: SchedulerFactory | None = None) -> FitResult:
+        """Train ``model`` in place and leave it holding the weights of the best validation epoch.
+
+        train_batches(epoch) returns that epoch's (shuffled) global batches; validation_batches() the validation
+        ones. The scheduler is built once the number of optimiser steps is known and stepped once per step.
+        """
+        cfg, dev, dist = self.cfg, self.device, self.dist
+        model.to(dev)
+        net = self._wrap(model)
+        loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE, reduction="sum")  # summed; divided by the step's count
+        scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
+        sched, steps = None, 0
+        best_state, best_wf1, best_epoch, stale = None, -1.0, -1, 0
+        history, seconds = [], []
+        for epoch in range(cfg.epochs):
+            start = time.perf_counter()
+            model.train()
+            batches = list(train_batches(epoch))
+            if dist.world > 1:  # every process needs a non-empty shard of every batch it steps on
+                batches = [b for b in batches if len(b["labels"]) >= dist.world]
+            groups = [batches[i:i + cfg.accumulate] for i in range(0, len(batches), cfg.accumulate)]
+            if scheduler is not None and sched is None:
+                sched = scheduler(optimizer, cfg.epochs * len(groups))
+            total = torch.zeros((), device=dev)  # summed loss of the epoch, kept on the device: no per-step sync
+            count = 0
+            bar = progress(groups, desc=f"{self.desc} epoch {epoch + 1}/{cfg.epochs}")
+            for g, group in enumerate(bar):
+                # the real utterances of the whole step over all processes: known on the host, before sharding
+                n = sum(int((b["labels"] != IGNORE).sum()) for b in group)
+                if n == 0:
+                    continue
+                for j, batch in enumerate(group):
+                    last = j == len(group) - 1
+                    if dist.world > 1:
+                        batch = shard(batch, dist.rank, dist.world)
+                    # DDP averages gradients over processes: scale by world so that the result is sum / n
+                    sync = contextlib.nullcontext() if last or dist.world == 1 else net.no_sync()
+                    with sync:
+                        with _autocast(dev, cfg.precision):
+                            out = net(**_to(batch["inputs"], dev))
+                        labels = batch["labels"].to(dev)
+                        loss = loss_fn(out.logits.float().reshape(-1, out.logits.shape[-1]), labels.reshape(-1))
+                        scaler.scale(loss * (dist.world / n)).backward()
+                    total += loss.detach()
+                count += n
+                if cfg.grad_clip:
+                    scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                if sched is not None:
+                    sched.step()
+                steps += 1
+                if g % 50 == 49:  # a host sync now and then, for the progress bar only
+                    bar.set_postfix(loss=f"{float(total) * dist.world / max(count, 1):.4f}")
+            train_seconds = time.perf_counter() - start
+            # this process' summed loss over its shards; all of them: the mean over the real utterances
+            epoch_loss = sum(dist.gather(float(total))) / max(count, 1)
+            pred = self.predict(model, validation_batches(), f"{self.desc} validation")
+            wf1 = weighted_f1(pred.labels, pred.predicted)
+            seconds.append(train_seconds)
+            history.append({"epoch": epoch + 1, "train_loss": epoch_loss, "validation_wf1": wf1,
+                            "train_seconds": train_seconds})
+            log.info("%s epoch %d: loss %.4f, validation wF1 %.4f (%.1fs)", self.desc, epoch + 1, epoch_loss, wf1,
+                     train_seconds)
+            if wf1 > best_wf1:
+                best_wf1, best_epoch, stale = wf1, epoch + 1, 0
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    log.info("%s: early stop after epoch %d (best %d)", self.desc, epoch + 1, best_epoch)
+                    break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        return FitResult(best_epoch, best_wf1, history, float(np.mean(seconds)) if seconds else 0.0, steps)
 
 
-__all__ = ["FitResult", "Predictions", "fit", "linear_warmup", "predict", "progress", "resolve_device", "seed_everything"]
+def linear_warmup(warmup_ratio: float) -> SchedulerFactory:
+    """A scheduler factory: linear warm-up to the base learning rate over ``warmup_ratio`` of the steps, then
+    linear decay to zero."""
+
+    def build(optimizer, total_steps: int):
+        warmup = max(1, int(total_steps * warmup_ratio))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    return build
+
+
+__all__ = ["Distributed", "FitResult", "IGNORE", "Predictions", "Trainer", "TrainerConfig", "linear_warmup", "predict",
+           "progress", "resolve_device", "seed_everything", "shard"]

@@ -20,16 +20,23 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from merits.errors import ConfigError
+
 
 @dataclass
 class ConversationModelConfig:
-    input_dim: int
-    num_classes: int
-    hidden: int = 128
+    input_dim: int = 0       # D of the Stage I embeddings: filled from the data (dataclasses.replace)
+    num_classes: int = 0     # filled from the manifest's labels
+    hidden: int = 128        # GRU units per direction (output is 2 * hidden)
     heads: int = 4
     dropout: float = 0.3
     input_dropout: float = 0.2
-    causal: bool = False     # turn t sees turns 0..t only
+    causal: bool = False     # not in the paper: turn t sees turns 0..t only (a GRU of 2 * hidden units, one
+                             # direction; attention to earlier turns), for live use
+
+    def __post_init__(self) -> None:
+        if self.hidden < 1 or (2 * self.hidden) % self.heads:
+            raise ConfigError(f"model.heads ({self.heads}) must divide 2 * model.hidden ({2 * self.hidden})")
 
 
 @dataclass

@@ -18,21 +18,27 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from merits.errors import ConfigError
+
 from merits.models.context import ContextOutput, ConversationModel, ConversationModelConfig, future_mask
 
 
 @dataclass
 class FusionModelConfig:
-    text_dim: int
-    audio_dim: int
-    num_classes: int
+    text_dim: int = 0           # widths of the Stage II inputs and the classes: filled from the data
+    audio_dim: int = 0
+    num_classes: int = 0
     d_model: int = 128
     heads: int = 4
     layers: int = 1
     feedforward: int = 256
     dropout: float = 0.1
     input_dropout: float = 0.0  # on the frozen Stage II inputs: their training-set rows are cleaner than test rows
-    causal: bool = False        # turn t attends to turns 0..t of the other stream only
+    causal: bool = False        # not in the paper: turn t attends to turns 0..t of the other stream only
+
+    def __post_init__(self) -> None:
+        if self.d_model < 1 or self.d_model % self.heads:
+            raise ConfigError(f"model.heads ({self.heads}) must divide model.d_model ({self.d_model})")
 
 
 class CrossAttentionBlock(nn.Module):

@@ -12,7 +12,7 @@ The speech head is a plain model saved with ``merits.models.checkpoint``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from merits.encoders.text import load_tokenizer_and_encoder, pool
+from merits.errors import ConfigError
 
 
 @dataclass
@@ -79,11 +80,17 @@ class TextClassifier(nn.Module):
 # ------------------------------------------------------------------------------------------------ speech
 @dataclass
 class SpeechHeadConfig:
-    num_layers: int          # L: layers of the frozen encoder's output
-    input_dim: int           # D
-    num_classes: int
-    hidden: tuple = (768, 256)  # FC widths; the last is the exported utterance embedding
+    """The CARE downstream head (layer weights -> FC 768 -> FC 256 -> classes)."""
+
+    num_layers: int = 0      # L: layers of the frozen encoder's output (filled from the feature store)
+    input_dim: int = 0       # D (filled from the feature store)
+    num_classes: int = 0     # filled from the manifest's labels
+    hidden: list[int] = field(default_factory=lambda: [768, 256])  # FC widths; the last is the exported embedding
     dropout: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not self.hidden or min(self.hidden) < 1:
+            raise ConfigError(f"model.hidden must list positive widths, got {self.hidden}")
 
 
 class SpeechHead(nn.Module):

@@ -13,7 +13,8 @@ from merits.errors import DataError
 from merits.metrics import classification_metrics, plot_confusion
 from merits.models.checkpoint import save_model
 from merits.runs import EMBEDDINGS, load_embeddings, save_embeddings
-from merits.training import IGNORE, FitResult, Predictions, fit, predict, resolve_device
+from merits.stages.base import save_stage_info
+from merits.training import IGNORE, FitResult, Predictions, Trainer
 
 
 def load_aligned(path: str | Path, manifest: Manifest) -> np.ndarray:
@@ -92,26 +93,39 @@ def export(preds: dict[str, Predictions], manifest: Manifest, out_dir: Path, sta
 
 def fit_summary(result: FitResult) -> dict:
     """What every stage records about its training beside the scores."""
-    return {"best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch, "history": result.history}
+    return {"best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch,
+            "optimizer_steps": result.optimizer_steps, "history": result.history}
 
 
-def train_on_conversations(model, sc, manifest: Manifest, features: dict[str, np.ndarray], seed: int, out_dir: Path,
-                           device: str, name: str) -> dict:
+def optimizer_for(model, sc) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=sc.lr, weight_decay=sc.weight_decay)
+
+
+def train_on_conversations(stage, model, sc, manifest: Manifest, features: dict[str, np.ndarray], seed: int,
+                           out_dir: Path, device: str) -> dict:
     """Train a conversation-level model (Stage II or III) on frozen per-utterance features and export it.
 
-    features: name -> (N_manifest, D) arrays, fed to ``model(**inputs)`` as (B, T, D) with ``mask``.
-    sc: the stage's config (lr, weight_decay, batch_size, epochs, patience).
+    features: model argument name -> (N_manifest, D) arrays, fed to ``model(**inputs)`` as (B, T, D) with ``mask``.
+    sc: the stage's config (a TrainerConfig: lr, weight_decay, batch_size, epochs, patience, precision, ...).
     """
-    dev = resolve_device(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=sc.lr, weight_decay=sc.weight_decay)
+    trainer = Trainer(sc, device, stage.label)
     rng = np.random.default_rng(seed)
     validation = conversation_batches(manifest, "validation", features, sc.batch_size)
-    result = fit(model, lambda epoch: conversation_batches(manifest, "train", features, sc.batch_size, rng),
-                 lambda: validation, optimizer, epochs=sc.epochs, patience=sc.patience, device=dev, desc=name)
+    result = trainer.fit(model, lambda epoch: conversation_batches(manifest, "train", features, sc.batch_size, rng),
+                         lambda: validation, optimizer_for(model, sc))
     save_model(model, out_dir / "checkpoint")
-    preds = {s: predict(model, conversation_batches(manifest, s, features, sc.batch_size), dev, f"{name} {s}")
+    save_stage_info(out_dir / "checkpoint", stage, manifest.labels, {"batch_size": sc.batch_size})
+    preds = {s: trainer.predict(model, conversation_batches(manifest, s, features, sc.batch_size), f"{stage.label} {s}")
              for s in splits_present(manifest)}
-    return {**export(preds, manifest, out_dir, name), **fit_summary(result)}
+    return {**export(preds, manifest, out_dir, stage.label), **fit_summary(result)}
+
+
+def replay_conversations(view, inputs: dict[str, np.ndarray], names: tuple[str, ...], replay: dict) -> list[dict]:
+    """Evaluation batches of every conversation of the view: ``inputs`` (need -> (N_conversation_rows, D)) passed to
+    the model under ``names``, in the needs' order."""
+    features = {name: inputs[need] for name, need in zip(names, inputs)}
+    return [b for split in splits_present(view.conversations)
+            for b in conversation_batches(view.conversations, split, features, replay["batch_size"])]
 
 
 def splits_present(manifest: Manifest) -> list[str]:

@@ -1,44 +1,82 @@
 """Stage III: co-attention fusion trained on the frozen Stage II contextual embeddings of both modalities; and the
 paper's "combined" ablation, which trains Stages II and III together from the Stage I embeddings.
 
-``run`` reads the Stage II text and audio ``embeddings.safetensors`` by path (``run_combined`` the Stage I ones);
-both write checkpoint/, embeddings.safetensors (the fused (N, 2d) vectors), predictions.csv, metrics.json,
-confusion_test.png into ``out_dir``.
+Stage III reads the Stage II text and audio ``embeddings.safetensors`` by path (the combined ablation the Stage I
+ones); both write checkpoint/ (+ stage.json), embeddings.safetensors (the fused (N, 2d) vectors), predictions.csv,
+metrics.json, confusion_test.png into ``out``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from merits.config import ContextConfig, FusionConfig
-from merits.data.manifest import Manifest
+from merits.models.checkpoint import load_model
 from merits.models.fusion import CoAttentionFusion, CombinedModel, CombinedModelConfig, FusionModelConfig
-from merits.stages.common import load_aligned, train_on_conversations
-from merits.stages.context import model_config
+from merits.runs import EMBEDDINGS
+from merits.stages.base import Stage, register_stage
+from merits.stages.common import load_aligned, replay_conversations, train_on_conversations
+from merits.training import TrainerConfig
 
 
-def run(sc: FusionConfig, manifest: Manifest, text_embeddings: Path, audio_embeddings: Path, seed: int,
-        out_dir: Path, device: str = "auto", name: str = "Stage III") -> dict:
-    features = {"text": load_aligned(text_embeddings, manifest),    # (N, 2H_text) in manifest order
-                "audio": load_aligned(audio_embeddings, manifest)}  # (N, 2H_audio)
-    model = CoAttentionFusion(_fusion_config(sc, features["text"].shape[1], features["audio"].shape[1], manifest))
-    return train_on_conversations(model, sc, manifest, features, seed, out_dir, device, name)
+@dataclass
+class FusionConfig(TrainerConfig):
+    """Stage III: co-attention fusion of the Stage II text and audio sequences (needs both modalities)."""
+
+    model: FusionModelConfig = field(default_factory=FusionModelConfig)  # dimensions filled from the data
+    epochs: int = 40
+    batch_size: int = 16                       # conversations per batch
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    patience: int = 8
 
 
-def run_combined(sc: FusionConfig, text_context: ContextConfig, audio_context: ContextConfig, manifest: Manifest,
-                 text_embeddings: Path, audio_embeddings: Path, seed: int, out_dir: Path, device: str = "auto",
-                 name: str = "Combined II+III") -> dict:
+def _features(stage: Stage, inputs: dict[str, Path], manifest) -> dict:
+    """{"text": (N, D_text), "audio": (N, D_audio)} in manifest order, from the needs (text first, then audio)."""
+    text, audio = stage.needs
+    return {"text": load_aligned(inputs[text] / EMBEDDINGS, manifest), "audio": load_aligned(inputs[audio] / EMBEDDINGS, manifest)}
+
+
+@register_stage
+class FusionStage(Stage):
+    kind = "fusion"
+    level = "conversation"
+
+    def train(self, cfg, data, inputs: dict[str, Path], seed: int, out: Path) -> dict:
+        sc, manifest = self.settings(cfg), data.manifest(self)
+        features = _features(self, inputs, manifest)  # the Stage II outputs (N, 2H_text), (N, 2H_audio)
+        model = CoAttentionFusion(replace(sc.model, text_dim=features["text"].shape[1],
+                                          audio_dim=features["audio"].shape[1], num_classes=len(manifest.labels)))
+        return train_on_conversations(self, model, sc, manifest, features, seed, out, cfg.device)
+
+    def load(self, checkpoint: Path):
+        return load_model(CoAttentionFusion, FusionModelConfig, checkpoint)
+
+    def batches(self, model, view, inputs, replay):
+        return replay_conversations(view, inputs, ("text", "audio"), replay)
+
+
+@register_stage
+class CombinedStage(FusionStage):
     """The ablation: Stage II of both modalities and Stage III trained end to end on the Stage I embeddings, with
-    the optimiser settings of ``sc`` (Stage III) and the shapes of the Stage II configs."""
-    features = {"text": load_aligned(text_embeddings, manifest),    # (N, D_text) Stage I embeddings
-                "audio": load_aligned(audio_embeddings, manifest)}  # (N, D_audio)
-    labels = len(manifest.labels)
-    context = {m: model_config(c, features[m].shape[1], labels) for m, c in (("text", text_context), ("audio", audio_context))}
-    fusion = _fusion_config(sc, 2 * text_context.hidden, 2 * audio_context.hidden, manifest)
-    model = CombinedModel(CombinedModelConfig(context["text"], context["audio"], fusion))
-    return train_on_conversations(model, sc, manifest, features, seed, out_dir, device, name)
+    the optimiser settings of Stage III's config and the model shapes of the three configs."""
 
+    kind = "combined"
+    hierarchy = False
+    ablation_row = "Combined (II + III jointly)"
 
-def _fusion_config(sc: FusionConfig, text_dim: int, audio_dim: int, manifest: Manifest) -> FusionModelConfig:
-    return FusionModelConfig(text_dim, audio_dim, len(manifest.labels), sc.d_model, sc.heads, sc.layers,
-                             sc.feedforward, sc.dropout, sc.input_dropout, sc.causal)
+    def key_parts(self, cfg, data) -> tuple:
+        return (cfg.stage2_text, cfg.stage2_audio, cfg.stage3)
+
+    def train(self, cfg, data, inputs: dict[str, Path], seed: int, out: Path) -> dict:
+        sc, manifest = self.settings(cfg), data.manifest(self)
+        features = _features(self, inputs, manifest)  # the Stage I embeddings (N, D_text), (N, D_audio)
+        labels = len(manifest.labels)
+        text = replace(cfg.stage2_text.model, input_dim=features["text"].shape[1], num_classes=labels)
+        audio = replace(cfg.stage2_audio.model, input_dim=features["audio"].shape[1], num_classes=labels)
+        fusion = replace(sc.model, text_dim=2 * text.hidden, audio_dim=2 * audio.hidden, num_classes=labels)
+        model = CombinedModel(CombinedModelConfig(text, audio, fusion))
+        return train_on_conversations(self, model, sc, manifest, features, seed, out, cfg.device)
+
+    def load(self, checkpoint: Path):
+        return load_model(CombinedModel, CombinedModelConfig, checkpoint)

@@ -1,24 +1,39 @@
 """Stage I speech: the CARE downstream head on cached frozen speech-encoder features.
 
-Reads features from a :class:`merits.features.FeatureStore` (never the audio); writes checkpoint/,
-embeddings.safetensors (the 256-d utterance embeddings + logits, keyed by id), predictions.csv, metrics.json,
-confusion_test.png into ``out_dir``. Model selection uses validation weighted F1 only.
+Reads features from a :class:`merits.features.FeatureStore` (never the audio); writes checkpoint/ (+ stage.json
+with the speech encoder settings that made the features), embeddings.safetensors (the 256-d utterance
+embeddings + logits, keyed by id), predictions.csv, metrics.json, confusion_test.png into ``out``. Model selection
+uses validation weighted F1 only.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from merits.config import SpeechHeadTrainConfig
-from merits.data.manifest import Manifest
-from merits.features import FeatureStore
-from merits.models.checkpoint import save_model
+from merits.errors import ConfigError
+from merits.models.checkpoint import load_model, save_model
 from merits.models.utterance import SpeechHead, SpeechHeadConfig
-from merits.stages.common import export, fit_summary, splits_present
-from merits.training import IGNORE, fit, predict, resolve_device
+from merits.stages.base import Stage, register_stage, save_stage_info
+from merits.stages.common import export, fit_summary, optimizer_for, splits_present
+from merits.training import IGNORE, Trainer, TrainerConfig
+
+EVAL_BATCH = 256
+
+
+@dataclass
+class SpeechHeadTrainConfig(TrainerConfig):
+    """Stage I speech: the CARE downstream head on frozen features (layer weights -> FC 768 -> FC 256 -> classes)."""
+
+    model: SpeechHeadConfig = field(default_factory=SpeechHeadConfig)  # dimensions filled from the feature store
+    epochs: int = 60
+    batch_size: int = 32                       # utterances per batch
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 10
 
 
 def feature_batches(features: torch.Tensor, labels: np.ndarray, ids: np.ndarray, rows: np.ndarray, batch_size: int,
@@ -30,23 +45,55 @@ def feature_batches(features: torch.Tensor, labels: np.ndarray, ids: np.ndarray,
              "utterance_ids": list(ids[c])} for c in (rows[i:i + batch_size] for i in range(0, len(rows), batch_size))]
 
 
-def run(sc: SpeechHeadTrainConfig, manifest: Manifest, store: FeatureStore, seed: int, out_dir: Path,
-        device: str = "auto", name: str = "Stage I audio") -> dict:
+def train_head(sc: SpeechHeadTrainConfig, manifest, features: torch.Tensor, seed: int, device: str = "auto",
+               desc: str = "Stage I audio"):
+    """Train the head on (N, L, D) features in manifest order; returns (model, FitResult, Trainer, rows per split)."""
     table = manifest.table
-    features = torch.from_numpy(store.get(table["utterance_id"]))  # (N, L, D) in manifest order
     labels, ids = manifest.label_ids(), table["utterance_id"].to_numpy()
     split = table["split"].to_numpy()
     rows = {s: np.flatnonzero(split == s) for s in splits_present(manifest)}
-    model = SpeechHead(SpeechHeadConfig(store.num_layers, store.dim, len(manifest.labels), tuple(sc.hidden), sc.dropout))
+    model = SpeechHead(replace(sc.model, num_layers=features.shape[1], input_dim=features.shape[2],
+                               num_classes=len(manifest.labels)))
     model.set_normalisation(features[rows["train"]])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=sc.lr, weight_decay=sc.weight_decay)
     rng = np.random.default_rng(seed)
-    validation = feature_batches(features, labels, ids, rows["validation"], 256)
-    dev = resolve_device(device)
-    result = fit(model, lambda epoch: feature_batches(features, labels, ids, rows["train"], sc.batch_size, rng),
-                 lambda: validation, optimizer, epochs=sc.epochs, patience=sc.patience, device=dev, desc=name)
-    save_model(model, out_dir / "checkpoint")
-    preds = {s: predict(model, feature_batches(features, labels, ids, r, 256), dev, f"{name} {s}") for s, r in rows.items()}
-    metrics = export(preds, manifest, out_dir, name)
-    metrics.update(fit_summary(result), layer_weights=model.layer_weights.detach().cpu().tolist())
-    return metrics
+    validation = feature_batches(features, labels, ids, rows["validation"], EVAL_BATCH)
+    trainer = Trainer(sc, device, desc)
+    result = trainer.fit(model, lambda epoch: feature_batches(features, labels, ids, rows["train"], sc.batch_size, rng),
+                         lambda: validation, optimizer_for(model, sc))
+    return model, result, trainer, rows
+
+
+@register_stage
+class SpeechUtteranceStage(Stage):
+    kind = "speech_utterance"
+    level = "utterance"
+
+    def key_parts(self, cfg, data) -> tuple:
+        # the features are named by their cache directory (corpus, encoder, settings); the manifest by content
+        return ("audio", data.manifest(self).fingerprint(), data.features.directory.name, self.settings(cfg))
+
+    def train(self, cfg, data, inputs, seed: int, out: Path) -> dict:
+        sc, manifest, store = self.settings(cfg), data.manifest(self), data.features
+        table = manifest.table
+        features = torch.from_numpy(store.get(table["utterance_id"]))  # (N, L, D) in manifest order
+        model, result, trainer, rows = train_head(sc, manifest, features, seed, cfg.device, self.label)
+        save_model(model, out / "checkpoint")
+        save_stage_info(out / "checkpoint", self, manifest.labels,
+                        {"batch_size": EVAL_BATCH, "speech_encoder": asdict(cfg.speech_encoder)})
+        labels, ids = manifest.label_ids(), table["utterance_id"].to_numpy()
+        preds = {s: trainer.predict(model, feature_batches(features, labels, ids, r, EVAL_BATCH), f"{self.label} {s}")
+                 for s, r in rows.items()}
+        metrics = export(preds, manifest, out, self.label)
+        metrics.update(fit_summary(result), layer_weights=model.layer_weights.detach().cpu().tolist())
+        return metrics
+
+    def load(self, checkpoint: Path):
+        return load_model(SpeechHead, SpeechHeadConfig, checkpoint)
+
+    def batches(self, model, view, inputs, replay):
+        ids = view.utterances.table["utterance_id"].to_numpy()
+        features = torch.from_numpy(view.features.get(ids))  # (N, L, D) in view order
+        if tuple(features.shape[1:]) != (model.config.num_layers, model.config.input_dim):
+            raise ConfigError(f"the Stage I speech checkpoint expects ({model.config.num_layers}, "
+                              f"{model.config.input_dim}) features, the speech encoder gave {tuple(features.shape[1:])}")
+        return feature_batches(features, view.utterances.label_ids(), ids, np.arange(len(ids)), replay["batch_size"])

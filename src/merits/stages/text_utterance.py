@@ -1,8 +1,11 @@
 """Stage I text: fine-tune the text encoder + a head per utterance; export the utterance embeddings.
 
-``run`` writes into ``out_dir``: checkpoint/ (rebuilds the model alone), embeddings.safetensors (pooled
-final-layer embedding + logits of every utterance, keyed by id), predictions.csv, metrics.json,
-confusion_test.png. Model selection uses validation weighted F1 only.
+The stage writes into its directory: checkpoint/ (rebuilds the model alone; stage.json holds the tokeniser's max
+length and the batch size), embeddings.safetensors (pooled final-layer embedding + logits of every utterance, keyed
+by id), predictions.csv, metrics.json, confusion_test.png. Model selection uses validation weighted F1 only.
+
+It trains data-parallel when started on several processes (``accelerate launch -m merits train ...``): each
+global batch is sharded, validation predictions are gathered, and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -15,14 +18,29 @@ from typing import Callable
 import numpy as np
 import torch
 
-from merits.config import ExperimentConfig, Stage1TextConfig, TextEncoderConfig
+from merits.config import TextEncoderConfig
 from merits.data.manifest import Manifest
 from merits.encoders.text import TextBatcher, describe
 from merits.models.utterance import TextClassifier, TextClassifierConfig
+from merits.stages.base import Stage, register_stage, save_stage_info
 from merits.stages.common import export, fit_summary, splits_present
-from merits.training import FitResult, fit, linear_warmup, predict, resolve_device
+from merits.errors import ConfigError
+from merits.training import IGNORE, FitResult, Trainer, TrainerConfig, linear_warmup, predict
 
 log = logging.getLogger("merits")
+
+
+@dataclass
+class Stage1TextConfig(TrainerConfig):
+    epochs: int = 4
+    batch_size: int = 32                       # utterances per global batch (over all processes)
+    lr: float = 5e-5                           # encoder learning rate (AdamW)
+    head_lr: float = 1e-3                      # classification head learning rate
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1                  # linear warm-up then linear decay
+    dropout: float = 0.1
+    patience: int = 2
+    eval_batch_size: int = 128
 
 
 def utterance_batches(batcher: TextBatcher, manifest: Manifest, token_ids: list, rows: np.ndarray,
@@ -40,7 +58,7 @@ def utterance_batches(batcher: TextBatcher, manifest: Manifest, token_ids: list,
         chunks = [chunks[i] for i in rng.permutation(len(chunks))]
     labels = manifest.label_ids()
     ids = manifest.table["utterance_id"].to_numpy()
-    return [{"inputs": batcher.pad([token_ids[i] for i in c]), "labels": torch.as_tensor(np.where(labels[c] >= 0, labels[c], -100)),
+    return [{"inputs": batcher.pad([token_ids[i] for i in c]), "labels": torch.as_tensor(np.where(labels[c] >= 0, labels[c], IGNORE)),
              "utterance_ids": list(ids[c])} for c in chunks]
 
 
@@ -52,6 +70,7 @@ def rows_of(manifest: Manifest, split: str) -> np.ndarray:
 class FineTuned:
     model: TextClassifier
     result: FitResult
+    trainer: Trainer
     batches: Callable[[str], list[dict]]  # split -> evaluation batches of that split's utterances
 
 
@@ -59,14 +78,12 @@ def fine_tune(encoder: TextEncoderConfig, sc: Stage1TextConfig, manifest: Manife
               desc: str = "Stage I text") -> FineTuned:
     """Fine-tune ``encoder`` + a linear head on the manifest's train split, selecting the epoch on its validation
     split (weighted F1). Used by Stage I text and by the pseudo-label pretraining ("RoBERTa-FT")."""
-    model = TextClassifier(TextClassifierConfig(encoder.model, len(manifest.labels), manifest.labels,
+    model = TextClassifier(TextClassifierConfig(encoder.model, len(manifest.labels), tuple(manifest.labels),
                                                 encoder.pooling, sc.dropout))
     log.info("%s on %d utterances: %s", desc, len(manifest.table), describe(model.encoder))
     batcher = TextBatcher(model.tokenizer, encoder.max_length)
     token_ids = batcher.tokenize(manifest.table["text"])  # once; every epoch's batches only pad
     lengths = np.array([len(t) for t in token_ids])        # for length bucketing
-    train_rows = rows_of(manifest, "train")
-    steps = sc.epochs * -(-len(train_rows) // sc.batch_size)
     decay = [p for n, p in model.encoder.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
     no_decay = [p for n, p in model.encoder.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     optimizer = torch.optim.AdamW([
@@ -80,16 +97,45 @@ def fine_tune(encoder: TextEncoderConfig, sc: Stage1TextConfig, manifest: Manife
         return utterance_batches(batcher, manifest, token_ids, rows, lengths, size, shuffle)
 
     validation = batches(rows_of(manifest, "validation"), sc.eval_batch_size)
-    result = fit(model, lambda epoch: batches(train_rows, sc.batch_size, rng), lambda: validation, optimizer,
-                 epochs=sc.epochs, patience=sc.patience, device=resolve_device(device),
-                 scheduler=linear_warmup(optimizer, steps, sc.warmup_ratio), desc=desc)
-    return FineTuned(model, result, lambda split: batches(rows_of(manifest, split), sc.eval_batch_size))
+    trainer = Trainer(sc, device, desc)
+    result = trainer.fit(model, lambda epoch: batches(rows_of(manifest, "train"), sc.batch_size, rng), lambda: validation,
+                         optimizer, scheduler=linear_warmup(sc.warmup_ratio))
+    return FineTuned(model, result, trainer, lambda split: batches(rows_of(manifest, split), sc.eval_batch_size))
 
 
-def run(cfg: ExperimentConfig, manifest: Manifest, seed: int, out_dir: Path) -> dict:
-    desc = "Stage I text"
-    tuned = fine_tune(cfg.text_encoder, cfg.stage1_text, manifest, seed, cfg.device, desc)
-    tuned.model.save(out_dir / "checkpoint")
-    device = resolve_device(cfg.device)
-    preds = {s: predict(tuned.model, tuned.batches(s), device, f"{desc} {s}") for s in splits_present(manifest)}
-    return {**export(preds, manifest, out_dir, desc), **fit_summary(tuned.result)}
+@register_stage
+class TextUtteranceStage(Stage):
+    kind = "text_utterance"
+    level = "utterance"
+    distributed = True  # every process trains; rank 0 exports
+
+    def key_parts(self, cfg, data) -> tuple:
+        return ("text", data.manifest(self).fingerprint(), cfg.text_encoder, self.settings(cfg))
+
+    def check(self, cfg) -> None:
+        if cfg.text_encoder.pooling not in ("mean", "cls"):
+            raise ConfigError(f"text_encoder.pooling: {cfg.text_encoder.pooling!r} is not mean | cls")
+
+    def train(self, cfg, data, inputs, seed: int, out: Path) -> dict:
+        sc, manifest = self.settings(cfg), data.manifest(self)
+        tuned = fine_tune(cfg.text_encoder, sc, manifest, seed, cfg.device, self.label)
+        if not tuned.trainer.dist.is_main:  # the weights are the same on every process: rank 0 writes them
+            return {}
+        tuned.model.save(out / "checkpoint")
+        save_stage_info(out / "checkpoint", self, manifest.labels,
+                        {"max_length": cfg.text_encoder.max_length, "batch_size": sc.eval_batch_size,
+                         "precision": sc.precision})
+        # exports run on rank 0 alone (the other processes wait at the stage's barrier)
+        preds = {s: predict(tuned.model, tuned.batches(s), tuned.trainer.device, f"{self.label} {s}", sc.precision)
+                 for s in splits_present(manifest)}
+        return {**export(preds, manifest, out, self.label), **fit_summary(tuned.result)}
+
+    def load(self, checkpoint: Path):
+        return TextClassifier.load(checkpoint)
+
+    def batches(self, model, view, inputs, replay):
+        batcher = TextBatcher(model.tokenizer, replay["max_length"])
+        utterances = view.utterances
+        tokens = batcher.tokenize(utterances.table["text"])
+        lengths = np.array([len(t) for t in tokens])
+        return utterance_batches(batcher, utterances, tokens, np.arange(len(tokens)), lengths, replay["batch_size"])

@@ -1,0 +1,62 @@
+"""The experiment config: which data, which modalities, and one config section per stage.
+
+Each stage's config lives beside its code (``merits.stages.*``) and nests its model's config (``stage2_text.model``,
+``stage3.model``, ``stage1_audio.model``), whose dimensions the stage fills from the data. Loaded with
+``merits.config.load_config``, which calls :meth:`ExperimentConfig.check`; that walks the experiment's stage graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from merits.audio import AudioConfig
+from merits.config import MODALITIES, DataConfig, TextEncoderConfig
+from merits.encoders.speech import SpeechEncoderConfig
+from merits.errors import ConfigError
+from merits.stages.context import ContextConfig
+from merits.stages.fusion import FusionConfig
+from merits.stages.speech_utterance import SpeechHeadTrainConfig
+from merits.stages.text_utterance import Stage1TextConfig
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "meld-offline"
+    runs_dir: str = "runs"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    device: str = "auto"                       # auto | cpu | cuda: every component (encoders, features, training)
+    threads: int | None = None                 # torch CPU threads; None = torch default
+    modalities: list[str] = field(default_factory=lambda: ["text"])  # text and/or audio branches to train
+    cache_dir: str = ".cache/features"         # frozen speech-encoder features, keyed by corpus/encoder/config
+    data: DataConfig = field(default_factory=DataConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    stage1_text: Stage1TextConfig = field(default_factory=Stage1TextConfig)
+    stage2_text: ContextConfig = field(default_factory=ContextConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    speech_encoder: SpeechEncoderConfig = field(default_factory=SpeechEncoderConfig)
+    stage1_audio: SpeechHeadTrainConfig = field(default_factory=SpeechHeadTrainConfig)
+    stage2_audio: ContextConfig = field(default_factory=ContextConfig)
+    stage3: FusionConfig = field(default_factory=FusionConfig)  # runs when modalities hold text and audio
+    # the paper's "combined" ablation: also train Stages II (both modalities) + III jointly, end to end, from the
+    # Stage I embeddings (shapes from stage2_text / stage2_audio / stage3, optimiser from stage3); reported beside
+    # the hierarchical Stage III
+    combined: bool = False
+
+    def check(self) -> "ExperimentConfig":
+        """Semantic checks that types alone do not catch; errors name the key."""
+        from merits.data import ADAPTERS
+        from merits.stages.graph import build_graph
+
+        if self.data.corpus not in ADAPTERS:
+            raise ConfigError(f"data.corpus: unknown corpus {self.data.corpus!r}; known: {sorted(ADAPTERS)}")
+        if not self.seeds:
+            raise ConfigError("seeds: give at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds: {self.seeds} repeats a seed")
+        if not self.modalities or set(self.modalities) - set(MODALITIES):
+            raise ConfigError(f"modalities: {self.modalities} must be a non-empty subset of {list(MODALITIES)}")
+        if self.combined and set(self.modalities) != set(MODALITIES):
+            raise ConfigError(f"combined: the combined ablation fuses text and audio; modalities is {self.modalities}")
+        for stage in build_graph(self):
+            stage.check(self)
+        return self

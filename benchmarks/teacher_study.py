@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 
 from common import write_result
-from merits.config import PretrainConfig, load_config
+from merits.config import load_config
+from merits.pretrain.finetune import PretrainConfig
 from merits.data import prepare
 from merits.metrics import mean_std
 from merits.pipeline import run_experiment

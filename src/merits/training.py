@@ -103,7 +103,7 @@ class Distributed:
             return Distributed()
         from accelerate import PartialState  # initialises the process group (nccl on GPUs, gloo on CPUs) once
 
-        state = PartialState()
+        state = PartialState(cpu=not torch.cuda.is_available())  # cpu: MULTI_CPU over gloo
         return Distributed(state.process_index, state.num_processes, state.device)
 
     @property

@@ -234,3 +234,29 @@ def test_opensmile_cache_on_real_clips(tmp_path):
     store = extract_features(manifest, build_speech_encoder(SpeechEncoderConfig()), tmp_path / "cache")
     assert store.array.shape == (4, 1, 88) and np.isfinite(store.get(store.utterance_ids)).all()
     assert json.loads((store.directory / "meta.json").read_text())["encoder"]["feature_set"] == "eGeMAPSv02"
+
+
+def test_padding_encoders_get_length_sorted_batches_of_their_size(tmp_path):
+    """An encoder that pads a batch to its longest clip gets batches of its own batch_size, shortest clips first;
+    the cache rows keep the manifest's order."""
+
+    class Padding(Counting):
+        pads_batches, batch_size = True, 2
+
+        def __init__(self):
+            super().__init__()
+            self.batches = []
+
+        def encode_batch(self, audios, sample_rate):
+            self.batches.append([len(a) for a in audios])
+            return super().encode_batch(audios, sample_rate)
+
+    manifest = toy_manifest(toy_audio_dir(tmp_path), n=6)
+    manifest = Manifest(manifest.corpus, manifest.labels, manifest.table.iloc[[3, 0, 5, 1, 4, 2]].reset_index(drop=True))
+    enc = Padding()
+    store = extract_features(manifest, enc, tmp_path / "cache", AudioConfig())
+    lengths = [n for b in enc.batches for n in b]
+    assert [len(b) for b in enc.batches] == [2, 2, 2] and lengths == sorted(lengths)
+    for k, u in enumerate(store.utterance_ids):  # row k holds utterance u's own features (its length, layer 1)
+        assert u == manifest.table["utterance_id"][k]
+        assert store.get([u])[0, 1, 0] == pytest.approx(int(16000 * (0.2 + 0.01 * int(u[1:]))), abs=1)

@@ -126,7 +126,7 @@ def test_whisper_ctranslate2_checkpoint_by_path(tmp_path, quantization):
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-    from merits.encoders.speech import whisper_encoder_from_ctranslate2
+    from merits.encoders.speech.ctranslate2 import whisper_encoder_from_ctranslate2
 
     config = WhisperConfig(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
                            decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, num_mel_bins=80)
@@ -157,6 +157,97 @@ def test_hf_tiny_wavlm_by_path(tiny_wavlm, clips):
     two = build_speech_encoder(SpeechEncoderConfig(kind="hf", model=tiny_wavlm, layers="0,-1"))
     assert two.num_layers == 2
     np.testing.assert_allclose(two.encode(clips[0], 16000), out[[0, 2]], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_wavlm_layernorm(tmp_path_factory) -> str:
+    """A tiny random WavLM whose CNN feature encoder uses LayerNorm (as wavlm-large, wav2vec2-large-lv60): padding
+    is exact for it, so it batches clips of different lengths with an attention mask."""
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+
+    path = tmp_path_factory.mktemp("tiny-wavlm-layer")
+    config = WavLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                         conv_dim=(32, 32), conv_stride=(5, 5), conv_kernel=(10, 3), feat_extract_norm="layer",
+                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    torch.manual_seed(0)
+    WavLMModel(config).save_pretrained(path)
+    Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True, do_normalize=True).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def uneven_clips() -> list[np.ndarray]:
+    """Seven real EmoDB speech clips cut to different lengths, 0.5 s to 3.5 s (two clips joined for the long ones)."""
+    wav = shared("emodb", "wav")
+    names = ["03a01Fa.wav", "08a01Wa.wav", "03b02Na.wav", "09b01Wb.wav", "11b09Ad.wav", "13a05Aa.wav", "15b10Nc.wav", "16a07La.wav"]
+    audio = [load_audio(wav / n) for n in names]
+    lengths = [0.5, 3.5, 1.3, 2.0, 0.77, 2.9, 1.6]  # not sorted: encode_batch must keep the order
+    return [np.concatenate([audio[k], audio[k + 1]])[: int(16000 * s)] for k, s in enumerate(lengths)]
+
+
+def one_by_one(encoder, clips) -> np.ndarray:
+    return np.stack([encoder.encode(c, 16000) for c in clips])
+
+
+@pytest.mark.parametrize("chunk_seconds", [30.0, 1.0])  # 1.0: long clips become several windows, batched with others
+def test_hf_batched_equals_one_by_one(tiny_wavlm_layernorm, uneven_clips, chunk_seconds):
+    enc = build_speech_encoder(SpeechEncoderConfig(kind="hf", model=tiny_wavlm_layernorm, batch_size=4,
+                                                   chunk_seconds=chunk_seconds))
+    assert enc.pads_exactly and enc.pads_batches
+    single = one_by_one(enc, uneven_clips)                       # (7, 3, 32)
+    batched = np.stack(enc.encode_batch(uneven_clips, 16000))    # padded batches of 4, longest first
+    assert batched.shape == (7, 3, 32) and batched.dtype == np.float32
+    assert np.abs(batched - single).max() < 1e-4
+    assert not np.allclose(batched[0], batched[1], atol=1e-3)    # outputs stay with their clips
+
+
+def test_hf_padded_batch_pools_real_frames_only(tiny_wavlm_layernorm, uneven_clips):
+    """The pooled sum covers the real frames of each clip (from the sample mask), not the padded ones."""
+    enc = build_speech_encoder(SpeechEncoderConfig(kind="hf", model=tiny_wavlm_layernorm))
+    short, long = uneven_clips[0], uneven_clips[1]
+    _, frames = enc._pooled_sums([long, short])
+    import torch
+    expect = enc._model._get_feat_extract_output_lengths(torch.tensor([len(long), len(short)])).tolist()
+    assert frames.tolist() == expect and expect[1] < expect[0]
+
+
+def test_hf_group_norm_model_is_not_padded(tiny_wavlm, uneven_clips):
+    """wav2vec2-base-style models (GroupNorm over time in the CNN, no attention mask) would change under padding;
+    they batch only windows of equal length, so batched still equals one-by-one."""
+    enc = build_speech_encoder(SpeechEncoderConfig(kind="hf", model=tiny_wavlm, batch_size=4))
+    assert not enc.pads_exactly and not enc.pads_batches
+    clips = uneven_clips[:3] + [uneven_clips[0].copy()]  # two of equal length: those share a forward pass
+    assert enc._groups([len(c) for c in clips]) == [[1], [2], [0, 3]]
+    np.testing.assert_allclose(np.stack(enc.encode_batch(clips, 16000)), one_by_one(enc, clips), atol=1e-5)
+    enc.pads_exactly = True  # what padding would do to such a model: different features (why it is not done)
+    assert np.abs(np.stack(enc.encode_batch(clips, 16000)) - one_by_one(enc, clips)).max() > 1e-3
+
+
+def test_device_auto_resolves_here_and_is_not_in_the_cache_key(tiny_wavlm, tmp_path):
+    import pandas as pd
+    import torch
+
+    from merits.audio import AudioConfig
+    from merits.data.manifest import Manifest
+    from merits.encoders.speech import resolve_device
+    from merits.features import cache_key
+
+    assert SpeechEncoderConfig().device == "auto"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected and resolve_device("cpu").type == "cpu"
+    auto = build_speech_encoder(SpeechEncoderConfig(kind="hf", model=tiny_wavlm))
+    cpu = build_speech_encoder(SpeechEncoderConfig(kind="hf", model=tiny_wavlm, device="cpu", batch_size=2))
+    assert auto.device.type == expected and next(auto._model.parameters()).device.type == expected
+    rows = [{"utterance_id": "u0", "conversation_id": "c0", "turn": 0, "split": "train", "text": "", "label": "a",
+             "audio_path": str(shared("emodb", "wav", "03a01Fa.wav")), "start": "", "end": ""}]
+    manifest = Manifest("toy", ("a",), pd.DataFrame(rows))
+    assert "device" not in auto.fingerprint()
+    assert cache_key(manifest, auto, AudioConfig()) == cache_key(manifest, cpu, AudioConfig())  # nor batch_size
+    for kind in ("whisper", "opensmile"):
+        a = build_speech_encoder(SpeechEncoderConfig(kind=kind))
+        b = build_speech_encoder(SpeechEncoderConfig(kind=kind, device="cpu"))
+        assert cache_key(manifest, a, AudioConfig()) == cache_key(manifest, b, AudioConfig())
 
 
 def test_hf_hub_id_that_cannot_be_loaded():

@@ -151,8 +151,13 @@ def _write_meta(directory: Path, meta: dict) -> None:
 
 def extract_features(manifest: Manifest, encoder: SpeechEncoder, cache_root: str | Path,
                      audio_cfg: AudioConfig | None = None, corpus: str | None = None,
-                     batch_size: int = 8) -> FeatureStore:
+                     batch_size: int | None = None) -> FeatureStore:
     """Features of every manifest utterance, from the cache when present; resumes an interrupted extraction.
+
+    Utterances reach ``encoder.encode_batch`` ``batch_size`` at a time (default: the encoder's own
+    ``batch_size``, i.e. ``SpeechEncoderConfig.batch_size``); for encoders that pad a batch to its longest clip
+    (``encoder.pads_batches``) they go shortest first, so each batch holds clips of similar length. Rows of the
+    cache keep the manifest's order whatever the order of extraction.
 
     Bad audio follows ``audio_cfg.on_error``: ``stop`` raises AudioError naming the utterance (work done so far
     is kept); ``skip`` leaves the utterance out and records it in ``skipped.csv``. Under ``stop`` a resumed
@@ -193,6 +198,9 @@ def extract_features(manifest: Manifest, encoder: SpeechEncoder, cache_root: str
     todo = [i for i in range(len(ids)) if not done[i] and ids[i] not in skipped]
     splits = table["split"].astype(str).tolist()
     rows = table[AUDIO_COLUMNS].to_dict("records")
+    batch_size = max(1, int(batch_size or getattr(encoder, "batch_size", 8)))
+    if encoder.needs_audio and getattr(encoder, "pads_batches", False):
+        todo.sort(key=lambda i: _seconds(rows[i]))  # stable: unknown lengths (inf) last, in manifest order
     from merits.training import progress
 
     bar = progress(None, total=len(todo), desc=f"{encoder.name} features", unit="utt")
@@ -211,7 +219,7 @@ def extract_features(manifest: Manifest, encoder: SpeechEncoder, cache_root: str
         log.warning("left out %s", error)
 
     try:
-        for b in range(0, len(todo), max(1, batch_size)):
+        for b in range(0, len(todo), batch_size):
             group = todo[b:b + batch_size]
             if encoder.needs_audio:
                 audios, kept = [], []
@@ -258,6 +266,27 @@ def extract_features(manifest: Manifest, encoder: SpeechEncoder, cache_root: str
     store = FeatureStore(directory)
     (log.warning if skipped else log.info)(store.summary())
     return store
+
+
+def _seconds(row: dict) -> float:
+    """An utterance's duration known without decoding it: end - start, else the file header's duration
+    (minus start); inf when neither tells (e.g. a container libsndfile cannot read). Only orders the work."""
+    def number(v) -> float | None:
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            return None
+        return v if np.isfinite(v) else None
+
+    start, end = number(row.get("start")) or 0.0, number(row.get("end"))
+    if end is not None:
+        return max(0.0, end - start)
+    try:
+        import soundfile as sf
+
+        return max(0.0, sf.info(str(row["audio_path"])).duration - start)
+    except Exception:  # noqa: BLE001 - unreadable here means "unknown", the real decode reports the error
+        return float("inf")
 
 
 def _open_arrays(directory: Path, ids: list[str], shape: tuple[int, int, int]):

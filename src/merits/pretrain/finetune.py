@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from merits.config import PretrainConfig, config_hash, to_dict
+from merits.config import config_hash, to_dict
 from merits.data.manifest import Manifest, _listing
 from merits.errors import DataError
 from merits.metrics import classification_metrics
+from merits.pretrain.config import PretrainConfig
 from merits.runs import DONE, run_cached
 from merits.stages.common import fit_summary
 from merits.stages.text_utterance import fine_tune

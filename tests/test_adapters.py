@@ -18,6 +18,7 @@ from conftest import SHARED
 from fixtures_iemocap import dialog_names, utterance_codes, utterance_ids, write_iemocap_release, write_wav
 from merits.data import prepare
 from merits.data import iemocap, mosi, msp_podcast
+from merits.data.manifest import NO_LABEL
 from merits.errors import DataError
 
 MOSI_TABLE = SHARED / "mosi" / "mosi_utterances.csv"
@@ -464,7 +465,7 @@ def test_audio_folder_conversations_in_natural_order(tmp_path):
     t = m.table.sort_values(["conversation_id", "turn"])
     assert list(t["utterance_id"]) == ["call-a/x", "call-b/turn-2", "call-b/turn-10", "rec/loose.flac"]
     assert list(t["turn"]) == [0, 0, 1, 0] and (t["split"] == "test").all() and (t["label"] == "").all()
-    assert m.excluded == {"not audio": 1} and m.labels == () and (m.label_ids() == -1).all()
+    assert m.excluded == {"not audio": 1} and m.labels == () and (m.label_ids() == NO_LABEL).all()
     assert t["audio_path"].map(lambda p: Path(p).is_absolute() and Path(p).is_file()).all()
 
 

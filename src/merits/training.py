@@ -26,10 +26,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from merits.data.manifest import NO_LABEL
 from merits.metrics import weighted_f1
 
 log = logging.getLogger("merits")
-IGNORE = -100
+IGNORE = NO_LABEL  # the loss' ignore_index: the one "no label" class id (merits.data.manifest.NO_LABEL)
 
 
 def seed_everything(seed: int) -> None:

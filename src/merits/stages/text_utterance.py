@@ -20,7 +20,7 @@ from merits.data.manifest import Manifest
 from merits.encoders.text import TextBatcher, describe
 from merits.models.utterance import TextClassifier, TextClassifierConfig
 from merits.stages.common import export, fit_summary, splits_present
-from merits.training import FitResult, fit, linear_warmup, predict, resolve_device
+from merits.training import IGNORE, FitResult, fit, linear_warmup, predict, resolve_device
 
 log = logging.getLogger("merits")
 
@@ -40,7 +40,7 @@ def utterance_batches(batcher: TextBatcher, manifest: Manifest, token_ids: list,
         chunks = [chunks[i] for i in rng.permutation(len(chunks))]
     labels = manifest.label_ids()
     ids = manifest.table["utterance_id"].to_numpy()
-    return [{"inputs": batcher.pad([token_ids[i] for i in c]), "labels": torch.as_tensor(np.where(labels[c] >= 0, labels[c], -100)),
+    return [{"inputs": batcher.pad([token_ids[i] for i in c]), "labels": torch.as_tensor(np.where(labels[c] >= 0, labels[c], IGNORE)),
              "utterance_ids": list(ids[c])} for c in chunks]
 
 

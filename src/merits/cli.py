@@ -189,16 +189,12 @@ def _seed(value: str) -> int:
 def cmd_predict(args) -> None:
     from merits.asr import ASRConfig
     from merits.config import load_config
-    from merits.data import load_manifest_or_corpus
+    from merits.data import load_prediction_input
     from merits.predict import TrainedRun, predict_run
     from merits.prediction_report import format_preview, format_summary
 
     run = TrainedRun.open(args.run_dir)
-    options = _options(args.option)
-    if Path(args.input).suffix.lower() in (".csv", ".jsonl", ".json", ".ndjson") and Path(args.input).is_file():
-        options.setdefault("split", "test")         # new data has no split: every row is to predict
-        options.setdefault("labels", list(run.labels))  # gold labels, where given, must be the run's
-    manifest = load_manifest_or_corpus(args.input, args.root, **options)
+    manifest = load_prediction_input(args.input, run.labels, args.root, **_options(args.option))
     asr = load_config(None, ([f"model={args.asr_model}"] if args.asr_model else [])
                       + (["segment=true"] if args.segment else []), cls=ASRConfig)
     out = args.out or str(Path("predictions") / Path(args.input.rstrip("/")).stem)

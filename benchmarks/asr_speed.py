@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import PROJECT, peak_rss_mb, write_result
+from common import DATA, peak_rss_mb, write_result  # common also puts tests/ on sys.path (the ASR fixture)
 
-EMODB = PROJECT.parent / "shared" / "data" / "emodb"
-sys.path.insert(0, str(PROJECT / "tests"))
+EMODB = DATA / "emodb"
 
 
 def emodb_manifest(n: int, tmp: Path):

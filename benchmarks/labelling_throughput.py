@@ -26,14 +26,14 @@ from pathlib import Path
 import pandas as pd
 
 os.environ.setdefault("MERITS_QUIET", "1")
-from common import PROJECT, write_result  # noqa: E402
+from common import DATA, PROJECT, write_result  # noqa: E402
 
 from merits.data import prepare  # noqa: E402
 from merits.data.manifest import Manifest  # noqa: E402
 from merits.teach import (ChatTeacher, LabelStore, LocalLMTeacher, VaderTeacher, agreement_table,  # noqa: E402
                           label_manifest)
 
-MELD = PROJECT.parent / "shared" / "data" / "meld"
+MELD = DATA / "meld"
 MOCK_SERVER = PROJECT / "tests" / "mock_chat_server.py"
 DELAY_S = 0.2
 CONCURRENCY = (1, 8, 32, 64)

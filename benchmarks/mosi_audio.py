@@ -13,8 +13,7 @@ import time
 
 import numpy as np
 
-from common import peak_rss_mb, write_result
-from merits.config import load_config
+from common import bench_config, peak_rss_mb, write_result
 from merits.encoders.speech import build_speech_encoder
 from merits.features import extract_features
 from merits.metrics import mean_std, weighted_f1
@@ -37,7 +36,7 @@ def logreg_reference(cfg) -> float:
 
 def main() -> None:
     overrides = ["name=bench-mosi-audio", "modalities=[audio]"] + sys.argv[1:]
-    cfg = load_config("mosi-offline", overrides)
+    cfg = bench_config("mosi-offline", overrides)
     start = time.perf_counter()
     result = run_experiment(cfg)
     figures = {"seeds": cfg.seeds, "wall_seconds": time.perf_counter() - start}

@@ -15,8 +15,7 @@ import time
 
 import numpy as np
 
-from common import BENCH_RUNS, frozen_text_embeddings, peak_rss_mb, write_result
-from merits.config import load_config
+from common import BENCH_RUNS, bench_config, frozen_text_embeddings, peak_rss_mb, write_result
 from merits.encoders.speech import build_speech_encoder
 from merits.features import extract_features
 from merits.metrics import mean_std, weighted_f1
@@ -49,7 +48,7 @@ def logreg_references(cfg) -> dict:
 def main() -> None:
     profile, overrides = BENCH_RUNS["mosi"]
     overrides = overrides + sys.argv[1:]
-    cfg = load_config(profile, overrides)
+    cfg = bench_config(profile, overrides)
     start = time.perf_counter()
     result = run_experiment(cfg)
     figures: dict = {"seeds": cfg.seeds, "wall_seconds_this_call": time.perf_counter() - start}

@@ -21,20 +21,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from common import write_result
+from common import DATA, PROJECT, bench_config, write_result
 from merits.config import load_config
-from merits.pretrain.finetune import PretrainConfig
+from merits.pretrain import PretrainConfig
 from merits.data import prepare
 from merits.metrics import mean_std
 from merits.pipeline import run_experiment
-from merits.pretrain import LabelStore, LocalLMTeacher, VaderTeacher, agreement_table, label_manifest
-from merits.pretrain import pseudo_labelled_manifest
+from merits.pretrain import PretrainConfig
 from merits.pretrain.finetune import ENCODER, pretrain
+from merits.teach import LabelStore, LocalLMTeacher, VaderTeacher, agreement_table, label_manifest
+from merits.teach import pseudo_labelled_manifest
 
-WORK = Path(".cache/teacher_study")
-PODCASTS = "../shared/data/podcast_asr/vtt"
+WORK = PROJECT / ".cache" / "teacher_study"
+PODCASTS = DATA / "podcast_asr" / "vtt"
 
 
 def teachers() -> dict:
@@ -48,7 +48,7 @@ def stage1_on(dataset: str, name: str, encoder: str | None, seeds: list[int]) ->
     overrides = [f"name=study-{dataset}-{name}", "seeds=[" + ", ".join(map(str, seeds)) + "]", *extra]
     if encoder:
         overrides.append(f"text_encoder.model={encoder}")
-    result = run_experiment(load_config(profile, overrides))
+    result = run_experiment(bench_config(profile, overrides))
     runs = result["per_seed"]["stage1_text"].values()
     s1 = mean_std([m["test"]["weighted_f1"] for m in runs])
     s2 = mean_std([m["test"]["weighted_f1"] for m in result["per_seed"]["stage2_text"].values()])

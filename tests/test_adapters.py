@@ -18,6 +18,7 @@ from conftest import SHARED
 from fixtures_iemocap import dialog_names, utterance_codes, utterance_ids, write_iemocap_release, write_wav
 from merits.data import prepare
 from merits.data import iemocap, mosi, msp_podcast
+from merits.data.manifest import NO_LABEL, Manifest
 from merits.errors import DataError
 
 MOSI_TABLE = SHARED / "mosi" / "mosi_utterances.csv"
@@ -464,7 +465,7 @@ def test_audio_folder_conversations_in_natural_order(tmp_path):
     t = m.table.sort_values(["conversation_id", "turn"])
     assert list(t["utterance_id"]) == ["call-a/x", "call-b/turn-2", "call-b/turn-10", "rec/loose.flac"]
     assert list(t["turn"]) == [0, 0, 1, 0] and (t["split"] == "test").all() and (t["label"] == "").all()
-    assert m.excluded == {"not audio": 1} and m.labels == () and (m.label_ids() == -1).all()
+    assert m.excluded == {"not audio": 1} and m.labels == () and (m.label_ids() == NO_LABEL).all()
     assert t["audio_path"].map(lambda p: Path(p).is_absolute() and Path(p).is_file()).all()
 
 
@@ -483,3 +484,34 @@ def test_audio_folder_bad_input(tmp_path):
         write_wav(tmp_path / "clash" / name, seed=1, seconds=0.1)
     with pytest.raises(DataError, match="share a name up to the suffix: clash/a"):
         prepare("audio_folder", tmp_path / "clash")
+
+
+# ============================================================================================== registry
+def test_a_registered_adapter_is_a_corpus_name_with_its_own_options(monkeypatch, tmp_path):
+    from merits.config import load_config
+    from merits.data import ADAPTERS, register_adapter
+
+    def build(root=None, turns: int = 2):
+        table = pd.DataFrame({"utterance_id": [f"u{i}" for i in range(turns)], "conversation_id": "c",
+                              "turn": range(turns), "split": "train", "text": "hi", "label": ""})
+        return Manifest("toy", (), table)
+
+    monkeypatch.setitem(ADAPTERS, "toy", "merits.data.custom")  # restored after the test
+    register_adapter("toy", build)
+    assert len(prepare("toy").table) == 2 and len(prepare("toy", turns=3).table) == 3  # the default lives in build
+    with pytest.raises(DataError, match=r"unknown option\(s\) \['split'\] for corpus 'toy'; it takes \['turns'\]"):
+        prepare("toy", split="test")
+    assert load_config(None, ["data.corpus=toy"]).data.corpus == "toy"  # the experiment checks use the registry
+
+
+def test_prediction_input_defaults_live_in_the_library(tmp_path):
+    from merits.data import load_prediction_input
+
+    path = _write_csv(tmp_path / "calls.csv", [{"conversation_id": "c1", "text": "hello", "label": "joy"},
+                                               {"conversation_id": "c1", "text": "hm", "label": ""}])
+    m = load_prediction_input(path, ("sad", "joy"))
+    assert (m.table["split"] == "test").all() and m.labels == ("sad", "joy")  # no split column: all to predict
+    assert (load_prediction_input(path, ("sad", "joy"), split="train").table["split"] == "train").all()
+    with pytest.raises(DataError, match="angry"):
+        load_prediction_input(_write_csv(tmp_path / "bad.csv", [{"conversation_id": "c", "text": "x",
+                                                                  "label": "angry"}]), ("sad", "joy"))

@@ -15,10 +15,9 @@ from merits.cli import main
 from merits.data import prepare
 from merits.data.manifest import Manifest
 from merits.errors import DataError
-from merits.pretrain import SENTIMENTS, LabelStore, agreement_table, cohen_kappa, valence_to_sentiment
-from merits.pretrain.agreement import confusion
-from merits.pretrain.label_store import text_hash
-from merits.pretrain.teachers import Answer
+from merits.teach import SENTIMENTS, Answer, LabelStore, agreement_table, cohen_kappa, valence_to_sentiment
+from merits.teach.agreement import confusion
+from merits.teach.label_store import text_hash
 
 N, U, P = "negative", "neutral", "positive"
 

@@ -11,12 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from merits.config import ASRConfig, load_config
+from merits.asr import STORE, ASRConfig, Transcriber, TranscriptStore, transcribe_manifest, wer
+from merits.config import load_config
 from merits.data.manifest import Manifest
 from merits.errors import ConfigError, DataError, ModelNotFoundError
 from merits.data import load_manifest_or_corpus
-from merits.pretrain.asr import STORE, Transcriber, TranscriptStore, transcribe_manifest
-from merits.pretrain.wer import wer
 
 ROOT = Path(__file__).resolve().parents[1]
 WAV = ROOT / "tests" / "fixtures" / "asr" / "both.wav"  # made by tests/fixtures/asr/make_fixture.sh
@@ -123,9 +122,9 @@ def test_other_settings_do_not_reuse_a_store(tmp_path, transcriber):
 
 KILLED_RUN = """
 import sys
-from merits.config import ASRConfig
+from merits.asr import ASRConfig
 from merits.data.manifest import Manifest
-from merits.pretrain.asr import transcribe_manifest
+from merits.asr import transcribe_manifest
 sys.path.insert(0, {tests!r})
 from test_asr import manifest
 transcribe_manifest(manifest(4), {out!r}, ASRConfig(threads=1, batch_size=1, beam_size=1))

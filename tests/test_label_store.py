@@ -14,11 +14,10 @@ import pytest
 
 from merits.data.manifest import Manifest
 from merits.errors import DataError
-from merits.pretrain import (SENTIMENTS, LabelStore, VaderTeacher, join_labels, label_manifest,
-                             pseudo_labelled_manifest)
-from merits.pretrain.label_store import text_hash
-from merits.pretrain.mock_server import MockChatServer
-from merits.pretrain.teachers import Answer
+from merits.teach import (SENTIMENTS, Answer, LabelStore, VaderTeacher, join_labels, label_manifest,
+                          pseudo_labelled_manifest)
+from merits.teach.label_store import text_hash
+from mock_chat_server import MockChatServer
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -98,7 +97,7 @@ CHILD = textwrap.dedent("""
     import sys
     sys.path.insert(0, {src!r})
     from merits.data.manifest import Manifest
-    from merits.pretrain import ChatTeacher, LabelStore, label_manifest
+    from merits.teach import ChatTeacher, LabelStore, label_manifest
     teacher = ChatTeacher({url!r}, "mock", api_key_env=None, concurrency=4, timeout_s=5)
     label_manifest(Manifest.load({manifest!r}), teacher, LabelStore({store!r}), show_progress=False)
 """)
@@ -125,7 +124,7 @@ def test_killed_run_loses_nothing_and_the_rerun_asks_only_for_the_rest(tmp_path)
         assert len(kept) >= 16 and (kept["status"] == "ok").all()  # 4 in flight at most were lost
         kept_texts = {texts[int(u[1:])] for u in kept["utterance_id"]}
 
-        from merits.pretrain import ChatTeacher
+        from merits.teach import ChatTeacher
 
         rerun = label_manifest(m, ChatTeacher(server.url, "mock", api_key_env=None, concurrency=4), store,
                                show_progress=False)

@@ -158,7 +158,7 @@ def test_text_only_input_and_errors(iemocap_run, tmp_path, capsys, monkeypatch):
     assert "call-2/turn-2" in skipped.summary["notes"][0]
     run.cfg.audio.on_error = "stop"
     # Whisper hears no words: the text branch cannot run, and the user is told which utterances and what to do
-    from merits.pretrain.asr import Transcriber
+    from merits.asr import Transcriber
 
     folder.joinpath("call-2", "turn-2.wav").unlink()
     monkeypatch.setattr(Transcriber, "transcribe_batch", lambda self, audios: [""] * len(audios))

@@ -9,14 +9,15 @@ from safetensors.torch import load_file
 
 from merits.cli import main
 from merits.config import load_config
-from merits.pretrain.finetune import PretrainConfig
+from merits.pretrain import PretrainConfig
 from merits.data import prepare
 from merits.data.manifest import Manifest
 from merits.errors import ConfigError, DataError
 from merits.models.utterance import TextClassifier, TextClassifierConfig
 from merits.pipeline import run_experiment
-from merits.pretrain import VaderTeacher
+from merits.pretrain import PretrainConfig
 from merits.pretrain.finetune import ENCODER, pretrain, pseudo_labelled
+from merits.teach import VaderTeacher
 
 LABELS = ["negative", "neutral", "positive"]
 

@@ -7,13 +7,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from merits.config import TeachConfig, load_config
+from merits.config import load_config
 from merits.data.manifest import Manifest
 from merits.errors import ConfigError, ModelNotFoundError
-from merits.pretrain import (PAPER_TEMPLATE, ChatTeacher, LabelStore, LocalLMTeacher, Prompt, TeacherError,
-                             VaderTeacher, build_teacher, label_manifest, parse_label, template_hash)
-from merits.pretrain.mock_server import MockChatServer
-from merits.pretrain.teachers import retry_after_seconds
+from merits.teach import (PAPER_TEMPLATE, ChatTeacher, LabelStore, LocalLMTeacher, Prompt, TeachConfig, TeacherError,
+                          VaderTeacher, build_teacher, label_manifest, parse_label, template_hash)
+from merits.teach import TEACHERS, ChatTeacherConfig, LocalTeacherConfig, VaderTeacherConfig, register_teacher
+from merits.teach.chat import retry_after_seconds
+from mock_chat_server import MockChatServer
 
 KEY = "sk-test-SECRET-0123456789"
 KEY_ENV = "MERITS_TEST_TEACHER_KEY"
@@ -214,3 +215,45 @@ def test_teach_config_checks_and_builds(monkeypatch):
     teacher = build_teacher(load_config("teach-openai", ['prompt.template="Sentiment of: [sentence]"'], cls=TeachConfig))
     assert isinstance(teacher, ChatTeacher) and teacher.prompt_hash == template_hash("Sentiment of: [sentence]")
     assert KEY not in repr(teacher)
+
+
+# ------------------------------------------------------------------------------------------------ registry
+def test_the_registry_builds_each_teacher_from_its_config_section():
+    assert set(TEACHERS) == {"chat", "local", "vader"}
+    sections = {"chat": ChatTeacherConfig, "local": LocalTeacherConfig, "vader": VaderTeacherConfig}
+    for name, config in sections.items():
+        assert TEACHERS[name].config is config
+        assert isinstance(getattr(TeachConfig(), name), config)  # the TeachConfig section of the same name
+    cfg = load_config(None, ["teacher=chat", "chat.api_key_env=null", "chat.model=m", "chat.concurrency=3",
+                             "prompt.system=be brief"], cls=TeachConfig)
+    teacher = build_teacher(cfg)
+    assert isinstance(teacher, ChatTeacher) and teacher.cfg is cfg.chat and teacher.name == "chat:m"
+    assert teacher.prompt == Prompt(PAPER_TEMPLATE, "be brief")
+    local = build_teacher(load_config(None, ["teacher=local", "local.decoding=choice"], cls=TeachConfig))
+    assert isinstance(local, LocalLMTeacher) and local.cfg.decoding == "choice" and local._loaded is None  # lazy
+    # a teacher built from its fields is the same as one built from its config (one set of defaults and checks)
+    assert ChatTeacher("http://x/v1", "m", api_key_env=None).cfg == ChatTeacherConfig("http://x/v1", "m", api_key_env=None)
+    with pytest.raises(ConfigError, match="chat.concurrency"):
+        ChatTeacher(api_key_env=None, concurrency=0)
+    with pytest.raises(ConfigError, match="vader.negative_threshold"):
+        VaderTeacher(positive_threshold=-0.5)
+
+
+def test_a_registered_teacher_is_valid_in_configs_and_built_with_its_defaults(monkeypatch):
+    from dataclasses import dataclass
+
+    @dataclass
+    class EchoConfig:
+        word: str = "neutral"
+
+    class Echo:
+        def __init__(self, cfg, prompt):
+            self.cfg, self.prompt = cfg, prompt
+
+    monkeypatch.setitem(TEACHERS, "echo", TEACHERS["vader"])  # restored after the test
+    register_teacher("echo", EchoConfig, Echo)
+    teacher = build_teacher(load_config(None, ["teacher=echo", 'prompt.template="Say: [sentence]"'], cls=TeachConfig))
+    assert isinstance(teacher, Echo) and teacher.cfg == EchoConfig()  # no TeachConfig section: the defaults
+    assert teacher.prompt.template == "Say: [sentence]"
+    with pytest.raises(ConfigError, match="'gpt' is not one of .*'echo'"):
+        load_config(None, ["teacher=gpt"], cls=TeachConfig)

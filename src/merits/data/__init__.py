@@ -1,7 +1,9 @@
 """Corpus adapters: each turns one raw release into a :class:`Manifest` and stops there.
 
 ``prepare(corpus, root, **options)`` is the single entry point; nothing downstream knows which corpus a
-manifest came from.
+manifest came from. An adapter is a function ``build(root, **options) -> Manifest`` whose keyword defaults are
+its options' defaults (so they live beside the adapter, and ``prepare`` names the options it takes); a new one
+is added with :func:`register_adapter`.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import importlib
 import inspect
 from pathlib import Path
+from typing import Callable
 
-from merits.data.manifest import COLUMNS, SPLITS, Manifest
+from merits.data.manifest import COLUMNS, NO_LABEL, SPLITS, Manifest
 from merits.errors import ConfigError, DataError
 
-# adapter name -> module exposing build(root, **options) -> Manifest
-ADAPTERS = {
+# adapter name -> its build(root, **options) -> Manifest, or the module exposing it (imported on first use, so that
+# one corpus' dependencies are never needed to read another)
+ADAPTERS: dict[str, str | Callable[..., Manifest]] = {
     "meld": "merits.data.meld",
     "iemocap": "merits.data.iemocap",
     "mosi": "merits.data.mosi",
@@ -25,16 +29,27 @@ ADAPTERS = {
 }
 
 
-def prepare(corpus: str, root=None, **options) -> Manifest:
-    """Build the manifest of ``corpus`` from the release at ``root`` and validate it."""
+def register_adapter(corpus: str, build: str | Callable[..., Manifest]) -> None:
+    """Make ``corpus`` a corpus name: ``build(root, **options) -> Manifest``, or the name of a module exposing it."""
+    ADAPTERS[corpus] = build
+
+
+def adapter(corpus: str) -> Callable[..., Manifest]:
+    """The build function of ``corpus``; DataError naming the known corpora for an unknown one."""
     if corpus not in ADAPTERS:
         raise DataError(f"unknown corpus {corpus!r}; known: {sorted(ADAPTERS)}")
-    module = importlib.import_module(ADAPTERS[corpus])
-    known = [p for p in inspect.signature(module.build).parameters if p != "root"]
+    build = ADAPTERS[corpus]
+    return importlib.import_module(build).build if isinstance(build, str) else build
+
+
+def prepare(corpus: str, root=None, **options) -> Manifest:
+    """Build the manifest of ``corpus`` from the release at ``root`` and validate it."""
+    build = adapter(corpus)
+    known = [p for p in inspect.signature(build).parameters if p != "root"]
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise DataError(f"unknown option(s) {unknown} for corpus {corpus!r}; it takes {known}")
-    manifest = module.build(root, **options)
+    manifest = build(root, **options)
     return manifest.validate()
 
 
@@ -57,12 +72,12 @@ def load_manifest_or_corpus(name: str, root=None, **options) -> Manifest:
         p = p.parent
     if p.is_dir() and (p / "manifest.json").is_file():
         if root or options:
-            raise ConfigError(f"{name} is a saved manifest: --root and -o options apply to a corpus name only")
+            raise ConfigError(f"{name} is a saved manifest: root and adapter options apply to a corpus name only")
         return Manifest.load(p)
     if name in ADAPTERS and not p.exists():
         return prepare(name, root, **options)
     if root:
-        raise ConfigError(f"--root applies to a corpus name only, and {name!r} is a path")
+        raise ConfigError(f"root applies to a corpus name only, and {name!r} is a path")
     if p.is_file():
         return prepare("custom", p, **options)
     if p.is_dir():
@@ -71,4 +86,22 @@ def load_manifest_or_corpus(name: str, root=None, **options) -> Manifest:
                     "file nor a folder of recordings")
 
 
-__all__ = ["ADAPTERS", "COLUMNS", "SPLITS", "Manifest", "load_manifest_or_corpus", "prepare", "prepare_config"]
+# files of conversations (the custom adapter) as `merits predict` takes them
+CONVERSATION_FILES = (".csv", ".jsonl", ".json", ".ndjson")
+
+
+def load_prediction_input(path, labels, root=None, **options) -> Manifest:
+    """The utterances to predict (``merits predict INPUT``): :func:`load_manifest_or_corpus`, with the defaults new
+    conversations need. A file of conversations gets ``split=test`` (new data has no split: every row is to be
+    predicted) and ``labels`` = the trained run's classes (gold labels, where a row has one, must be among them);
+    options given explicitly win.
+    """
+    p = Path(path)
+    if p.suffix.lower() in CONVERSATION_FILES and p.is_file():
+        options.setdefault("split", "test")
+        options.setdefault("labels", list(labels))
+    return load_manifest_or_corpus(str(path), root, **options)
+
+
+__all__ = ["ADAPTERS", "COLUMNS", "NO_LABEL", "SPLITS", "Manifest", "adapter", "load_manifest_or_corpus",
+           "load_prediction_input", "prepare", "prepare_config", "register_adapter"]

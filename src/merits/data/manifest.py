@@ -35,6 +35,9 @@ REQUIRED_COLUMNS = ("utterance_id", "conversation_id", "turn", "split", "text", 
 OPTIONAL_COLUMNS = ("audio_path", "start", "end", "speaker", "valence", "arousal", "sentiment")
 COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 SPLITS = ("train", "validation", "test")
+# The class id of an unlabelled row (its label column is ""), everywhere: manifests, batches, predictions. It is
+# PyTorch's default ignore_index, so the loss skips such rows as they are; "has a label" is always ``id >= 0``.
+NO_LABEL = -100
 _STRING_COLUMNS = ("utterance_id", "conversation_id", "split", "text", "label", "audio_path", "speaker", "sentiment")
 _FLOAT_COLUMNS = ("start", "end", "valence", "arousal")
 MAX_LISTED = 5  # how many offending rows an error message names
@@ -118,9 +121,9 @@ class Manifest:
         return self.table[self.table["split"] == name]
 
     def label_ids(self, table: pd.DataFrame | None = None):
-        """Class ids (int64 numpy array) of the rows of ``table`` (default: all rows); -1 where unlabelled."""
+        """Class ids (int64 numpy array) of the rows of ``table`` (default: all rows); NO_LABEL where unlabelled."""
         t = self.table if table is None else table
-        index = {"": -1, **{name: i for i, name in enumerate(self.labels)}}
+        index = {"": NO_LABEL, **{name: i for i, name in enumerate(self.labels)}}
         return t["label"].map(index).to_numpy(dtype="int64")
 
     def conversations(self, split: str) -> list[pd.DataFrame]:

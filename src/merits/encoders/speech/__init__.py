@@ -31,7 +31,6 @@ from merits.encoders.speech.opensmile import OpenSmileEncoder
 from merits.encoders.speech.ctranslate2 import whisper_encoder_from_ctranslate2
 from merits.encoders.speech.whisper import (
     DEFAULT_WHISPER,
-    PACKAGED_WHISPER,
     WHISPER_FRAMES_PER_SECOND,
     WHISPER_WINDOW_SECONDS,
     WhisperSpeechEncoder,
@@ -42,7 +41,7 @@ from merits.encoders.speech.precomputed import PrecomputedFeatures
 from merits.encoders.speech import care as _care  # noqa: F401  (registers kind "care")
 
 __all__ = [
-    "DEFAULT_WHISPER", "EXTRACTION_VERSION", "HFSpeechEncoder", "OpenSmileEncoder", "PACKAGED_WHISPER", "POOLINGS",
+    "DEFAULT_WHISPER", "EXTRACTION_VERSION", "HFSpeechEncoder", "OpenSmileEncoder", "POOLINGS",
     "PrecomputedFeatures", "SPEECH_ENCODERS", "SpeechEncoder", "SpeechEncoderConfig", "WHISPER_FRAMES_PER_SECOND",
     "WHISPER_WINDOW_SECONDS", "WhisperSpeechEncoder", "build_speech_encoder", "files_identity",
     "register_speech_encoder", "resolve_device", "resolve_whisper", "select_layers", "whisper_encoder_from_ctranslate2",

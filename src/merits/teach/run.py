@@ -3,7 +3,8 @@
     run = label_manifest(manifest, teacher, store)      # resumes from the store, never asks twice
     pretrain_manifest = pseudo_labelled_manifest(manifest, store, teacher)
 
-``run_teach(cfg)`` and ``run_agreement(cfg)`` are the entry points of ``merits teach`` / ``merits agreement``.
+``run_teach(cfg)`` and ``run_agreement(cfg)`` are the entry points of ``merits teach`` / ``merits agreement``;
+``cfg`` is a :class:`TeachConfig`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,49 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 
-from merits.data.manifest import Manifest
-from merits.errors import DataError
-from merits.pretrain.label_store import LabelStore, join_labels, pseudo_labelled_manifest, text_hash
-from merits.pretrain.teachers import BudgetExhausted, Teacher
+from merits.config import DataConfig
+from merits.data.manifest import SPLITS, Manifest
+from merits.errors import ConfigError, DataError
+from merits.teach.agreement import AgreementConfig, agreement_table
+from merits.teach.base import BudgetExhausted, Teacher
+from merits.teach.chat import ChatTeacherConfig
+from merits.teach.label_store import LabelStore, join_labels, pseudo_labelled_manifest, text_hash
+from merits.teach.local_lm import LocalTeacherConfig
+from merits.teach.prompt import PromptConfig
+from merits.teach.registry import build_teacher, check_teacher
+from merits.teach.vader import VaderTeacherConfig
 
 log = logging.getLogger("merits")
+
+
+@dataclass
+class TeachConfig:
+    """``merits teach`` / ``merits agreement``: which manifest, which teacher, where the answers are stored.
+
+    Load with ``load_config(path_or_None, overrides, cls=TeachConfig)`` (shipped: teach-vader, teach-local,
+    teach-openai). Each teacher's settings are its own section (``chat``, ``local``, ``vader``: see
+    :mod:`merits.teach.registry`).
+    """
+
+    teacher: str = "vader"                     # chat | local | vader (merits.teach.registry.TEACHERS)
+    store: str = "runs/labels.sqlite"          # the SQLite label store (created if absent)
+    manifest: str | None = None                # a saved manifest directory; None = build it from `data`
+    data: DataConfig = field(default_factory=DataConfig)
+    splits: list[str] = field(default_factory=list)  # only these splits; empty = all
+    limit: int | None = None                   # label at most this many utterances (in manifest order)
+    retry_errors: bool = True                  # ask again for items whose last attempt failed (not invalid ones)
+    export: str | None = None                  # write the 3-class pseudo-labelled manifest to this directory
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    chat: ChatTeacherConfig = field(default_factory=ChatTeacherConfig)
+    local: LocalTeacherConfig = field(default_factory=LocalTeacherConfig)
+    vader: VaderTeacherConfig = field(default_factory=VaderTeacherConfig)
+    agreement: AgreementConfig = field(default_factory=AgreementConfig)
+
+    def __post_init__(self) -> None:
+        check_teacher(self.teacher)
+        bad = sorted(set(self.splits) - set(SPLITS))
+        if bad:
+            raise ConfigError(f"splits: unknown {bad}; use train, validation, test")
 
 
 @dataclass
@@ -118,21 +156,20 @@ def label_manifest(manifest: Manifest, teacher: Teacher, store: LabelStore, spli
     return run
 
 
-def load_manifest(cfg) -> Manifest:
+def load_manifest(cfg: TeachConfig) -> Manifest:
     """The manifest a TeachConfig names: a saved manifest directory, or one built from ``data``."""
     from merits.data import prepare_config
 
     return Manifest.load(cfg.manifest) if cfg.manifest else prepare_config(cfg.data)
 
 
-def run_teach(cfg) -> LabelRun:
+def run_teach(cfg: TeachConfig) -> LabelRun:
     """``merits teach``: label the configured manifest, then export the pseudo-labelled manifest if asked."""
-    from merits.pretrain.teachers import build_teacher
-
     manifest = load_manifest(cfg)
     teacher = build_teacher(cfg)
     with LabelStore(cfg.store) as store:
-        run = label_manifest(manifest, teacher, store, cfg.splits or None, cfg.limit, cfg.retry_errors)
+        run = label_manifest(manifest, teacher, store, splits=cfg.splits or None, limit=cfg.limit,
+                             retry_errors=cfg.retry_errors)
         if cfg.export:
             out = pseudo_labelled_manifest(manifest, store, teacher)
             out.save(cfg.export)
@@ -140,13 +177,10 @@ def run_teach(cfg) -> LabelRun:
     return run
 
 
-def run_agreement(cfg, teachers=None):
+def run_agreement(cfg: TeachConfig, teachers=None):
     """``merits agreement``: every teacher stored for the configured manifest against its reference labels."""
-    from merits.pretrain.agreement import agreement_table
-
     manifest = load_manifest(cfg)
     if cfg.splits:
         manifest = manifest.select(manifest.table.loc[manifest.table["split"].isin(cfg.splits), "utterance_id"])
     with LabelStore(cfg.store) as store:
-        a = cfg.agreement
-        return agreement_table(manifest, store, a.reference, a.negative_below, a.positive_above, teachers)
+        return agreement_table(manifest, store, **asdict(cfg.agreement), teachers=teachers)

@@ -10,7 +10,9 @@ a marker, on the first request for that text only (a retry then succeeds):
 With ``api_key`` set, a request without ``Authorization: Bearer <api_key>`` gets HTTP 401. Every request is
 recorded (text, arrival time, status). It only ever listens on 127.0.0.1.
 
-    python -m merits.pretrain.mock_server --port 8011 --delay 0.2
+    python tests/mock_chat_server.py --port 8011 --delay 0.2
+
+It lives under tests/ (not in the package): only tests, benchmarks and people trying merits out need it.
 """
 
 from __future__ import annotations

@@ -32,6 +32,12 @@ def template_hash(template: str = PAPER_TEMPLATE, system: str | None = None) -> 
     return hashlib.sha256(json.dumps([template, system]).encode()).hexdigest()[:16]
 
 
+@dataclass
+class PromptConfig:
+    template: str | None = None                # None = the paper's prompt verbatim; must contain "[sentence]"
+    system: str | None = None                  # optional system message sent before it
+
+
 @dataclass(frozen=True)
 class Prompt:
     """A chat prompt: an optional system message and a user template holding ``[sentence]``."""
@@ -43,6 +49,10 @@ class Prompt:
         if PLACEHOLDER not in self.template:
             raise ConfigError(f"prompt.template must contain {PLACEHOLDER!r} where the transcript goes; "
                               f"got {self.template!r}")
+
+    @classmethod
+    def from_config(cls, cfg: PromptConfig) -> "Prompt":
+        return cls(cfg.template or PAPER_TEMPLATE, cfg.system)
 
     def render(self, text: str) -> str:
         return self.template.replace(PLACEHOLDER, text)

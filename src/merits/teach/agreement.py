@@ -19,9 +19,25 @@ import numpy as np
 import pandas as pd
 
 from merits.data.manifest import Manifest
-from merits.errors import DataError
-from merits.pretrain.label_store import LabelStore, join_labels
-from merits.pretrain.prompt import SENTIMENTS
+from merits.errors import ConfigError, DataError
+from merits.teach.label_store import LabelStore, join_labels
+from merits.teach.prompt import SENTIMENTS
+
+
+REFERENCES = ("auto", "sentiment", "valence")
+
+
+@dataclass
+class AgreementConfig:
+    reference: str = "auto"                    # auto | sentiment | valence (auto: sentiment column if filled)
+    negative_below: float = 3.5                # valence < this -> negative (MSP-Podcast 1-7 scale)
+    positive_above: float = 4.5                # valence > this -> positive; in between (inclusive) -> neutral
+
+    def __post_init__(self) -> None:
+        if self.reference not in REFERENCES:
+            raise ConfigError(f"agreement.reference: {self.reference!r} is not auto | sentiment | valence")
+        if self.negative_below > self.positive_above:
+            raise ConfigError("agreement.negative_below must not exceed agreement.positive_above")
 
 
 def valence_to_sentiment(valence, negative_below: float = 3.5, positive_above: float = 4.5) -> pd.Series:

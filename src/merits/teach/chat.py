@@ -1,0 +1,209 @@
+"""The chat teacher: any OpenAI-compatible ``/chat/completions`` server (OpenAI, vLLM, llama.cpp server, Ollama, ...).
+
+Asynchronous with bounded concurrency, retries with exponential backoff (honouring ``Retry-After``), a per-request
+timeout and a per-run request budget. The API key is read from an environment variable whose *name* is configured
+and lives only in the HTTP session's headers: it is never stored, logged, put into an answer or an exception.
+aiohttp is imported only when a run starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from merits.errors import ConfigError
+from merits.teach.base import Answer, BudgetExhausted, OnResult, TeacherError, prompt_text, teacher_config
+from merits.teach.prompt import Prompt
+
+log = logging.getLogger("merits")
+
+
+@dataclass
+class ChatTeacherConfig:
+    """An OpenAI-compatible chat-completions server (OpenAI, vLLM, llama.cpp server, Ollama, ...)."""
+
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-3.5-turbo"
+    api_key_env: str | None = "OPENAI_API_KEY"  # NAME of the environment variable holding the key; null = no key
+    concurrency: int = 8                       # requests in flight at once
+    timeout_s: float = 30.0                    # per request (one attempt)
+    max_retries: int = 5                       # retries after the first attempt on 429 / 5xx / timeout / connection
+    backoff_s: float = 1.0                     # first retry wait, doubled per retry (with jitter) unless Retry-After
+    max_backoff_s: float = 60.0                # longest wait; a larger Retry-After makes the item an error
+    max_requests: int | None = None            # request budget of one run (retries count); null = unlimited
+    max_tokens: int = 8
+    temperature: float = 0.0
+    extra_body: dict = field(default_factory=dict)  # more JSON fields for the request body
+
+    def __post_init__(self) -> None:
+        for key in ("concurrency", "max_tokens"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"chat.{key} must be >= 1, got {getattr(self, key)}")
+        if self.timeout_s <= 0 or self.max_retries < 0 or self.backoff_s < 0:
+            raise ConfigError("chat: timeout_s must be > 0, max_retries and backoff_s >= 0")
+        if self.max_requests is not None and self.max_requests < 1:
+            raise ConfigError(f"chat.max_requests must be >= 1 or null, got {self.max_requests}")
+
+
+RETRY_STATUSES = {408, 409, 429}  # plus every 5xx: the server may answer next time
+FATAL_STATUSES = {401: "the API key was refused", 403: "access is forbidden", 404: "no such endpoint or model"}
+SNIPPET = 300  # characters of a response body kept in an error
+
+
+class _Budget:
+    def __init__(self, max_requests: int | None):
+        self.left = max_requests
+
+    def take(self) -> None:
+        if self.left is not None:
+            if self.left <= 0:
+                raise BudgetExhausted("request budget exhausted")
+            self.left -= 1
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: either a number of seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class ChatTeacher:
+    """An OpenAI-compatible chat-completions server over HTTP (see the module docstring).
+
+    ``ChatTeacher(cfg, prompt=p)`` with a :class:`ChatTeacherConfig`, or its fields directly:
+    ``ChatTeacher("http://localhost:8000/v1", "my-model", api_key_env=None, concurrency=4)``.
+    """
+
+    def __init__(self, *args, prompt: Prompt | None = None, **kwargs):
+        self.cfg = c = teacher_config(ChatTeacherConfig, args, kwargs)
+        self.url = c.base_url.rstrip("/") + "/chat/completions"
+        self.prompt = prompt or Prompt()
+        self.body = {"model": c.model, "max_tokens": c.max_tokens, "temperature": c.temperature, **(c.extra_body or {})}
+        self.name = f"chat:{c.model}"
+        self.prompt_hash = self.prompt.hash()
+        self.prompt_text = prompt_text(self.prompt)
+        self.requests_sent = 0  # over this teacher's lifetime, for reports and tests
+        self._api_key()  # fail now, before any work, when the key's variable is not set (the key is not kept)
+
+    def __repr__(self) -> str:  # names the variable, never its value
+        return f"ChatTeacher(url={self.url!r}, model={self.cfg.model!r}, api_key_env={self.cfg.api_key_env!r})"
+
+    def _api_key(self) -> str | None:
+        if not self.cfg.api_key_env:
+            return None
+        key = os.environ.get(self.cfg.api_key_env)
+        if not key:
+            raise ConfigError(f"chat.api_key_env: the environment variable {self.cfg.api_key_env} is not set; export it, "
+                              "or set chat.api_key_env=null for a server that needs no key")
+        return key
+
+    def label(self, texts, on_result=None):
+        return asyncio.run(self.alabel(texts, on_result))
+
+    async def alabel(self, texts: Sequence[str], on_result: OnResult | None = None) -> list[Answer | None]:
+        """``label`` for callers already inside an event loop."""
+        import aiohttp
+
+        key = self._api_key()
+        redact = (lambda s: s.replace(key, "***")) if key else (lambda s: s)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        budget = _Budget(self.cfg.max_requests)
+        results: list[Answer | None] = [None] * len(texts)
+        items = iter(enumerate(texts))  # shared by the workers: each takes the next text when it is free
+        failure: list[BaseException] = []
+
+        async def worker(session) -> None:
+            for i, text in items:
+                if failure:
+                    return
+                try:
+                    answer = await self._one(session, text, budget, redact)
+                    results[i] = answer
+                    if on_result:
+                        on_result(i, answer)
+                except Exception as e:  # noqa: BLE001 - first failure stops every worker, then is raised below
+                    failure.append(e)
+                    return
+
+        connector = aiohttp.TCPConnector(limit=self.cfg.concurrency)
+        timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
+        async with aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout) as session:
+            await asyncio.gather(*(worker(session) for _ in range(min(self.cfg.concurrency, len(texts)))))
+        if failure:
+            other = [e for e in failure if not isinstance(e, BudgetExhausted)]
+            if other:
+                raise other[0]
+            done = sum(r is not None for r in results)
+            raise BudgetExhausted(f"request budget of {self.cfg.max_requests} requests (chat.max_requests) exhausted: "
+                                  f"{done} of {len(texts)} texts answered, {len(texts) - done} left for the next run")
+        return results
+
+    def _backoff(self, attempt: int) -> float:
+        # Exponential with jitter in [0.5, 1] so that workers hit by the same outage do not retry in lockstep.
+        return min(self.cfg.max_backoff_s, self.cfg.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+    async def _one(self, session, text: str, budget: _Budget, redact) -> Answer:
+        import aiohttp
+
+        body = dict(self.body, messages=self.prompt.messages(text))
+        start = time.perf_counter()
+        attempt = 0
+        while True:
+            attempt += 1
+            budget.take()
+            self.requests_sent += 1
+            retry_after = None
+            try:
+                async with session.post(self.url, json=body) as response:
+                    payload = await response.read()
+                    status = response.status
+                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            except (asyncio.TimeoutError, aiohttp.ClientError) as e:
+                reason = (f"no answer within {self.cfg.timeout_s} s (chat.timeout_s)" if isinstance(e, asyncio.TimeoutError)
+                          else redact(f"{type(e).__name__}: {e}"))
+            else:
+                snippet = redact(payload[:SNIPPET].decode("utf-8", errors="replace"))
+                if status == 200:
+                    return self._parse(payload, snippet, redact, time.perf_counter() - start, attempt)
+                reason = f"HTTP {status}: {snippet}"
+                if status in FATAL_STATUSES:
+                    hint = (f"check the key in ${self.cfg.api_key_env}" if status in (401, 403)
+                            else f"check chat.base_url ({self.url}) and chat.model ({self.cfg.model!r})")
+                    raise TeacherError(f"{self.url} answered HTTP {status} ({FATAL_STATUSES[status]}): {hint}")
+                if status not in RETRY_STATUSES and status < 500:  # e.g. 400: this request is refused, retrying won't help
+                    return Answer.failed(reason, time.perf_counter() - start, attempt)
+            if attempt > self.cfg.max_retries:
+                return Answer.failed(f"gave up after {attempt} attempts: {reason}", time.perf_counter() - start, attempt)
+            wait = self._backoff(attempt) if retry_after is None else retry_after
+            if wait > self.cfg.max_backoff_s:
+                return Answer.failed(f"{reason}; Retry-After {wait:.0f} s exceeds chat.max_backoff_s "
+                                     f"({self.cfg.max_backoff_s} s)", time.perf_counter() - start, attempt)
+            log.debug("teacher %s: attempt %d failed (%s); retrying in %.2f s", self.name, attempt, reason, wait)
+            await asyncio.sleep(wait)
+
+    @staticmethod
+    def _parse(payload: bytes, snippet: str, redact, latency_s: float, attempts: int) -> Answer:
+        """The answer text of a chat completion; a body that is not one is this item's error, not the run's."""
+        try:
+            content = json.loads(payload)["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return Answer.failed(f"malformed response: {snippet}", latency_s, attempts)
+        if content is not None and not isinstance(content, str):
+            return Answer.failed(f"malformed response (content is not text): {snippet}", latency_s, attempts)
+        return Answer.from_text(redact(content or ""), latency_s, attempts)  # null content (a refusal) is invalid

@@ -26,23 +26,22 @@ from common import BENCH_RUNS, finished_run, write_result
 from merits.data.manifest import Manifest
 from merits.metrics import mean_std
 from merits.predict import predict_run
-from merits.runs import EMBEDDINGS
-from merits.stages import context, fusion
-from merits.training import seed_everything
+from merits.pipeline import train_stage
 
 def causal_stages(run, manifest: Manifest, seed: int, out: Path) -> dict[str, float]:
     """Stage II (each modality) and Stage III retrained with causal=True on the run's Stage I embeddings."""
-    cfg, scores = run.cfg, {}
+    cfg = run.cfg
+    causal = {s: replace(getattr(cfg, s), model=replace(getattr(cfg, s).model, causal=True))
+              for s in ("stage2_text", "stage2_audio", "stage3")}
+    cfg = replace(cfg, **causal)
+    scores = {}
     for m in cfg.modalities:
-        seed_everything(seed)
-        metrics = context.run(replace(getattr(cfg, f"stage2_{m}"), causal=True), manifest,
-                              run.directory / f"stage1_{m}" / f"seed-{seed}" / EMBEDDINGS, seed, out / f"stage2_{m}",
-                              cfg.device, f"causal Stage II {m}")
+        metrics = train_stage(cfg, f"stage2_{m}", manifest, {f"stage1_{m}": run.directory / f"stage1_{m}" / f"seed-{seed}"},
+                              seed, out / f"stage2_{m}")
         scores[f"stage2_{m}"] = metrics["test"]["weighted_f1"]
     if set(cfg.modalities) == {"text", "audio"}:
-        seed_everything(seed)
-        metrics = fusion.run(replace(cfg.stage3, causal=True), manifest, out / "stage2_text" / EMBEDDINGS,
-                             out / "stage2_audio" / EMBEDDINGS, seed, out / "stage3", cfg.device, "causal Stage III")
+        metrics = train_stage(cfg, "stage3", manifest, {m: out / m for m in ("stage2_text", "stage2_audio")}, seed,
+                              out / "stage3")
         scores["stage3"] = metrics["test"]["weighted_f1"]
     return scores
 

@@ -19,14 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from common import peak_rss_mb, write_result
-from merits.config import SpeechHeadTrainConfig
 from merits.data import prepare
 from merits.encoders.speech import SpeechEncoderConfig, build_speech_encoder
 from merits.features import extract_features
 from merits.metrics import classification_metrics, mean_std
-from merits.stages import speech_utterance
+from merits.models.utterance import SpeechHeadConfig
+from merits.stages.speech_utterance import EVAL_BATCH, SpeechHeadTrainConfig, feature_batches, train_head
 from merits.training import seed_everything
 
 EMODB = Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"
@@ -36,7 +37,7 @@ ENCODERS = {
     "compare": SpeechEncoderConfig(kind="opensmile", model="ComParE_2016"),
     "whisper": SpeechEncoderConfig(kind="whisper"),
 }
-HEAD = SpeechHeadTrainConfig(hidden=[768, 256], dropout=0.3, epochs=60, batch_size=32, lr=1e-3, weight_decay=1e-4,
+HEAD = SpeechHeadTrainConfig(model=SpeechHeadConfig(hidden=[768, 256], dropout=0.3), epochs=60, batch_size=32, lr=1e-3, weight_decay=1e-4,
                              patience=10)
 
 
@@ -74,13 +75,12 @@ def main() -> None:
                 y_true, y_pred = [], []
                 for i, manifest in enumerate(folds):
                     seed_everything(seed)
-                    out = tmp / f"{name}-{seed}-{i}"
-                    out.mkdir()
-                    speech_utterance.run(HEAD, manifest, store, seed, out, "cpu", f"EmoDB {name} fold {i + 1}")
-                    pred = pd.read_csv(out / "predictions.csv")
-                    pred = pred[pred["split"] == "test"]
-                    y_true += [manifest.labels.index(v) for v in pred["label"]]
-                    y_pred += [manifest.labels.index(v) for v in pred["predicted"]]
+                    ids = manifest.table["utterance_id"].to_numpy()
+                    features = torch.from_numpy(store.get(ids))  # (N, L, D) in manifest order
+                    model, _, trainer, rows = train_head(HEAD, manifest, features, seed, "cpu", f"EmoDB {name} fold {i + 1}")
+                    pred = trainer.predict(model, feature_batches(features, manifest.label_ids(), ids, rows["test"], EVAL_BATCH))
+                    y_true += list(pred.labels)
+                    y_pred += list(pred.predicted)
                 m = classification_metrics(y_true, y_pred, folds[0].labels)
                 m["uar"] = float(np.mean([c["recall"] for c in m["per_class"].values()]))
                 per_seed.append(m)

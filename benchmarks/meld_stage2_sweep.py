@@ -23,9 +23,7 @@ from common import BENCH_RUNS, finished_run, write_result
 from merits.config import load_config
 from merits.data.manifest import Manifest
 from merits.metrics import mean_std
-from merits.runs import EMBEDDINGS
-from merits.stages import context
-from merits.training import seed_everything
+from merits.pipeline import train_stage
 
 GRID = [{"hidden": h, "input_dropout": d} for d in (0.2, 0.5, 0.7) for h in (64, 128)]
 
@@ -33,17 +31,17 @@ GRID = [{"hidden": h, "input_dropout": d} for d in (0.2, 0.5, 0.7) for h in (64,
 def main() -> None:
     run = finished_run(*BENCH_RUNS["meld"])
     manifest = Manifest.load(run.directory / "manifest")
-    base = load_config("offline").stage2_text  # the profile's other Stage II settings (dropout, lr, epochs, ...)
+    profile = load_config("offline")
+    base = profile.stage2_text  # the profile's other Stage II settings (dropout, lr, epochs, ...)
     work = Path(tempfile.mkdtemp(prefix="meld-stage2-"))
     grid = []
     for setting in GRID:
         val, test = [], []
         for seed in run.cfg.seeds:
-            seed_everything(seed)
             out = work / f"{setting['hidden']}-{setting['input_dropout']}-{seed}"
-            out.mkdir()
-            m = context.run(replace(base, **setting), manifest, run.directory / "stage1_text" / f"seed-{seed}" / EMBEDDINGS,
-                            seed, out, "cpu", "Stage II text")
+            cfg = replace(profile, device="cpu", stage2_text=replace(base, model=replace(base.model, **setting)))
+            m = train_stage(cfg, "stage2_text", manifest, {"stage1_text": run.directory / "stage1_text" / f"seed-{seed}"},
+                            seed, out)
             val.append(m["validation"]["weighted_f1"])
             test.append(m["test"]["weighted_f1"])
         grid.append({**setting, "validation": mean_std(val), "test": mean_std(test)})
@@ -54,7 +52,8 @@ def main() -> None:
     stage1 = [json.loads((run.directory / "stage1_text" / f"seed-{s}" / "metrics.json").read_text())["test"]["weighted_f1"]
               for s in run.cfg.seeds]
     write_result("meld_stage2_sweep", {
-        "fixed": {k: getattr(base, k) for k in ("dropout", "lr", "epochs", "patience", "heads", "batch_size")},
+        "fixed": {**{k: getattr(base, k) for k in ("lr", "epochs", "patience", "batch_size")},
+                  **{k: getattr(base.model, k) for k in ("dropout", "heads")}},
         "seeds": list(run.cfg.seeds), "grid": grid,
         "selected": {"hidden": best["hidden"], "input_dropout": best["input_dropout"]},
         "selected_test_wf1_mean": best["test"]["mean"], "selected_test_wf1_std": best["test"]["std"],

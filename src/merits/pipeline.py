@@ -107,6 +107,16 @@ def run_experiment(cfg, seeds: list[int] | None = None) -> dict:
     return {"per_seed": per_seed, "table": table, "dir": str(root)}
 
 
+def train_stage(cfg, name: str, manifest: Manifest, inputs: dict[str, Path], seed: int, out: Path,
+                features: FeatureStore | None = None) -> dict:
+    """One stage of ``cfg``'s graph trained alone, uncached, into ``out`` on the outputs of its needs at ``inputs``
+    (need -> stage directory): for sweeps and ablations over a finished run's frozen outputs."""
+    stage = build_graph(cfg)[name]
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    return stage.train(cfg, TrainingData(manifest, features, manifest), inputs, seed, out)
+
+
 def dataset_name(corpus: str) -> str:
     return corpus.upper() if corpus.isalnum() else corpus  # MELD, MOSI, IEMOCAP
 

@@ -36,7 +36,7 @@ class ConversationModelConfig:
 
     def __post_init__(self) -> None:
         if self.hidden < 1 or (2 * self.hidden) % self.heads:
-            raise ConfigError(f"model.heads ({self.heads}) must divide 2 * model.hidden ({2 * self.hidden})")
+            raise ConfigError(f"heads ({self.heads}) must divide 2 * hidden ({2 * self.hidden})")
 
 
 @dataclass

@@ -38,7 +38,7 @@ class FusionModelConfig:
 
     def __post_init__(self) -> None:
         if self.d_model < 1 or self.d_model % self.heads:
-            raise ConfigError(f"model.heads ({self.heads}) must divide model.d_model ({self.d_model})")
+            raise ConfigError(f"heads ({self.heads}) must divide d_model ({self.d_model})")
 
 
 class CrossAttentionBlock(nn.Module):

@@ -90,7 +90,7 @@ class SpeechHeadConfig:
 
     def __post_init__(self) -> None:
         if not self.hidden or min(self.hidden) < 1:
-            raise ConfigError(f"model.hidden must list positive widths, got {self.hidden}")
+            raise ConfigError(f"hidden must list positive widths, got {self.hidden}")
 
 
 class SpeechHead(nn.Module):

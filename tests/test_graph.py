@@ -1,0 +1,128 @@
+"""The stage graph and what walks it: graph shapes per config, reproducibility, one process per seed merged by the
+report, stage locks, outputs verified before a skip, and clear errors for runs of older versions."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import shared
+from merits.cli import main
+from merits.config import load_config
+from merits.errors import ConfigError
+from merits.pipeline import report_run, run_experiment
+from merits.runs import run_cached, stage_lock
+from merits.stages.base import STAGES
+from merits.stages.graph import build_graph
+
+
+def mosi(tmp_path, name, *extra):
+    table = shared("mosi", "mosi_utterances.csv")
+    return load_config("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}", "data.max_conversations=3",
+                                        "data.options.strict_counts=false", "stage1_text.epochs=1", "stage2_text.epochs=3",
+                                        "stage1_audio.epochs=3", "stage2_audio.epochs=3", "stage3.epochs=3", "seeds=[0]",
+                                        f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", f"name={name}",
+                                        *extra])
+
+
+def test_graph_follows_the_config():
+    text = build_graph(load_config("offline"))
+    assert [s.name for s in text] == ["stage1_text", "stage2_text"] and text.final.name == "stage2_text"
+    both = build_graph(load_config("mosi-offline", ["combined=true"]))
+    assert [s.name for s in both] == ["stage1_audio", "stage2_audio", "stage1_text", "stage2_text", "stage3", "combined"]
+    assert both.final.name == "stage3" and both["combined"].needs == ("stage1_text", "stage1_audio")
+    assert [s.name for s in both.chain("stage2_text")] == ["stage1_text", "stage2_text"]
+    assert [label for label, _ in both.rows()] == ["Audio I", "Audio II", "Text I", "Text II", "Audio+Text III"]
+    assert set(STAGES) == {"text_utterance", "speech_utterance", "context", "fusion", "combined"}  # the registry
+    # the config checks walk the graph: a model setting is checked where the stage has it
+    with pytest.raises(ConfigError, match=r"stage2_audio\.model\.heads \(3\) must divide"):
+        load_config("mosi-offline", ["stage2_audio.model.heads=3"])
+
+
+def test_same_config_and_seed_reproduce_stage2_and_stage3(tmp_path):
+    """Two runs of one config and seed on CPU give identical Stage II and III metrics (scores and losses)."""
+    for name in ("a", "b"):
+        run_experiment(mosi(tmp_path, name))
+    for stage in ("stage2_text", "stage2_audio", "stage3"):
+        a, b = (json.loads((tmp_path / "runs" / n / stage / "seed-0" / "metrics.json").read_text()) for n in "ab")
+        assert a["test"] == b["test"] and a["validation"] == b["validation"], stage
+        assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]], stage
+
+
+def test_seeds_in_parallel_processes_merge_in_the_report(tmp_path, tiny_encoder):
+    """`merits train CONFIG --seed k` in two processes at once: each trains its seed, and `merits report` gives the
+    mean over both."""
+    overrides = ["data.max_conversations=3", "data.options.strict_counts=false", "stage1_text.epochs=1",
+                 "stage2_text.epochs=1", "seeds=[0, 1]", f"text_encoder.model={tiny_encoder}",
+                 f"runs_dir={tmp_path / 'runs'}", "name=par", "threads=1"]
+    env = {**os.environ, "MERITS_QUIET": "1", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "merits", "-q", "train", "offline", *overrides, "--seed", str(k)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in (0, 1)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    md = report_run(tmp_path / "runs" / "par")
+    assert "mean ± std over seeds [0, 1]" in md
+    summary = json.loads((tmp_path / "runs" / "par" / "results.json").read_text())["summary"]
+    assert summary["stage2_text"]["weighted_f1"]["n"] == 2 and summary["stage1_text"]["seeds"] == [0, 1]
+    assert main(["-q", "train", "offline", *overrides, "--seed", "5"]) == 2  # not one of the config's seeds
+
+
+def test_a_second_process_waits_for_the_stage_lock(tmp_path, caplog):
+    """While one holder computes a stage, another waits (told who holds it) and then finds it done: computed once."""
+    path, calls = tmp_path / "stage" / "seed-0", []
+
+    def compute(out):
+        calls.append(1)
+        time.sleep(0.5)
+        (out / "x.txt").write_text("x")
+        return {"value": 1}
+
+    holder = threading.Thread(target=run_cached, args=(path, "k", compute))
+    holder.start()
+    time.sleep(0.1)
+    with caplog.at_level("WARNING", logger="merits"):
+        assert run_cached(path, "k", compute)["value"] == 1
+    holder.join()
+    assert len(calls) == 1 and "is being computed by process" in caplog.text
+
+
+def test_a_finished_stage_missing_an_output_is_recomputed(tmp_path):
+    path, calls = tmp_path / "stage" / "seed-0", []
+
+    def compute(out):
+        calls.append(1)
+        (out / "embeddings.safetensors").write_text("e" * 10)
+        return {}
+
+    run_cached(path, "k", compute)
+    run_cached(path, "k", compute)
+    assert len(calls) == 1
+    (path / "embeddings.safetensors").unlink()  # e.g. a kill between removing old files and writing new ones
+    run_cached(path, "k", compute)
+    assert len(calls) == 2 and (path / "embeddings.safetensors").is_file()
+    (path / "embeddings.safetensors").write_text("e" * 3)  # truncated
+    run_cached(path, "k", compute)
+    assert len(calls) == 3
+    assert not path.with_name("seed-0.old").exists() and not path.with_name("seed-0.partial").exists()
+
+
+def test_runs_of_older_versions_say_to_retrain(tmp_path):
+    from merits.predict import TrainedRun
+    from merits.stages.base import load_stage
+
+    run = tmp_path / "old"
+    (run / "manifest").mkdir(parents=True)
+    (run / "manifest" / "manifest.json").write_text(json.dumps({"labels": ["a", "b"]}))
+    (run / "config.yaml").write_text("name: old\nstage2_text:\n  hidden: 64\n")  # the layout before stage configs nested
+    with pytest.raises(ConfigError, match="older one: retrain the run"):
+        TrainedRun.open(run)
+    graph = build_graph(load_config("offline"))
+    (tmp_path / "ckpt").mkdir()
+    with pytest.raises(ConfigError, match="older merits.*retrain the run"):
+        load_stage(graph["stage2_text"], tmp_path / "ckpt")

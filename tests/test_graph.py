@@ -16,7 +16,7 @@ from merits.cli import main
 from merits.config import load_config
 from merits.errors import ConfigError
 from merits.pipeline import report_run, run_experiment
-from merits.runs import run_cached, stage_lock
+from merits.runs import run_cached
 from merits.stages.base import STAGES
 from merits.stages.graph import build_graph
 
@@ -89,7 +89,7 @@ def test_a_second_process_waits_for_the_stage_lock(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="merits"):
         assert run_cached(path, "k", compute)["value"] == 1
     holder.join()
-    assert len(calls) == 1 and "is being computed by process" in caplog.text
+    assert len(calls) == 1 and "is being worked on by process" in caplog.text
 
 
 def test_a_finished_stage_missing_an_output_is_recomputed(tmp_path):

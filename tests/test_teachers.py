@@ -81,10 +81,11 @@ def test_chat_teacher_retries_honours_retry_after_and_stores_invalids(server, ke
 
     assert list(rows.loc[[f"u{i}" for i in range(6)], "label"]) == ["positive", "negative", "neutral"] * 2
     assert (rows.loc[[f"u{i}" for i in range(6)], "status"] == "ok").all()
-    assert rows.loc["u6", "status"] == "error" and rows.loc["u6", "raw"].startswith("malformed response")
+    # a malformed body is deterministic: refused, and not paid for again by a rerun unless asked (retry_refused)
+    assert rows.loc["u6", "status"] == "refused" and rows.loc["u6", "raw"].startswith("malformed response")
     assert rows.loc["u7", "status"] == "invalid" and rows.loc["u7", "raw"] == "I think it is positive"
     assert pd.isna(rows.loc["u7", "label"])  # NULL in the store
-    assert run.counts == {"ok": 6, "invalid": 1, "error": 1} and run.invalid_rate == pytest.approx(1 / 7)
+    assert run.counts == {"ok": 6, "invalid": 1, "refused": 1} and run.invalid_rate == pytest.approx(1 / 7)
 
     # one retry each for 429, 500 and the hang (timeout); malformed JSON is an item error, not retried
     full = {t: PAPER_TEMPLATE.replace("[sentence]", t) for t in texts}
@@ -257,3 +258,106 @@ def test_a_registered_teacher_is_valid_in_configs_and_built_with_its_defaults(mo
     assert teacher.prompt.template == "Say: [sentence]"
     with pytest.raises(ConfigError, match="'gpt' is not one of .*'echo'"):
         load_config(None, ["teacher=gpt"], cls=TeachConfig)
+
+
+# ------------------------------------------------------------------------------------------------ faults (issue 11)
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dead_endpoint_stops_the_run_quickly_with_the_counts(tmp_path, capsys):
+    """Connection refused on every attempt: the circuit breaker stops the run after max_consecutive_failures failed
+    attempts over all items, naming the endpoint and what it answered, instead of retrying every item with backoff."""
+    import time
+
+    from merits.cli import main
+
+    url = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    data = tmp_path / "texts.csv"
+    pd.DataFrame({"conversation_id": [f"c{i}" for i in range(16)], "text": [f"day {i}" for i in range(16)],
+                  "split": "train"}).to_csv(data, index=False)
+    started = time.perf_counter()
+    rc = main(["-q", "teach", "teach-openai", "data.corpus=custom", f"data.root={data}", f"chat.base_url={url}",
+               "chat.api_key_env=null", "splits=[train]", f"store={tmp_path / 's.sqlite'}", "export=null"])
+    took = time.perf_counter() - started
+    err = capsys.readouterr().err
+    assert rc == 2 and took < 10, (rc, took)  # the shipped profile's retries would take minutes (hours at scale)
+    assert "failed 8 times in a row" in err and "127.0.0.1" in err and "ClientConnector" in err
+    assert "error: " in err and "0 of 16 answered now" in err  # the count summary on this exit path too
+
+
+def test_refused_requests_are_not_paid_for_again(server, key_env, tmp_path):
+    texts = ["a good day", "[malformed]"]
+    store = LabelStore(tmp_path / "labels.sqlite")
+    first = label_manifest(manifest_of(texts), chat(server), store, show_progress=False)
+    assert first.counts == {"ok": 1, "refused": 1}
+    sent = len(server.requests)
+    again = label_manifest(manifest_of(texts), chat(server), store, show_progress=False)
+    assert again.asked == 0 and len(server.requests) == sent  # the deterministic failure is not re-billed
+    asked = label_manifest(manifest_of(texts), chat(server), store, show_progress=False, retry_refused=True)
+    assert asked.asked == 1 and len(server.requests) == sent + 1
+
+
+def test_two_teach_runs_on_one_store_never_ask_twice(server, key_env, tmp_path):
+    """Two runs started together on one store: the store's lock makes the second wait, then ask only for what the
+    first left; every text is requested exactly once."""
+    import threading
+
+    texts = [f"a good day {i}" for i in range(30)]
+    runs = []
+
+    def one():
+        with LabelStore(tmp_path / "labels.sqlite") as store:
+            runs.append(label_manifest(manifest_of(texts), chat(server), store, show_progress=False))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(server.requests) == 30 and sorted(r.asked for r in runs) == [0, 30]
+
+
+def test_urls_and_keys_are_redacted(server, key_env, monkeypatch):
+    from merits.secrets import redact_url
+
+    assert redact_url("http://user:secret@host:8000/v1?api_key=abc&x=1") == "http://***@host:8000/v1?api_key=%2A%2A%2A&x=1"
+    t = ChatTeacher("http://user:secret@127.0.0.1:1/v1", "m", api_key_env=None, max_consecutive_failures=1, max_retries=0)
+    assert "secret" not in repr(t) and "secret" not in t.shown_url
+    with pytest.raises(TeacherError) as e:
+        t.label(["x"])
+    assert "secret" not in str(e.value) and "user" not in str(e.value)
+    # a credentialed URL and a key at once, a key with a newline: named errors, not tracebacks
+    with pytest.raises(ConfigError, match="carries credentials"):
+        ChatTeacher("http://user:secret@host/v1", "m", api_key_env=KEY_ENV)
+    monkeypatch.setenv(KEY_ENV, KEY + "\n")
+    with pytest.raises(ConfigError, match="contains a newline"):
+        ChatTeacher(server.url, "m", api_key_env=KEY_ENV)
+
+
+def test_refused_key_hint_without_a_key_variable(server):
+    t = ChatTeacher(server.url, "m", api_key_env=None)  # the mock server wants a key
+    with pytest.raises(TeacherError) as e:
+        t.label(["a good day"])
+    assert "$None" not in str(e.value) and "chat.api_key_env" in str(e.value)
+
+
+def test_stores_of_the_earlier_schema_are_migrated(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(__import__("merits.teach.label_store", fromlist=["SCHEMA"]).SCHEMA.replace(", 'refused'", ""))
+    db.execute("INSERT INTO labels VALUES ('toy','u0','t','p','h','Positive','positive','ok',0.1,1,'now')")
+    db.commit()
+    db.close()
+    with LabelStore(path) as store:
+        assert store.stored("toy", "t", "p") == {"u0": "h"}
+        from merits.teach.base import Answer
+
+        store.put("toy", "u1", "t", "p", "h", Answer.failed("HTTP 400", refused=True))
+        assert store.table("toy")["status"].tolist() == ["ok", "refused"]

@@ -163,8 +163,9 @@ def cmd_teach(args) -> int:
     from merits.teach import run_teach
 
     run = run_teach(_teach_config(args))
-    print(run.summary())
-    return 3 if run.stopped else 0  # not everything was labelled: scripts can tell, a rerun continues
+    print(run.summary(), file=sys.stderr if run.failed else sys.stdout)
+    # 2: the teacher failed; 3: the budget stopped the run (scripts can tell; a rerun continues); 0: all labelled
+    return 2 if run.failed else 3 if run.stopped else 0
 
 
 def cmd_agreement(args) -> None:

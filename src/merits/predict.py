@@ -175,7 +175,8 @@ def _inputs(run: TrainedRun, manifest: Manifest, stages: list[Stage], replay: di
         log.info("%s into %s", "segmenting the recordings" if segmenting else "transcribing the utterances without text",
                  out / "asr")
         # bad audio is handled as the run handles it (audio.on_error), in ASR as in feature extraction
-        transcribed = transcribe_manifest(manifest, out / "asr", replace(asr or ASRConfig(), audio=audio_cfg))
+        transcribed = transcribe_manifest(manifest, out / "asr", replace(asr or ASRConfig(), audio=audio_cfg,
+                                                                                 device=device.type))
         unusable = [i["utterance_id"] for i in transcribed.report["skipped"]["items"]]
         if unusable:
             notes.append(f"left out for bad audio before transcription: {_listing(unusable)}")

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import resource
 import shutil
-import socket
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from filelock import FileLock, Timeout
 from safetensors.numpy import load_file, save_file
 
+from merits.locks import held
 from merits.training import Distributed
 
 log = logging.getLogger("merits")
@@ -49,25 +47,6 @@ def is_done(path: Path, key: str) -> bool:
                         "missing" if not f.is_file() else "damaged (size changed)")
             return False
     return True
-
-
-@contextmanager
-def stage_lock(path: Path):
-    """Hold the lock of the stage at ``path`` (``<path>.lock``): a second process on the same stage waits for the
-    first, with a message naming it. The OS releases the lock of a process that dies, so no stale lock remains."""
-    lock = FileLock(str(path) + ".lock")
-    holder = Path(str(path) + ".lock.holder")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        who = holder.read_text().strip() if holder.is_file() else "another process"
-        log.warning("%s is being computed by %s: waiting for it", path, who)
-        lock.acquire()
-    try:
-        holder.write_text(f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}\n")
-        yield
-    finally:
-        lock.release()
 
 
 def _compute(path: Path, key: str, compute: Callable[[Path], dict], dist) -> dict:
@@ -108,7 +87,7 @@ def run_cached(path: Path, key: str, compute: Callable[[Path], dict], distribute
     dist = Distributed.current()
     path.parent.mkdir(parents=True, exist_ok=True)
     metrics = None
-    with stage_lock(path) if dist.is_main else nullcontext():  # the lock is rank 0's, for the whole group
+    with held(path, f"stage {path}") if dist.is_main else nullcontext():  # rank 0's lock, for the whole group
         done = dist.gather(is_done(path, key) if dist.is_main else None)[0]
         if done:
             if dist.is_main:

@@ -72,7 +72,7 @@ def pretrain(manifest: Manifest, out: str | Path, cfg: PretrainConfig | None = N
         torch.set_num_threads(cfg.threads)
     out = Path(out)
     if out.is_dir() and any(out.iterdir()) and not (out / DONE).is_file():
-        raise DataError(f"{out} exists and is not a pretraining output: give an empty or new --out directory")
+        raise DataError(f"{out} exists and is not a pretraining output: give an empty or new output directory")
     data, dropped = pseudo_labelled(manifest, cfg)
     key = config_hash("pretrain", data.fingerprint(), to_dict(cfg))
 

@@ -17,7 +17,10 @@ from typing import Callable, Protocol, Sequence, TypeVar
 from merits.errors import MeritsError
 from merits.teach.prompt import Prompt, parse_label
 
-STATUSES = ("ok", "invalid", "error")  # ok: a label; invalid: an answer that is not a label; error: no answer
+# ok: a label; invalid: an answer that is not a label; error: no answer (transient: timeout, 5xx, 429, connection);
+# refused: the server refused this request or answered something that is not a completion (HTTP 400, a malformed
+# body): deterministic, so a rerun does not pay for it again unless asked (retry_refused)
+STATUSES = ("ok", "invalid", "error", "refused")
 
 
 class TeacherError(MeritsError):
@@ -32,7 +35,7 @@ class BudgetExhausted(MeritsError):
 class Answer:
     raw: str | None          # the teacher's answer as received, or what went wrong (status error)
     label: str | None        # positive | negative | neutral, None unless status is ok
-    status: str              # ok | invalid | error
+    status: str              # ok | invalid | error | refused
     latency_s: float = 0.0   # wall time for this item, retries and waits included
     attempts: int = 1        # requests sent for this item
 
@@ -42,8 +45,8 @@ class Answer:
         return cls(raw, label, "ok" if label else "invalid", latency_s, attempts)
 
     @classmethod
-    def failed(cls, reason: str, latency_s: float = 0.0, attempts: int = 1) -> "Answer":
-        return cls(reason, None, "error", latency_s, attempts)
+    def failed(cls, reason: str, latency_s: float = 0.0, attempts: int = 1, refused: bool = False) -> "Answer":
+        return cls(reason, None, "refused" if refused else "error", latency_s, attempts)
 
 
 OnResult = Callable[[int, Answer], None]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from merits.errors import ConfigError
+from merits.secrets import redact_url, redactor, url_secrets
 from merits.teach.base import Answer, BudgetExhausted, OnResult, TeacherError, prompt_text, teacher_config
 from merits.teach.prompt import Prompt
 
@@ -37,7 +38,11 @@ class ChatTeacherConfig:
     max_retries: int = 5                       # retries after the first attempt on 429 / 5xx / timeout / connection
     backoff_s: float = 1.0                     # first retry wait, doubled per retry (with jitter) unless Retry-After
     max_backoff_s: float = 60.0                # longest wait; a larger Retry-After makes the item an error
-    max_requests: int | None = None            # request budget of one run (retries count); null = unlimited
+    max_requests: int | None = None            # request budget of one run (retries count); null = unlimited.
+                                               # Per run: two runs on one store take turns (the store's lock), so
+                                               # the second asks only for what the first left
+    max_consecutive_failures: int = 8          # circuit breaker: this many failed attempts in a row, over all items
+                                               # (connection refused, timeouts, 5xx, 429), stop the run
     max_tokens: int = 8
     temperature: float = 0.0
     extra_body: dict = field(default_factory=dict)  # more JSON fields for the request body
@@ -48,6 +53,8 @@ class ChatTeacherConfig:
                 raise ConfigError(f"chat.{key} must be >= 1, got {getattr(self, key)}")
         if self.timeout_s <= 0 or self.max_retries < 0 or self.backoff_s < 0:
             raise ConfigError("chat: timeout_s must be > 0, max_retries and backoff_s >= 0")
+        if self.max_consecutive_failures < 1:
+            raise ConfigError(f"chat.max_consecutive_failures must be >= 1, got {self.max_consecutive_failures}")
         if self.max_requests is not None and self.max_requests < 1:
             raise ConfigError(f"chat.max_requests must be >= 1 or null, got {self.max_requests}")
 
@@ -55,6 +62,26 @@ class ChatTeacherConfig:
 RETRY_STATUSES = {408, 409, 429}  # plus every 5xx: the server may answer next time
 FATAL_STATUSES = {401: "the API key was refused", 403: "access is forbidden", 404: "no such endpoint or model"}
 SNIPPET = 300  # characters of a response body kept in an error
+
+
+class _Breaker:
+    """Counts failed attempts in a row over every item of a run; at the limit the endpoint is taken for dead and the
+    run stops (instead of retrying every item with full backoff, hours for a large corpus)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.in_a_row = limit, 0
+        self.stop = asyncio.Event()  # set when the run must stop: waiting workers wake up at once
+
+    def success(self) -> None:
+        self.in_a_row = 0
+
+    def failure(self, url: str, reason: str) -> None:
+        self.in_a_row += 1
+        if self.in_a_row >= self.limit:
+            self.stop.set()
+            raise TeacherError(f"{url} failed {self.in_a_row} times in a row (last: {reason}): it looks down, so the "
+                               "run stops (chat.max_consecutive_failures); rerun "
+                               "when the server is back")
 
 
 class _Budget:
@@ -93,6 +120,7 @@ class ChatTeacher:
     def __init__(self, *args, prompt: Prompt | None = None, **kwargs):
         self.cfg = c = teacher_config(ChatTeacherConfig, args, kwargs)
         self.url = c.base_url.rstrip("/") + "/chat/completions"
+        self.shown_url = redact_url(self.url)  # what messages show: no credentials
         self.prompt = prompt or Prompt()
         self.body = {"model": c.model, "max_tokens": c.max_tokens, "temperature": c.temperature, **(c.extra_body or {})}
         self.name = f"chat:{c.model}"
@@ -102,7 +130,7 @@ class ChatTeacher:
         self._api_key()  # fail now, before any work, when the key's variable is not set (the key is not kept)
 
     def __repr__(self) -> str:  # names the variable, never its value
-        return f"ChatTeacher(url={self.url!r}, model={self.cfg.model!r}, api_key_env={self.cfg.api_key_env!r})"
+        return f"ChatTeacher(url={self.shown_url!r}, model={self.cfg.model!r}, api_key_env={self.cfg.api_key_env!r})"
 
     def _api_key(self) -> str | None:
         if not self.cfg.api_key_env:
@@ -111,6 +139,13 @@ class ChatTeacher:
         if not key:
             raise ConfigError(f"chat.api_key_env: the environment variable {self.cfg.api_key_env} is not set; export it, "
                               "or set chat.api_key_env=null for a server that needs no key")
+        if key != key.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+            raise ConfigError(f"the key in ${self.cfg.api_key_env} contains a newline, spaces at its ends or another "
+                              "control character (a copy-paste slip?): it cannot go into an HTTP header; set it again")
+        if url_secrets(self.cfg.base_url):
+            raise ConfigError(f"chat.base_url ({self.shown_url}) carries credentials and chat.api_key_env "
+                              f"({self.cfg.api_key_env}) names a key too: use one of them (chat.api_key_env=null to "
+                              "keep the URL's)")
         return key
 
     def label(self, texts, on_result=None):
@@ -121,9 +156,10 @@ class ChatTeacher:
         import aiohttp
 
         key = self._api_key()
-        redact = (lambda s: s.replace(key, "***")) if key else (lambda s: s)
+        redact = redactor(key, *url_secrets(self.cfg.base_url))
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         budget = _Budget(self.cfg.max_requests)
+        breaker = _Breaker(self.cfg.max_consecutive_failures)
         results: list[Answer | None] = [None] * len(texts)
         items = iter(enumerate(texts))  # shared by the workers: each takes the next text when it is free
         failure: list[BaseException] = []
@@ -133,12 +169,13 @@ class ChatTeacher:
                 if failure:
                     return
                 try:
-                    answer = await self._one(session, text, budget, redact)
+                    answer = await self._one(session, text, budget, redact, breaker)
                     results[i] = answer
                     if on_result:
                         on_result(i, answer)
                 except Exception as e:  # noqa: BLE001 - first failure stops every worker, then is raised below
                     failure.append(e)
+                    breaker.stop.set()  # wake the workers waiting to retry
                     return
 
         connector = aiohttp.TCPConnector(limit=self.cfg.concurrency)
@@ -158,7 +195,7 @@ class ChatTeacher:
         # Exponential with jitter in [0.5, 1] so that workers hit by the same outage do not retry in lockstep.
         return min(self.cfg.max_backoff_s, self.cfg.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
-    async def _one(self, session, text: str, budget: _Budget, redact) -> Answer:
+    async def _one(self, session, text: str, budget: _Budget, redact, breaker: "_Breaker") -> Answer:
         import aiohttp
 
         body = dict(self.body, messages=self.prompt.messages(text))
@@ -166,6 +203,8 @@ class ChatTeacher:
         attempt = 0
         while True:
             attempt += 1
+            if breaker.stop.is_set():
+                raise TeacherError("stopped: another request of this run failed for good")
             budget.take()
             self.requests_sent += 1
             retry_after = None
@@ -180,14 +219,20 @@ class ChatTeacher:
             else:
                 snippet = redact(payload[:SNIPPET].decode("utf-8", errors="replace"))
                 if status == 200:
+                    breaker.success()
                     return self._parse(payload, snippet, redact, time.perf_counter() - start, attempt)
                 reason = f"HTTP {status}: {snippet}"
                 if status in FATAL_STATUSES:
-                    hint = (f"check the key in ${self.cfg.api_key_env}" if status in (401, 403)
-                            else f"check chat.base_url ({self.url}) and chat.model ({self.cfg.model!r})")
-                    raise TeacherError(f"{self.url} answered HTTP {status} ({FATAL_STATUSES[status]}): {hint}")
+                    if status in (401, 403):
+                        hint = (f"check the key in ${self.cfg.api_key_env}" if self.cfg.api_key_env else
+                                "the server wants credentials: set chat.api_key_env to the variable holding its key")
+                    else:
+                        hint = f"check chat.base_url ({self.shown_url}) and chat.model ({self.cfg.model!r})"
+                    raise TeacherError(f"{self.shown_url} answered HTTP {status} ({FATAL_STATUSES[status]}): {hint}")
                 if status not in RETRY_STATUSES and status < 500:  # e.g. 400: this request is refused, retrying won't help
-                    return Answer.failed(reason, time.perf_counter() - start, attempt)
+                    breaker.success()  # the server is alive; it refuses this one request
+                    return Answer.failed(reason, time.perf_counter() - start, attempt, refused=True)
+            breaker.failure(self.shown_url, reason)
             if attempt > self.cfg.max_retries:
                 return Answer.failed(f"gave up after {attempt} attempts: {reason}", time.perf_counter() - start, attempt)
             wait = self._backoff(attempt) if retry_after is None else retry_after
@@ -195,7 +240,10 @@ class ChatTeacher:
                 return Answer.failed(f"{reason}; Retry-After {wait:.0f} s exceeds chat.max_backoff_s "
                                      f"({self.cfg.max_backoff_s} s)", time.perf_counter() - start, attempt)
             log.debug("teacher %s: attempt %d failed (%s); retrying in %.2f s", self.name, attempt, reason, wait)
-            await asyncio.sleep(wait)
+            try:  # a wait that ends early when the run stops (the breaker, or another item's fatal error)
+                await asyncio.wait_for(breaker.stop.wait(), timeout=wait)
+            except asyncio.TimeoutError:
+                pass
 
     @staticmethod
     def _parse(payload: bytes, snippet: str, redact, latency_s: float, attempts: int) -> Answer:
@@ -203,7 +251,7 @@ class ChatTeacher:
         try:
             content = json.loads(payload)["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
-            return Answer.failed(f"malformed response: {snippet}", latency_s, attempts)
+            return Answer.failed(f"malformed response: {snippet}", latency_s, attempts, refused=True)
         if content is not None and not isinstance(content, str):
-            return Answer.failed(f"malformed response (content is not text): {snippet}", latency_s, attempts)
+            return Answer.failed(f"malformed response (content is not text): {snippet}", latency_s, attempts, refused=True)
         return Answer.from_text(redact(content or ""), latency_s, attempts)  # null content (a refusal) is invalid

@@ -1,7 +1,7 @@
 """The label store: every teacher answer in one SQLite file, durable as soon as it is written.
 
 One row per (corpus, utterance_id, teacher, prompt_hash) with the raw answer, the parsed label (NULL unless the
-answer was a label), the status (ok / invalid / error), latency, attempts, a hash of the text that was labelled
+answer was a label), the status (ok / invalid / error / refused), latency, attempts, a hash of the text that was labelled
 and a timestamp. Each answer is committed on its own in WAL mode: a labelling run killed at any moment keeps every
 answer it had received, and a rerun asks the teacher only for what is missing (or whose text has changed).
 ``synchronous=NORMAL`` keeps commits durable against a killed process; only an operating-system crash or power
@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS labels (
     text_hash     TEXT NOT NULL,
     raw           TEXT,
     label         TEXT CHECK (label IS NULL OR label IN ('negative', 'neutral', 'positive')),
-    status        TEXT NOT NULL CHECK (status IN ('ok', 'invalid', 'error')),
+    status        TEXT NOT NULL CHECK (status IN ('ok', 'invalid', 'error', 'refused')),
     latency_s     REAL,
     attempts      INTEGER,
     created_at    TEXT NOT NULL,
@@ -61,8 +61,20 @@ class LabelStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as e:
             raise DataError(f"label store {self.path}: not a usable SQLite database ({e})") from e
+
+    def _migrate(self) -> None:
+        """Stores written before the 'refused' status existed: the same rows under the current schema."""
+        (sql,) = self._db.execute("SELECT sql FROM sqlite_master WHERE name = 'labels'").fetchone()
+        if "'refused'" in sql:
+            return
+        with self._db:
+            self._db.execute("ALTER TABLE labels RENAME TO labels_old")
+            self._db.executescript(SCHEMA)
+            self._db.execute("INSERT INTO labels SELECT * FROM labels_old")
+            self._db.execute("DROP TABLE labels_old")
 
     def close(self) -> None:
         self._db.close()
@@ -92,11 +104,16 @@ class LabelStore:
                  answer.latency_s, answer.attempts, now))
 
     # ------------------------------------------------------------------ reading
-    def stored(self, corpus: str, teacher: str, prompt_hash: str, include_errors: bool = True) -> dict[str, str]:
-        """utterance id -> text hash of the answers stored for this teacher and prompt (errors optional)."""
+    def stored(self, corpus: str, teacher: str, prompt_hash: str, include_errors: bool = True,
+               include_refused: bool = True) -> dict[str, str]:
+        """utterance id -> text hash of the answers stored for this teacher and prompt: those counted as done.
+        Without ``include_errors`` transient failures are left out (asked again), without ``include_refused``
+        requests the server refused (HTTP 400, a malformed reply: deterministic, re-billed only when asked)."""
         sql = "SELECT utterance_id, text_hash FROM labels WHERE corpus = ? AND teacher = ? AND prompt_hash = ?"
         if not include_errors:
             sql += " AND status != 'error'"
+        if not include_refused:
+            sql += " AND status != 'refused'"
         return dict(self._db.execute(sql, (corpus, teacher, prompt_hash)).fetchall())
 
     def table(self, corpus: str | None = None, teacher: str | None = None, prompt_hash: str | None = None) -> pd.DataFrame:
@@ -112,7 +129,8 @@ class LabelStore:
     def summary(self, corpus: str | None = None) -> pd.DataFrame:
         """One row per (corpus, teacher, prompt_hash): how many answers are ok / invalid / error."""
         sql = ("SELECT corpus, teacher, prompt_hash, COUNT(*) AS answers, "
-               "SUM(status = 'ok') AS ok, SUM(status = 'invalid') AS invalid, SUM(status = 'error') AS error "
+               "SUM(status = 'ok') AS ok, SUM(status = 'invalid') AS invalid, SUM(status = 'error') AS error, "
+               "SUM(status = 'refused') AS refused "
                "FROM labels" + (" WHERE corpus = ?" if corpus else "") +
                " GROUP BY corpus, teacher, prompt_hash ORDER BY corpus, teacher, prompt_hash")
         return pd.read_sql_query(sql, self._db, params=[corpus] if corpus else [])

@@ -25,7 +25,7 @@ class LocalTeacherConfig:
     batch_size: int = 16
     max_new_tokens: int = 4
     threads: int | None = None                 # torch CPU threads; None = torch default
-    device: str = "cpu"
+    device: str = "auto"                       # auto (cuda when available) | cpu | cuda
     decoding: str = "generate"                 # generate (parse the reply strictly) | choice (restricted to the labels)
     calibrate: bool = True                     # choice: subtract the content-free ("N/A") label scores
 
@@ -63,6 +63,9 @@ class LocalLMTeacher:
         self.name = f"local:{Path(c.model).name if Path(c.model).expanduser().exists() else c.model}"
         if c.decoding == "choice":  # another way of answering: another teacher in the label store
             self.name += ":choice" + ("-calibrated" if c.calibrate else "")
+        from merits.training import resolve_device  # (torch only where a local LM runs)
+
+        self.device = str(resolve_device(c.device))
         self._choices = None  # (label token ids per label, content-free log-probs or None), built on first use
         self.prompt_hash = self.prompt.hash()
         self.prompt_text = prompt_text(self.prompt)
@@ -91,7 +94,7 @@ class LocalLMTeacher:
             tokenizer.padding_side = "left"
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
-            self._loaded = (tokenizer, lm.to(self.cfg.device).eval())
+            self._loaded = (tokenizer, lm.to(self.device).eval())
         return self._loaded
 
     def _render(self, tokenizer, text: str) -> str:
@@ -120,7 +123,7 @@ class LocalLMTeacher:
                 self._choices = (ids, self._label_scores(["N/A"])[0])
         ids, prior = self._choices
         enc = tokenizer([self._render(tokenizer, t) for t in texts], return_tensors="pt", padding=True,
-                        add_special_tokens=False).to(self.cfg.device)
+                        add_special_tokens=False).to(self.device)
         # left padding puts every prompt's last token at -1; positions count real tokens only
         positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
@@ -142,7 +145,7 @@ class LocalLMTeacher:
 
         tokenizer, lm = self.load()
         enc = tokenizer([self._render(tokenizer, t) for t in texts], return_tensors="pt", padding=True,
-                        add_special_tokens=False).to(self.cfg.device)  # the chat template already holds them
+                        add_special_tokens=False).to(self.device)  # the chat template already holds them
         with torch.inference_mode():
             out = lm.generate(**enc, max_new_tokens=self.cfg.max_new_tokens, do_sample=False, temperature=None,
                               top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id)

@@ -17,7 +17,8 @@ from merits.config import DataConfig
 from merits.data.manifest import SPLITS, Manifest
 from merits.errors import ConfigError, DataError
 from merits.teach.agreement import AgreementConfig, agreement_table
-from merits.teach.base import BudgetExhausted, Teacher
+from merits.locks import held
+from merits.teach.base import BudgetExhausted, Teacher, TeacherError
 from merits.teach.chat import ChatTeacherConfig
 from merits.teach.label_store import LabelStore, join_labels, pseudo_labelled_manifest, text_hash
 from merits.teach.local_lm import LocalTeacherConfig
@@ -43,7 +44,9 @@ class TeachConfig:
     data: DataConfig = field(default_factory=DataConfig)
     splits: list[str] = field(default_factory=list)  # only these splits; empty = all
     limit: int | None = None                   # label at most this many utterances (in manifest order)
-    retry_errors: bool = True                  # ask again for items whose last attempt failed (not invalid ones)
+    retry_errors: bool = True                  # ask again for items whose last attempt failed transiently
+    retry_refused: bool = False                # ask again (and pay again) for requests the server refused (HTTP 400,
+                                               # malformed replies): deterministic, so off unless asked
     export: str | None = None                  # write the 3-class pseudo-labelled manifest to this directory
     prompt: PromptConfig = field(default_factory=PromptConfig)
     chat: ChatTeacherConfig = field(default_factory=ChatTeacherConfig)
@@ -74,19 +77,22 @@ class LabelRun:
     labels_per_s: float           # answers stored per second of this run
     counts: dict = field(default_factory=dict)  # over the selection after the run: ok / invalid / error / missing / stale
     invalid_rate: float = 0.0     # invalid / (ok + invalid) over the selection
-    stopped: str | None = None    # why the run stopped before asking for everything (request budget)
+    stopped: str | None = None    # why the run stopped before asking for everything (request budget, dead teacher)
+    failed: bool = False          # stopped by an error of the teacher (not by the budget): the exit status says so
 
     def summary(self) -> str:
         c = self.counts
         text = (f"{self.teacher} on {self.corpus} (prompt {self.prompt_hash}): {self.selected} utterances, "
                 f"{self.already_stored} already stored, {self.answered} of {self.asked} answered now "
                 f"({self.labels_per_s:.1f} labels/s); ok {c.get('ok', 0)}, invalid {c.get('invalid', 0)} "
-                f"({100 * self.invalid_rate:.1f}% of answers), errors {c.get('error', 0)}, "
+                f"({100 * self.invalid_rate:.1f}% of answers), errors {c.get('error', 0)}, refused {c.get('refused', 0)}, "
                 f"missing {c.get('missing', 0) + c.get('stale', 0)}")
         if self.skipped_empty:
             text += f"; {self.skipped_empty} empty transcripts skipped"
         if self.stopped:
             text += f"\nstopped early: {self.stopped}. Every answer received is stored; rerun to continue."
+            if self.failed:
+                text = "error: " + text
         return text
 
     def to_dict(self) -> dict:
@@ -94,13 +100,21 @@ class LabelRun:
 
 
 def label_manifest(manifest: Manifest, teacher: Teacher, store: LabelStore, splits=None, limit: int | None = None,
-                   retry_errors: bool = True, show_progress: bool = True) -> LabelRun:
+                   retry_errors: bool = True, show_progress: bool = True, retry_refused: bool = False) -> LabelRun:
     """Label the manifest's transcripts with ``teacher``, storing each answer as it arrives.
 
     Utterances already stored for this teacher and prompt (with the same text) are not asked again; with
-    ``retry_errors`` those whose last attempt failed (status error) are. A spent request budget ends the run
-    cleanly (``LabelRun.stopped``): what was answered is stored, the rest is asked for by the next run.
+    ``retry_errors`` those whose last attempt failed (status error) are. A spent request budget, or a teacher that
+    cannot go on (refused key, dead endpoint), ends the run cleanly (``LabelRun.stopped``; ``failed`` for the
+    latter): what was answered is stored, the rest is asked for by the next run. One run at a time labels into a
+    store (its lock): a second waits, then asks only for what the first left, so no text is paid for twice.
     """
+    with held(store.path, f"label store {store.path}"):
+        return _label(manifest, teacher, store, splits, limit, retry_errors, retry_refused, show_progress)
+
+
+def _label(manifest: Manifest, teacher: Teacher, store: LabelStore, splits, limit, retry_errors, retry_refused,
+           show_progress) -> LabelRun:
     from merits.training import progress
 
     t = manifest.table
@@ -116,7 +130,8 @@ def label_manifest(manifest: Manifest, teacher: Teacher, store: LabelStore, spli
     ids, texts = t["utterance_id"].tolist(), t["text"].tolist()
     hashes = [text_hash(x) for x in texts]
     store.register_prompt(teacher.prompt_hash, teacher.prompt_text)
-    stored = store.stored(manifest.corpus, teacher.name, teacher.prompt_hash, include_errors=not retry_errors)
+    stored = store.stored(manifest.corpus, teacher.name, teacher.prompt_hash, include_errors=not retry_errors,
+                          include_refused=not retry_refused)
     pending = [i for i, (u, h) in enumerate(zip(ids, hashes)) if stored.get(u) != h]
     stale = sum(1 for i in pending if ids[i] in stored)
     if stale:
@@ -133,25 +148,30 @@ def label_manifest(manifest: Manifest, teacher: Teacher, store: LabelStore, spli
         if bar is not None:
             bar.update(1)
 
-    stopped, start = None, time.perf_counter()
+    stopped, failed, start = None, False, time.perf_counter()
     try:
         if pending:
             teacher.label([texts[i] for i in pending], on_result)
     except BudgetExhausted as e:
         stopped = str(e)
         log.warning("%s", e)
+    except TeacherError as e:  # the counts are still reported: what was answered is stored
+        stopped, failed = str(e), True
     finally:
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start
 
     selection = Manifest(manifest.corpus, manifest.labels, t, manifest.source)
-    status = join_labels(selection, store, teacher)["teacher_label_status"].value_counts().to_dict()
+    if store.stored(manifest.corpus, teacher.name, teacher.prompt_hash):
+        status = join_labels(selection, store, teacher)["teacher_label_status"].value_counts().to_dict()
+    else:  # nothing stored yet for this teacher (e.g. its endpoint was down from the first request)
+        status = {"missing": len(t)}
     counts = {k: int(v) for k, v in status.items()}
     given = counts.get("ok", 0) + counts.get("invalid", 0)
     run = LabelRun(manifest.corpus, teacher.name, teacher.prompt_hash, len(t), int(empty.sum()),
                    len(ids) - len(pending), len(pending), answered, seconds, answered / seconds if seconds > 0 else 0.0,
-                   counts, counts.get("invalid", 0) / given if given else 0.0, stopped)
+                   counts, counts.get("invalid", 0) / given if given else 0.0, stopped, failed)
     log.debug("%s", run.summary())  # callers print or log it (the CLI prints it)
     return run
 
@@ -169,8 +189,8 @@ def run_teach(cfg: TeachConfig) -> LabelRun:
     teacher = build_teacher(cfg)
     with LabelStore(cfg.store) as store:
         run = label_manifest(manifest, teacher, store, splits=cfg.splits or None, limit=cfg.limit,
-                             retry_errors=cfg.retry_errors)
-        if cfg.export:
+                             retry_errors=cfg.retry_errors, retry_refused=cfg.retry_refused)
+        if cfg.export and not run.failed:
             out = pseudo_labelled_manifest(manifest, store, teacher)
             out.save(cfg.export)
             log.info("pseudo-labelled manifest (%d utterances) written to %s", len(out.table), cfg.export)

@@ -1,0 +1,45 @@
+"""Locks between processes: one process at a time computes a stage or labels into a store.
+
+``held(path)`` holds ``<path>.lock`` (an OS file lock: a process that dies releases it, so no lock is ever stale)
+and writes who holds it beside it (``<path>.lock.holder``: process id, host, since when), so that a second process
+can say whom it waits for. ``wait=False`` refuses instead of waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from merits.errors import MeritsError
+
+log = logging.getLogger("merits")
+
+
+class Busy(MeritsError):
+    """Another process holds the lock and the caller asked not to wait."""
+
+
+@contextmanager
+def held(path: str | Path, what: str = "", wait: bool = True):
+    """Hold the lock of ``path`` for the ``with`` block; ``what`` names the work in messages."""
+    lock = FileLock(f"{path}.lock")
+    holder = Path(f"{path}.lock.holder")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        who = holder.read_text().strip() if holder.is_file() else "another process"
+        if not wait:
+            raise Busy(f"{what or path} is in use by {who}; wait for it to finish or stop it") from None
+        log.warning("%s is being worked on by %s: waiting for it", what or path, who)
+        lock.acquire()
+    try:
+        holder.write_text(f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        yield
+    finally:
+        lock.release()

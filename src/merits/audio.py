@@ -60,9 +60,39 @@ def _read_soundfile(path: Path, start: float | None, end: float | None) -> tuple
 
     info = sf.info(str(path))
     sr = info.samplerate
+    _check_wav_length(path, info.frames)
     first, last = _frames(path, start, end, sr, info.frames)
     x = sf.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)[0]  # (samples, channels)
     return x, sr
+
+
+def _check_wav_length(path: Path, frames: int) -> None:
+    """A WAV file whose data chunk is shorter than its header declares (a cut-off copy or download): libsndfile
+    would decode what is there without a word, so the utterance would silently lose its end."""
+    if path.suffix.lower() not in (".wav", ".wave"):
+        return
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        block = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return
+            name, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if name == b"fmt ":
+                fmt = f.read(size)
+                block = int.from_bytes(fmt[12:14], "little")  # bytes per frame (all channels)
+                continue
+            if name == b"data":
+                present = path.stat().st_size - f.tell()
+                if block and size != 0xFFFFFFFF and present < size:  # 0xFFFFFFFF: a stream of unknown length
+                    rate = int.from_bytes(fmt[4:8], "little") or 1
+                    raise AudioError(path, f"truncated: the header declares {size / block / rate:.3f} s of audio, "
+                                           f"the file holds {present / block / rate:.3f} s")
+                return
+            f.seek(size + (size & 1), 1)
 
 
 def _read_av(path: Path, start: float | None, end: float | None) -> tuple[np.ndarray, int]:

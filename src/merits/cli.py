@@ -213,6 +213,7 @@ def cmd_predict(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="merits", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error, not just its message")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="build and check a corpus manifest")
@@ -324,7 +325,9 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         rc = args.func(args)
-    except MeritsError as e:
+    except (MeritsError, OSError) as e:  # bad input, a full disk, a permission: one line; --debug: the traceback
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -32,7 +32,7 @@ import numpy as np
 from merits.audio import AudioConfig, AudioError, load_utterance
 from merits.data.manifest import Manifest
 from merits.encoders.speech import SpeechEncoder
-from merits.errors import DataError
+from merits.errors import DamagedFileError, DataError, damaged, read_json
 
 log = logging.getLogger("merits")
 CACHE_VERSION = 1
@@ -62,10 +62,17 @@ class FeatureStore:
         self.directory = Path(directory)
         if not (self.directory / META).is_file():
             raise DataError(f"{self.directory} is not a feature cache (no {META}); run the feature extraction first")
-        self.meta = json.loads((self.directory / META).read_text())
-        self.utterance_ids: list[str] = json.loads((self.directory / IDS).read_text())
-        self.array = np.load(self.directory / FEATURES, mmap_mode="r")  # (N, layers, dim) float32
-        self.done = np.load(self.directory / DONE)                      # (N,) bool
+        self.meta = read_json(self.directory / META)
+        self.utterance_ids: list[str] = read_json(self.directory / IDS)
+        try:
+            self.array = np.load(self.directory / FEATURES, mmap_mode="r")  # (N, layers, dim) float32
+            self.done = np.load(self.directory / DONE)                      # (N,) bool
+        except (OSError, ValueError, EOFError) as e:  # e.g. a truncated features.npy: shorter than its header says
+            raise damaged(self.directory / FEATURES, e) from None
+        if list(self.array.shape) != list(self.meta.get("shape", self.array.shape)) or \
+                len(self.done) != len(self.utterance_ids) or self.array.shape[0] != len(self.utterance_ids):
+            raise DamagedFileError(f"{self.directory}: features {tuple(self.array.shape)}, {len(self.done)} done flags "
+                                   f"and {len(self.utterance_ids)} ids do not agree with its meta.json")
         self.skipped: dict[str, str] = {r["utterance_id"]: r["reason"] for r in read_skipped(self.directory)}
         self._row = {u: i for i, u in enumerate(self.utterance_ids)}
 
@@ -171,10 +178,14 @@ def extract_features(manifest: Manifest, encoder: SpeechEncoder, cache_root: str
     retry_skipped = audio_cfg.on_error == "stop"
 
     if (directory / META).is_file():
-        meta = json.loads((directory / META).read_text())
+        meta = _meta_or_empty(directory)
         if meta.get("complete") and not (retry_skipped and read_skipped(directory)):
-            log.info("feature cache hit: %s", directory)
-            return FeatureStore(directory)
+            try:  # verified before it is trusted: a damaged finished cache is rebuilt, not used or left to the user
+                store = FeatureStore(directory)
+                log.info("feature cache hit: %s", directory)
+                return store
+            except DamagedFileError as e:
+                log.warning("%s: extracting the features again", e)
 
     if not encoder.needs_audio:  # a table/manifest mismatch is a data error, not a bad recording: never skipped
         missing = encoder.missing(ids) if hasattr(encoder, "missing") else []
@@ -191,7 +202,7 @@ def extract_features(manifest: Manifest, encoder: SpeechEncoder, cache_root: str
     meta = {"corpus": corpus, "encoder_name": encoder.name, "encoder": encoder.fingerprint(),
             "audio": {"sample_rate": audio_cfg.sample_rate, "min_seconds": audio_cfg.min_seconds},
             "shape": list(shape), "dtype": "float32", "complete": False, "cache_version": CACHE_VERSION}
-    previous = json.loads((directory / META).read_text()) if (directory / META).is_file() else {}
+    previous = _meta_or_empty(directory) if (directory / META).is_file() else {}
     meta["seconds"] = float(previous.get("seconds", 0.0))
     _write_meta(directory, meta)
 
@@ -289,12 +300,32 @@ def _seconds(row: dict) -> float:
         return float("inf")
 
 
+def _meta_or_empty(directory: Path) -> dict:
+    """A cache's meta.json, or {} when it is damaged (the cache is then rebuilt)."""
+    try:
+        return read_json(directory / META)
+    except DamagedFileError as e:
+        log.warning("%s: extracting the features again", e)
+        return {}
+
+
+def _npy_whole(path: Path) -> bool:
+    """Whether an .npy file holds every byte its header promises."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        return path.stat().st_size >= f.tell() + int(np.prod(shape)) * dtype.itemsize
+
+
 def _open_arrays(directory: Path, ids: list[str], shape: tuple[int, int, int]):
     """(features memmap opened for writing, done flags): reopened when a compatible partial cache exists."""
     path, ids_path, done_path = directory / FEATURES, directory / IDS, directory / DONE
     if path.is_file() and ids_path.is_file() and done_path.is_file():
         try:
             same_ids = json.loads(ids_path.read_text()) == ids
+            if not _npy_whole(path):  # opened "r+", a truncated file would be silently zero-extended
+                raise ValueError(f"{path} is shorter than its header says")
             features = np.lib.format.open_memmap(path, mode="r+")
             done = np.load(done_path)
             if same_ids and features.shape == shape and features.dtype == np.float32 and done.shape == (shape[0],):

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
+
+from merits.errors import damaged, load_safetensors, read_json
 
 from merits.locks import held
 from merits.training import Distributed
@@ -37,7 +39,7 @@ def is_done(path: Path, key: str) -> bool:
     done = path / DONE
     if not done.is_file():
         return False
-    record = json.loads(done.read_text())
+    record = read_json(done, "delete the stage directory to recompute it")
     if record.get("key") != key:
         return False
     for name, size in record.get("outputs", {}).items():
@@ -117,6 +119,9 @@ def load_embeddings(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]
     """Inverse of :func:`save_embeddings`: (utterance ids, {name: array}) with rows in id order."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="numpy") as f:
-        ids = json.loads(f.metadata()["utterance_ids"])
-    return ids, load_file(str(path))
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            ids = json.loads(f.metadata()["utterance_ids"])
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: SafetensorError, KeyError, ValueError
+        raise damaged(path, e, "retrain the stage that wrote it") from None
+    return ids, load_safetensors(path, "numpy")

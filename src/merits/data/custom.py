@@ -14,7 +14,10 @@ Audio paths relative to the file's folder are made absolute. Label names come fr
 
 from __future__ import annotations
 
+import codecs
+
 import json
+from io import StringIO
 from pathlib import Path
 
 import pandas as pd
@@ -28,14 +31,36 @@ SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def _read_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
-    t = pd.read_csv(path, dtype=str, keep_default_na=False)
+def decode(path: Path, encoding: str | None = None) -> str:
+    """The text of ``path``: in ``encoding`` when given; else UTF-16 or UTF-32 when a byte-order mark says so, else
+    UTF-8 (with or without a BOM). A file that is none of these is a DataError naming the line and the option."""
+    data = path.read_bytes()
+    if encoding is None:
+        boms = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+                (codecs.BOM_UTF16_BE, "utf-16"))
+        encoding = next((enc for bom, enc in boms if data.startswith(bom)), "utf-8-sig")
+    try:
+        return data.decode(encoding)
+    except LookupError:
+        raise DataError(f"{path}: unknown encoding {encoding!r} (the adapter option encoding)") from None
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line} is not valid {encoding} (byte {data[e.start:e.start + 1]!r} at offset "
+                        f"{e.start}); give the file's encoding with the adapter option encoding, e.g. encoding=cp1252 "
+                        "(Windows / Excel) or encoding=latin-1") from None
+
+
+def _read_csv(path: Path, encoding: str | None) -> tuple[pd.DataFrame, list[str]]:
+    try:
+        t = pd.read_csv(StringIO(decode(path, encoding)), dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as e:
+        raise DataError(f"{path}: not a readable CSV ({e})") from None
     return t, [f"line {i + 2}" for i in range(len(t))]  # +2: the header line and 1-based numbering
 
 
-def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[str]]:
+def _read_jsonl(path: Path, encoding: str | None) -> tuple[pd.DataFrame, list[str]]:
     """One object per line (blank lines allowed); a ``.json`` file may instead hold one list of objects."""
-    text = path.read_text(encoding="utf-8")
+    text = decode(path, encoding)
     if path.suffix == ".json" and text.lstrip().startswith("["):
         try:
             records = json.loads(text)
@@ -62,12 +87,12 @@ def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[str]]:
     return table, where
 
 
-def _read(path: Path) -> tuple[pd.DataFrame, list[str]]:
+def _read(path: Path, encoding: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The file as a string table plus, per row, where it is in the file (for error messages)."""
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"custom data {path}: expected a .csv or .jsonl file (or .json / .ndjson), got {path.suffix!r}")
-    table, where = _read_csv(path) if kind == "csv" else _read_jsonl(path)
+    table, where = _read_csv(path, encoding) if kind == "csv" else _read_jsonl(path, encoding)
     if table.empty:
         raise DataError(f"custom data {path} holds no rows")
     table.columns = [str(c).strip() for c in table.columns]
@@ -122,13 +147,15 @@ def _audio_paths(t: pd.DataFrame, base: Path) -> pd.Series:
 
 
 # ---------------------------------------------------------------------------------------------- entry point
-def build(root=None, labels=None, check_audio: bool = True, name: str = "custom", split: str | None = None) -> Manifest:
+def build(root=None, labels=None, check_audio: bool = True, name: str = "custom", split: str | None = None,
+          encoding: str | None = None) -> Manifest:
     """Read a CSV / JSONL file of utterances (columns = manifest columns) into a manifest.
 
     labels: label names in class-id order (list or comma-separated string); a label outside it is an error.
     split: the split of every row of a file without a ``split`` column (a file that has one keeps it).
     check_audio: fail when a named audio file does not exist. name: the corpus name the manifest carries
-    (give each of your data sets its own).
+    (give each of your data sets its own). encoding: the file's text encoding (default: UTF-8, or UTF-16 / UTF-32
+    when the file starts with a byte-order mark).
     """
     if root is None:
         raise DataError("custom data needs root = the path of a .csv or .jsonl file (see docs/manifest.md)")
@@ -137,7 +164,7 @@ def build(root=None, labels=None, check_audio: bool = True, name: str = "custom"
         raise DataError(f"custom data file {path} does not exist" + (" (root is a folder; give the file)" if path.is_dir() else ""))
     if split is not None and split not in SPLITS:
         raise DataError(f"custom data option split must be one of {SPLITS}, got {split!r}")
-    t, where = _read(path)
+    t, where = _read(path, encoding)
     _check_columns(t, path, split)
     if "split" not in t.columns:
         t["split"] = split

@@ -43,6 +43,10 @@ _FLOAT_COLUMNS = ("start", "end", "valence", "arousal")
 MAX_LISTED = 5  # how many offending rows an error message names
 
 
+def _has_control(text: str) -> bool:
+    return any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in str(text))
+
+
 def _listing(values) -> str:
     values = list(values)
     shown = ", ".join(str(v) for v in values[:MAX_LISTED])
@@ -77,6 +81,14 @@ class Manifest:
         bad_split = t.loc[~t["split"].isin(SPLITS), "utterance_id"]
         if len(bad_split):
             raise DataError(f"{where}: split must be one of {SPLITS}; offending utterances: {_listing(bad_split)}")
+        control = t.loc[t["label"].map(_has_control)]
+        if len(control):  # "anger\x00" prints like "anger" but would be a class of its own
+            pairs = [f"{u} ({lab!r})" for u, lab in zip(control["utterance_id"], control["label"])]
+            raise DataError(f"{where}: labels with control characters (a NUL byte, a tab, ...): {_listing(pairs)}")
+        odd = [name for name in self.labels if _has_control(name)]
+        if odd:
+            raise DataError(f"{where}: class names with control characters (a NUL byte, a tab, ...): "
+                            f"{[repr(n) for n in odd]}; clean the labels option")
         bad_label = t.loc[(t["label"] != "") & ~t["label"].isin(self.labels)]
         if len(bad_label):
             pairs = [f"{u} ({lab!r})" for u, lab in zip(bad_label["utterance_id"], bad_label["label"])]

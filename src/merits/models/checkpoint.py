@@ -6,7 +6,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from merits.errors import DamagedFileError, damaged, load_safetensors, read_json
 
 
 def save_model(model, directory: str | Path) -> Path:
@@ -22,9 +24,16 @@ def save_model(model, directory: str | Path) -> Path:
 def load_model(cls, config_cls, directory: str | Path):
     """Rebuild ``cls(config_cls(**saved config))`` and load its weights (safetensors: no code runs on load)."""
     directory = Path(directory)
-    meta = json.loads((directory / "model_config.json").read_text())
-    if meta["class"] != cls.__name__:
-        raise ValueError(f"{directory} holds a {meta['class']}, not a {cls.__name__}")
-    model = cls(config_cls(**meta["config"]))
-    model.load_state_dict(load_file(str(directory / "model.safetensors")))
+    fix = "retrain the stage that wrote it (merits train reruns it once its directory is deleted)"
+    meta = read_json(directory / "model_config.json", fix)
+    if not isinstance(meta, dict) or meta.get("class") != cls.__name__:
+        raise DamagedFileError(f"{directory}/model_config.json holds no {cls.__name__} config; {fix}")
+    try:
+        model = cls(config_cls(**meta["config"]))
+    except (TypeError, KeyError, ValueError) as e:
+        raise damaged(directory / "model_config.json", e, fix) from None
+    try:
+        model.load_state_dict(load_safetensors(directory / "model.safetensors", fix=fix))
+    except RuntimeError as e:  # weights of another shape than the config says
+        raise damaged(directory / "model.safetensors", e, fix) from None
     return model

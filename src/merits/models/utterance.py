@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from merits.encoders.text import load_tokenizer_and_encoder, pool
-from merits.errors import ConfigError
+from merits.errors import ConfigError, load_safetensors, read_json
 
 
 @dataclass
@@ -69,11 +69,11 @@ class TextClassifier(nn.Module):
     @classmethod
     def load(cls, directory: str | Path) -> "TextClassifier":
         directory = Path(directory)
-        values = json.loads((directory / "model_config.json").read_text())
+        values = read_json(directory / "model_config.json", "retrain the stage that wrote it")
         values["encoder"] = str(directory / "encoder")  # the fine-tuned weights, not the starting point
         values["labels"] = tuple(values.get("labels", ()))
         model = cls(TextClassifierConfig(**values))
-        model.head.load_state_dict(load_file(str(directory / "head.safetensors")))
+        model.head.load_state_dict(load_safetensors(directory / "head.safetensors"))
         return model
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from torch import nn
 
 from merits.data.manifest import Manifest
-from merits.errors import ConfigError
+from merits.errors import ConfigError, read_json
 from merits.training import Predictions
 
 STAGE_FILE = "stage.json"
@@ -126,7 +126,7 @@ def load_stage(stage: Stage, checkpoint: Path) -> Loaded:
     if not info.is_file():
         raise ConfigError(f"{checkpoint} has no {STAGE_FILE}: it was written by an older merits, whose checkpoints do "
                           "not carry their replay settings; retrain the run with merits train")
-    meta = json.loads(info.read_text())
+    meta = read_json(info, "retrain the run with merits train")
     if meta.get("kind") != stage.kind:
         raise ConfigError(f"{checkpoint} holds a {meta.get('kind')!r} stage, not {stage.kind!r}")
     return Loaded(stage.load(checkpoint), tuple(meta["labels"]), meta.get("replay", {}))

@@ -126,3 +126,30 @@ def test_runs_of_older_versions_say_to_retrain(tmp_path):
     (tmp_path / "ckpt").mkdir()
     with pytest.raises(ConfigError, match="older merits.*retrain the run"):
         load_stage(graph["stage2_text"], tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("point", ["stage1_text.trained", "stage1_text.exporting", "stage.computed"])
+def test_a_kill_at_each_point_resumes_to_identical_results(tmp_path, tiny_encoder, point):
+    """A run killed at a named point (MERITS_KILL_AT) and rerun gives the metrics of an uninterrupted run; a kill
+    after Stage I text saved its model does not train it again."""
+    overrides = ["data.max_conversations=3", "data.options.strict_counts=false", "stage1_text.epochs=1",
+                 "stage2_text.epochs=2", "seeds=[0]", f"text_encoder.model={tiny_encoder}", "threads=1"]
+    env = {**os.environ, "MERITS_QUIET": "1", "OMP_NUM_THREADS": "1"}
+
+    def train(name, kill=None):
+        e = {**env, **({"MERITS_KILL_AT": kill} if kill else {})}
+        return subprocess.run([sys.executable, "-m", "merits", "-q", "train", "offline", *overrides,
+                               f"runs_dir={tmp_path / name}", "name=k"], env=e, capture_output=True, text=True,
+                              timeout=600)
+
+    assert train("whole").returncode == 0
+    assert train("killed", point).returncode == 137
+    resumed = subprocess.run([sys.executable, "-m", "merits", "train", "offline", *overrides,
+                              f"runs_dir={tmp_path / 'killed'}", "name=k"], env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    if point.startswith("stage1_text"):
+        assert "resuming from the trained checkpoint" in resumed.stderr and "Text I epoch 1:" not in resumed.stderr
+    for stage in ("stage1_text", "stage2_text"):
+        a, b = (json.loads((tmp_path / n / "k" / stage / "seed-0" / "metrics.json").read_text()) for n in ("whole", "killed"))
+        assert a["test"] == b["test"] and a["validation"] == b["validation"], (point, stage)

@@ -22,11 +22,13 @@ from safetensors.numpy import save_file
 
 from merits.errors import damaged, load_safetensors, read_json
 
+from merits.faults import kill_point
 from merits.locks import held
 from merits.training import Distributed
 
 log = logging.getLogger("merits")
 DONE = "done.json"
+KEY_FILE = ".key"  # in a .partial directory: the key it is being computed for
 EMBEDDINGS = "embeddings.safetensors"
 
 
@@ -55,8 +57,14 @@ def _compute(path: Path, key: str, compute: Callable[[Path], dict], dist) -> dic
     """Compute into ``<path>.partial`` (on every process of a distributed stage; rank 0 prepares and finishes)."""
     partial = path.with_name(path.name + ".partial")
     if dist.is_main:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+        # a partial directory of the same key is kept: a stage may resume inside it (Stage I text from its saved
+        # checkpoint); one of another key is stale
+        if (partial / KEY_FILE).is_file() and (partial / KEY_FILE).read_text() == key:
+            log.info("resuming %s in %s", path, partial)
+        else:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            (partial / KEY_FILE).write_text(key)
     dist.barrier()
     started = time.perf_counter()
     metrics = compute(partial)
@@ -67,9 +75,11 @@ def _compute(path: Path, key: str, compute: Callable[[Path], dict], dist) -> dic
     metrics.update(stage_seconds=time.perf_counter() - started,
                    peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     (partial / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (partial / KEY_FILE).unlink(missing_ok=True)
     outputs = {str(f.relative_to(partial)): f.stat().st_size for f in sorted(partial.rglob("*")) if f.is_file()}
     # done.json is written last: a directory without it never counts as finished
     (partial / DONE).write_text(json.dumps({"key": key, "metrics": metrics, "outputs": outputs}, indent=2))
+    kill_point("stage.computed")
     # replace atomically: the old directory is renamed aside first, so no kill leaves a finished-looking mix
     old = path.with_name(path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)

@@ -10,6 +10,7 @@ global batch is sharded, validation predictions are gathered, and only rank 0 wr
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +22,15 @@ import torch
 from merits.config import TextEncoderConfig
 from merits.data.manifest import Manifest
 from merits.encoders.text import TextBatcher, describe
+from merits.errors import ConfigError, read_json
+from merits.faults import kill_point
 from merits.models.utterance import TextClassifier, TextClassifierConfig
-from merits.stages.base import Stage, register_stage, save_stage_info
+from merits.stages.base import STAGE_FILE, Stage, register_stage, save_stage_info
 from merits.stages.common import export, fit_summary, splits_present
-from merits.errors import ConfigError
 from merits.training import IGNORE, FitResult, Trainer, TrainerConfig, linear_warmup, predict
 
 log = logging.getLogger("merits")
+TRAINED = "trained.json"  # in a stage directory being computed: training finished, the checkpoint is saved
 
 
 @dataclass
@@ -118,17 +121,39 @@ class TextUtteranceStage(Stage):
 
     def train(self, cfg, data, inputs, seed: int, out: Path) -> dict:
         sc, manifest = self.settings(cfg), data.manifest(self)
-        tuned = fine_tune(cfg.text_encoder, sc, manifest, seed, cfg.device, self.label)
-        if not tuned.trainer.dist.is_main:  # the weights are the same on every process: rank 0 writes them
-            return {}
-        tuned.model.save(out / "checkpoint")
-        save_stage_info(out / "checkpoint", self, manifest.labels,
-                        {"max_length": cfg.text_encoder.max_length, "batch_size": sc.eval_batch_size,
-                         "precision": sc.precision})
+        trained = out / TRAINED
+        if trained.is_file() and (out / "checkpoint" / STAGE_FILE).is_file():
+            # killed after training, during the exports: the saved checkpoint is the trained model (minutes with
+            # MiniLM, hours with roberta-large), so only the exports run again
+            log.info("%s: resuming from the trained checkpoint in %s", self.label, out / "checkpoint")
+            model, summary = TextClassifier.load(out / "checkpoint"), read_json(trained)
+            trainer = Trainer(sc, cfg.device, self.label)
+            if not trainer.dist.is_main:
+                return {}
+        else:
+            tuned = fine_tune(cfg.text_encoder, sc, manifest, seed, cfg.device, self.label)
+            trainer, model, summary = tuned.trainer, tuned.model, fit_summary(tuned.result)
+            if not trainer.dist.is_main:  # the weights are the same on every process: rank 0 writes them
+                return {}
+            model.save(out / "checkpoint")
+            save_stage_info(out / "checkpoint", self, manifest.labels,
+                            {"max_length": cfg.text_encoder.max_length, "batch_size": sc.eval_batch_size,
+                             "precision": sc.precision})
+            trained.write_text(json.dumps(summary))  # last: the checkpoint above is complete
+            kill_point("stage1_text.trained")
+        model.to(trainer.device)
+        batcher = TextBatcher(model.tokenizer, cfg.text_encoder.max_length)
+        tokens = batcher.tokenize(manifest.table["text"])
+        lengths = np.array([len(t) for t in tokens])
         # exports run on rank 0 alone (the other processes wait at the stage's barrier)
-        preds = {s: predict(tuned.model, tuned.batches(s), tuned.trainer.device, f"{self.label} {s}", sc.precision)
-                 for s in splits_present(manifest)}
-        return {**export(preds, manifest, out, self.label), **fit_summary(tuned.result)}
+        preds = {}
+        for s in splits_present(manifest):
+            batches = utterance_batches(batcher, manifest, tokens, rows_of(manifest, s), lengths, sc.eval_batch_size)
+            preds[s] = predict(model, batches, trainer.device, f"{self.label} {s}", sc.precision)
+            kill_point("stage1_text.exporting")
+        metrics = {**export(preds, manifest, out, self.label), **summary}
+        trained.unlink()
+        return metrics
 
     def load(self, checkpoint: Path):
         return TextClassifier.load(checkpoint)

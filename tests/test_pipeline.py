@@ -165,9 +165,19 @@ def test_causal_run_predicts_online_by_construction(tmp_path):
     saved = Manifest.load(run.directory / "manifest")
     test = saved.select(saved.split("test")["utterance_id"])
     whole = predict_run(run, test, tmp_path / "whole").table
-    online = predict_run(run, test, tmp_path / "online", online=True).table
+    result = predict_run(run, test, tmp_path / "online", online=True)  # one pass: no prefix replay for causal runs
+    online = result.table.set_index("utterance_id")
+    assert result.summary["online_mode"] == "causal, one pass"
     p = [c for c in whole.columns if c.startswith("p_")]
-    assert abs(whole[p].to_numpy() - online[p].to_numpy()).max() < 1e-3
+    assert abs(whole[p].to_numpy() - result.table[p].to_numpy()).max() < 1e-3
+    # that one pass is what a live system sees: a turn's output equals the one on the conversation cut after it
+    t = test.table
+    conv = t.groupby("conversation_id")["turn"].count().idxmax()
+    turns = t[t["conversation_id"] == conv].sort_values("turn").reset_index(drop=True)
+    for k in (0, len(turns) // 2):
+        cut = predict_run(run, test.select(turns["utterance_id"][:k + 1]), tmp_path / f"cut{k}").table.set_index("utterance_id")
+        u = turns.at[k, "utterance_id"]
+        assert abs(online.loc[u, p].to_numpy(float) - cut.loc[u, p].to_numpy(float)).max() < 2e-4
     assert json.loads((run.directory / "stage3/seed-0/checkpoint/model_config.json").read_text())["config"]["causal"]
 
 

@@ -69,6 +69,14 @@ def test_online_sees_only_the_turns_so_far(iemocap_run, tmp_path):
     assert np.abs(online.loc[u, p].to_numpy(float) - offline.loc[u, p].to_numpy(float)).max() < 2e-4
     assert (online["predicted_stage1_text"] == offline["predicted_stage1_text"]).all()  # Stage I has no context
     assert len(t) >= 3 and not np.allclose(online[p].to_numpy(float), offline[p].to_numpy(float))
+    # --window: each turn from its last W turns only; W >= the conversation is the whole prefix
+    wide = predict_run(run, Manifest("x", saved.labels, t), tmp_path / "w", online=True, window=len(t))
+    assert np.abs(wide.table.set_index("utterance_id")[p].to_numpy(float) - online[p].to_numpy(float)).max() < 2e-4
+    one = predict_run(run, Manifest("x", saved.labels, t), tmp_path / "w1", online=True, window=1)
+    assert one.summary["online_mode"] == "prefix replay, window 1 turns"
+    alone = predict_run(run, Manifest("x", saved.labels, t.iloc[[1]]), tmp_path / "alone").table.set_index("utterance_id")
+    u = t.at[1, "utterance_id"]
+    assert np.abs(one.table.set_index("utterance_id").loc[u, p].to_numpy(float) - alone.loc[u, p].to_numpy(float)).max() < 2e-4
 
 
 def _recordings(folder: Path) -> Path:

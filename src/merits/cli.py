@@ -203,7 +203,8 @@ def cmd_predict(args) -> None:
     seeds = None
     if args.seed:  # "all", or seed numbers; several are an ensemble (probabilities averaged)
         seeds = list(run.cfg.seeds) if args.seed == ["all"] else [_seed(v) for v in args.seed]
-    result = predict_run(run, manifest, out, seeds, args.stage, args.device, asr, args.online)
+    result = predict_run(run, manifest, out, seeds, args.stage, args.device, asr, args.online or bool(args.window),
+                         args.window)
     print(format_summary(result.summary))
     print()
     print(format_preview(result.table))
@@ -302,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "cuts it into utterances first")
     p.add_argument("--online", action="store_true", help="predict each turn from the conversation up to it only "
                                                          "(as a live system would), not the whole conversation")
+    p.add_argument("--window", type=int, help="with --online on a bidirectional run: each turn from its last N turns "
+                                               "only (linear time for long calls; causal runs need none)")
     p.add_argument("--root", help="the raw release, when INPUT is a corpus name")
     p.add_argument("--option", "-o", action="append", help="adapter option key=value (repeatable)")
     p.set_defaults(func=cmd_predict)

@@ -110,14 +110,17 @@ def relabel(manifest: Manifest, labels: tuple[str, ...]) -> Manifest:
 
 def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int | list[int] | None = None,
                 stage: str | None = None, device: str | None = None, asr: ASRConfig | None = None,
-                online: bool = False) -> PredictResult:
+                online: bool = False, window: int | None = None) -> PredictResult:
     """Replay the run's stages (up to ``stage``, default its last) on ``manifest``; write predictions.csv and
     summary.json into ``out``.
 
     seeds: one trained seed, or several: every stage's probabilities are then averaged over them (an ensemble).
     Default: the run's first seed.
     online: predict each turn from the conversation up to it only (what a live system knows at that moment);
-    by default Stages II and III read the whole conversation, later turns included, as in training.
+    by default Stages II and III read the whole conversation, later turns included, as in training. A run whose
+    conversation stages are all causal (``causal: true``) is predicted online in one pass over each conversation
+    (its outputs at a turn never depend on later turns: linear in the length); a bidirectional run replays every
+    turn's prefix (quadratic), or with ``window`` only each turn's last ``window`` turns (linear, an approximation).
     """
     cfg, out = run.cfg, Path(out)
     seeds = [cfg.seeds[0]] if seeds is None else [seeds] if isinstance(seeds, int) else list(seeds)
@@ -132,14 +135,20 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int
     replay = {s: info.replay for s, info in loaded[seeds[0]].items()}
     manifest, keep, store, notes, unusable = _inputs(run, relabel(manifest, run.labels), stages, replay, out, asr, dev)
     # what Stages II/III read: the conversations themselves, or (online) one prefix per turn; the same for every seed
-    if online:
-        turns, source, last = prefixes(keep)
+    causal = all(getattr(info.model.config, "causal", False)
+                 for s, info in loaded[seeds[0]].items() if run.graph[s].level == "conversation")
+    if window is not None and window < 1:
+        raise ConfigError(f"the online window must be at least 1 turn, got {window}")
+    if online and not causal:
+        turns, source, last = prefixes(keep, window)
         view = View(keep, turns, source, features=store)
-    else:
+    else:  # offline, or a causal run: the whole conversation at once is already each turn's online prediction
         view, last = View(keep, features=store), None
     per_seed = [_replay(run.graph, stages, loaded[seed], view, dev, last) for seed in seeds]
     outputs = {s.name: _average([p[s.name] for p in per_seed]) for s in stages}
     table, summary, scores = _outputs(run, manifest, keep, outputs, stage, seeds, notes, online)
+    summary["online_mode"] = None if not online else "causal, one pass" if causal else (
+        f"prefix replay, window {window} turns" if window else "prefix replay, whole prefix")
     summary["left_out"] = sorted(unusable) + summary["left_out"]  # bad audio found by ASR, then by the speech encoder
     table.to_csv(out / "predictions.csv", index=False)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -236,19 +245,20 @@ def _replay(graph: Graph, stages: list[Stage], loaded: dict[str, Loaded], view: 
     return preds
 
 
-def prefixes(keep: Manifest) -> tuple[Manifest, np.ndarray, dict[str, str]]:
+def prefixes(keep: Manifest, window: int | None = None) -> tuple[Manifest, np.ndarray, dict[str, str]]:
     """Online mode: for every turn k of a conversation, a pseudo-conversation ``<conversation>@k`` holding its turns
     0..k, so that bidirectional Stages II and III see no later turn. Returns the prefix manifest (utterance ids
     ``<id>@k``), the row of ``keep`` each prefix row copies, and {prefix id of the last turn: its utterance id}.
-    Size: sum over conversations of T(T+1)/2 rows."""
+    Size: sum over conversations of T(T+1)/2 rows (with ``window`` W: at most T·W), ids ``<id>@k``."""
     t = keep.table.reset_index(drop=True)
     source, prefix, conversation, last = [], [], [], {}
     for conv, g in t.groupby("conversation_id", sort=False):
         order = g.sort_values("turn", kind="stable").index.to_numpy()
         for k in range(len(order)):
-            source.extend(order[:k + 1])
-            prefix.extend([k] * (k + 1))
-            conversation.extend([conv] * (k + 1))
+            first = 0 if window is None else max(0, k + 1 - window)  # the last `window` turns up to k
+            source.extend(order[first:k + 1])
+            prefix.extend([k] * (k + 1 - first))
+            conversation.extend([conv] * (k + 1 - first))
             last[f"{t.at[order[k], 'utterance_id']}@{k}"] = t.at[order[k], "utterance_id"]
     table = t.iloc[source].reset_index(drop=True)
     suffix = "@" + pd.Series(prefix).astype(str)

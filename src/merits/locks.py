@@ -27,7 +27,8 @@ class Busy(MeritsError):
 
 @contextmanager
 def held(path: str | Path, what: str = "", wait: bool = True):
-    """Hold the lock of ``path`` for the ``with`` block; ``what`` names the work in messages."""
+    """Hold the lock ``<path>.lock`` for the ``with`` block; ``what`` names the work in messages."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(f"{path}.lock")
     holder = Path(f"{path}.lock.holder")
     try:

@@ -138,10 +138,6 @@ def finished_seeds(root: Path, graph: Graph) -> dict[str, dict[int, dict]]:
 def report_run(directory: str | Path) -> str:
     """Rebuild the report of a run directory from every finished seed on disk (``merits report RUN``)."""
     directory = Path(directory)
-    config, manifest = directory / "config.yaml", directory / "manifest" / "manifest.json"
-    if not (config.is_file() and manifest.is_file()):
-        raise ConfigError(f"{directory} is not an experiment directory: it needs config.yaml and manifest/manifest.json "
-                          "(the directory merits train writes, runs/<name>)")
     cfg = load_run_config(directory)
     graph = build_graph(cfg)
     per_seed = finished_seeds(directory, graph)
@@ -152,6 +148,9 @@ def report_run(directory: str | Path) -> str:
 
 def load_run_config(directory: Path):
     """The config a run was trained with; runs of older versions (another config layout) say to retrain."""
+    if not ((directory / "config.yaml").is_file() and (directory / "manifest" / "manifest.json").is_file()):
+        raise ConfigError(f"{directory} is not a trained experiment: it needs config.yaml and manifest/manifest.json "
+                          "(the directory merits train writes, runs/<name>)")
     try:
         return load_config(directory / "config.yaml")
     except ConfigError as e:

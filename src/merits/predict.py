@@ -37,7 +37,7 @@ import torch
 from merits.asr.config import ASRConfig
 from merits.data.manifest import Manifest, _listing
 from merits.encoders.speech import SpeechEncoderConfig, build_speech_encoder
-from merits.errors import ConfigError, DataError
+from merits.errors import ConfigError, DataError, read_json
 from merits.features import extract_features
 from merits.metrics import classification_metrics, plot_confusion
 from merits.pipeline import load_run_config
@@ -62,12 +62,9 @@ class TrainedRun:
     @classmethod
     def open(cls, directory: str | Path) -> "TrainedRun":
         directory = Path(directory)
-        config, manifest = directory / "config.yaml", directory / "manifest" / "manifest.json"
-        if not (config.is_file() and manifest.is_file()):
-            raise ConfigError(f"{directory} is not a trained experiment: it needs config.yaml and manifest/manifest.json "
-                              "(the directory merits train writes, runs/<name>)")
         cfg = load_run_config(directory)
-        return cls(directory, cfg, tuple(json.loads(manifest.read_text())["labels"]), build_graph(cfg))
+        labels = read_json(directory / "manifest" / "manifest.json", "retrain the run with merits train")["labels"]
+        return cls(directory, cfg, tuple(labels), build_graph(cfg))
 
     def final_stage(self) -> str:
         return self.graph.final.name

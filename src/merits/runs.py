@@ -99,7 +99,8 @@ def run_cached(path: Path, key: str, compute: Callable[[Path], dict], distribute
     dist = Distributed.current()
     path.parent.mkdir(parents=True, exist_ok=True)
     metrics = None
-    with held(path, f"stage {path}") if dist.is_main else nullcontext():  # rank 0's lock, for the whole group
+    # rank 0's lock, for the whole group; kept in <stage>/.locks/ so that the stage folder lists only seeds
+    with held(path.parent / ".locks" / path.name, f"stage {path}") if dist.is_main else nullcontext():
         done = dist.gather(is_done(path, key) if dist.is_main else None)[0]
         if done:
             if dist.is_main:

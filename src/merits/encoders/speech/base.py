@@ -81,6 +81,17 @@ class SpeechEncoder:
         """(1, dim) features of an utterance, for encoders that do not read audio."""
         raise TypeError(f"speech encoder {self.name!r} computes features from audio; use encode()")
 
+    def _windows(self, audios: list[np.ndarray], sample_rate: int, window: int) -> tuple[list[np.ndarray], list[int]]:
+        """Every clip at the encoder's rate cut into windows of ``window`` samples: (the windows, the clip each
+        belongs to). A clip shorter than a window is one window."""
+        pieces, owner = [], []
+        for i, a in enumerate(audios):
+            x = self._at_rate(a, sample_rate)
+            for s in range(0, max(len(x), 1), window):
+                pieces.append(x[s:s + window])
+                owner.append(i)
+        return pieces, owner
+
     def _at_rate(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         return resample(np.asarray(audio, dtype=np.float32), sample_rate, self.sample_rate)
 

@@ -77,12 +77,7 @@ class HFSpeechEncoder(SpeechEncoder):
     def encode_batch(self, audios: list[np.ndarray], sample_rate: int) -> list[np.ndarray]:
         """(samples,) clips -> one (num_layers, dim) float32 array each, in the order given."""
         window = max(1, int(self.cfg.chunk_seconds * self.sample_rate))
-        pieces, owner = [], []  # every window of every clip, and the clip it belongs to
-        for i, a in enumerate(audios):
-            x = self._at_rate(a, sample_rate)
-            for s in range(0, max(len(x), 1), window):
-                pieces.append(x[s:s + window])
-                owner.append(i)
+        pieces, owner = self._windows(audios, sample_rate, window)  # every window of every clip, and its clip
         sums = [np.zeros((self.num_layers, self.dim), np.float64) for _ in audios]
         frames = [0] * len(audios)
         for group in self._groups([len(p) for p in pieces]):

@@ -83,12 +83,7 @@ class WhisperSpeechEncoder(SpeechEncoder):
     def encode_batch(self, audios: list[np.ndarray], sample_rate: int) -> list[np.ndarray]:
         """Each utterance is cut into 30 s windows; all windows go through the encoder in batches of batch_size."""
         window = WHISPER_WINDOW_SECONDS * self.sample_rate
-        pieces, owner = [], []
-        for i, a in enumerate(audios):
-            x = self._at_rate(a, sample_rate)
-            for s in range(0, max(len(x), 1), window):
-                pieces.append(x[s:s + window])
-                owner.append(i)
+        pieces, owner = self._windows(audios, sample_rate, window)  # every window of every clip, and its clip
         sums = [np.zeros((self.num_layers, self.dim), np.float64) for _ in audios]
         counts = [0] * len(audios)
         for b in range(0, len(pieces), self.cfg.batch_size):

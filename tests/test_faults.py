@@ -124,3 +124,9 @@ def test_cli_shows_no_traceback_for_a_damaged_run(tmp_path, capsys, tiny_encoder
     # a rerun of training sees the damage (the size recorded in done.json) and recomputes the stage
     run_experiment(cfg)
     assert main(["-q", "predict", str(tmp_path / "runs" / "d"), str(data), "--out", str(tmp_path / "p")]) == 0
+    # the checkpoints' class names are the truth: a reordered list in the run's manifest is an error, not relabelling
+    meta = tmp_path / "runs" / "d" / "manifest" / "manifest.json"
+    m = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**m, "labels": m["labels"][::-1]}))
+    assert main(["-q", "predict", str(tmp_path / "runs" / "d"), str(data), "--out", str(tmp_path / "p")]) == 2
+    assert "was trained on the classes" in capsys.readouterr().err

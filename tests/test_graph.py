@@ -153,3 +153,29 @@ def test_a_kill_at_each_point_resumes_to_identical_results(tmp_path, tiny_encode
     for stage in ("stage1_text", "stage2_text"):
         a, b = (json.loads((tmp_path / n / "k" / stage / "seed-0" / "metrics.json").read_text()) for n in ("whole", "killed"))
         assert a["test"] == b["test"] and a["validation"] == b["validation"], (point, stage)
+
+
+def test_two_trains_on_one_experiment_do_not_corrupt_it(tmp_path, tiny_encoder):
+    """Two `merits train` on one experiment a moment apart, the second with another Stage I learning rate: the stage
+    lock serialises them, so the finished stages hold one config's weights, embeddings and metrics together, and
+    replaying the run's checkpoints on its own test split reproduces its recorded test scores."""
+    from merits.data.manifest import Manifest
+    from merits.predict import TrainedRun, predict_run
+
+    overrides = ["data.max_conversations=3", "data.options.strict_counts=false", "stage1_text.epochs=1",
+                 "stage2_text.epochs=2", "seeds=[0]", f"text_encoder.model={tiny_encoder}", "threads=1",
+                 f"runs_dir={tmp_path / 'runs'}", "name=both"]
+    env = {**os.environ, "MERITS_QUIET": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "merits", "train", "offline", *overrides]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    second = subprocess.Popen(cmd + ["stage1_text.lr=1e-3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    outs = [p.communicate(timeout=600) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outs[1][1][-2000:]
+    run = TrainedRun.open(tmp_path / "runs" / "both")
+    manifest = Manifest.load(run.directory / "manifest")
+    replay = predict_run(run, manifest.select(manifest.split("test")["utterance_id"]), tmp_path / "p")
+    for stage in ("stage1_text", "stage2_text"):
+        recorded = json.loads((run.directory / stage / "seed-0" / "metrics.json").read_text())["test"]["weighted_f1"]
+        assert replay.summary["scores"][stage]["test"]["weighted_f1"] == pytest.approx(recorded, abs=1e-9), stage

@@ -96,3 +96,28 @@ def test_trainer_config_errors_name_the_key():
         load_config("offline", ["stage1_text.precision=fp8"])
     with pytest.raises(ConfigError, match="stage2_text.accumulate must be >= 1"):
         load_config("offline", ["stage2_text.accumulate=0"])
+
+
+def test_merits_train_under_torchrun(tmp_path, tiny_encoder):
+    """`torchrun --nproc_per_node 2 -m merits train ...`: Stage I text trains data-parallel (gloo), the conversation
+    stage runs on rank 0 while rank 1 waits, rank 0 writes every output once, and the run replays like any other."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MERITS_QUIET": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29732", "-m",
+           "merits", "-q", "train", "offline", "data.max_conversations=3", "data.options.strict_counts=false",
+           "stage1_text.epochs=1", "stage2_text.epochs=2", "seeds=[0]", f"text_encoder.model={tiny_encoder}",
+           f"runs_dir={tmp_path}", "name=ddp"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("| Modality (stage) |") == 1  # Table I printed once, by rank 0
+    run = tmp_path / "ddp"
+    for stage in ("stage1_text", "stage2_text"):
+        assert (run / stage / "seed-0" / "done.json").is_file() and not (run / stage / "seed-0.partial").exists()
+    from merits.data.manifest import Manifest
+    from merits.predict import TrainedRun, predict_run
+
+    manifest = Manifest.load(run / "manifest")
+    m = json.loads((run / "stage1_text" / "seed-0" / "metrics.json").read_text())
+    assert m["validation"]["n"] == int((manifest.table["split"] == "validation").sum())
+    replay = predict_run(TrainedRun.open(run), manifest.select(manifest.split("test")["utterance_id"]), tmp_path / "p")
+    assert replay.summary["scores"]["stage2_text"]["test"]["weighted_f1"] == pytest.approx(
+        json.loads((run / "stage2_text" / "seed-0" / "metrics.json").read_text())["test"]["weighted_f1"], abs=1e-9)

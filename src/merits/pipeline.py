@@ -56,7 +56,12 @@ def training_data(cfg, manifest: Manifest, notes: list[str]) -> TrainingData:
     if "audio" in cfg.modalities:
         # the experiment's device reaches the speech encoder (features are the same on any device: not in the key)
         encoder = build_speech_encoder(replace(cfg.speech_encoder, device=resolve_device(cfg.device).type))
-        store = extract_features(manifest, encoder, cfg.cache_dir, cfg.audio)
+        dist = Distributed.current()
+        if dist.is_main:  # one process extracts into the cache; the others then open it
+            store = extract_features(manifest, encoder, cfg.cache_dir, cfg.audio)
+        dist.barrier()
+        if not dist.is_main:
+            store = extract_features(manifest, encoder, cfg.cache_dir, cfg.audio)
         audio = manifest.select(store.available_ids) if store.skipped else manifest
         if store.skipped:
             notes.append(f"Audio: {store.summary()}")

@@ -24,7 +24,7 @@ from merits.errors import damaged, load_safetensors, read_json
 
 from merits.faults import kill_point
 from merits.locks import held
-from merits.training import Distributed
+from merits.training import Distributed, alone
 
 log = logging.getLogger("merits")
 DONE = "done.json"
@@ -108,7 +108,8 @@ def run_cached(path: Path, key: str, compute: Callable[[Path], dict], distribute
         elif distributed or dist.world == 1:
             metrics = _compute(path, key, compute, dist)
         elif dist.is_main:
-            metrics = _compute(path, key, compute, Distributed())
+            with alone():  # the other processes wait at the barrier below: no collective may wait for them
+                metrics = _compute(path, key, compute, Distributed())
         dist.barrier()
     if done or not dist.is_main:
         return json.loads((path / DONE).read_text())["metrics"]

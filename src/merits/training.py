@@ -100,7 +100,7 @@ class Distributed:
 
     @staticmethod
     def current() -> "Distributed":
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        if _ALONE or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return Distributed()
         from accelerate import PartialState  # initialises the process group (nccl on GPUs, gloo on CPUs) once
 
@@ -122,6 +122,20 @@ class Distributed:
         out = [None] * self.world
         torch.distributed.all_gather_object(out, obj)
         return out
+
+
+_ALONE: list = []  # non-empty while this process works alone (see alone())
+
+
+@contextlib.contextmanager
+def alone():
+    """Inside: this process trains and predicts by itself, even when started among several (a stage that rank 0
+    computes while the others wait must not wait for them in a collective)."""
+    _ALONE.append(True)
+    try:
+        yield
+    finally:
+        _ALONE.pop()
 
 
 def shard(batch: dict, rank: int, world: int) -> dict:
@@ -316,5 +330,5 @@ def linear_warmup(warmup_ratio: float) -> SchedulerFactory:
     return build
 
 
-__all__ = ["Distributed", "FitResult", "IGNORE", "Predictions", "Trainer", "TrainerConfig", "linear_warmup", "predict",
+__all__ = ["Distributed", "alone", "FitResult", "IGNORE", "Predictions", "Trainer", "TrainerConfig", "linear_warmup", "predict",
            "progress", "resolve_device", "seed_everything", "shard"]

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import merits.stages.context  # noqa: F401  (each stage module registers its types in STAGES)
+import merits.stages.fusion  # noqa: F401
+import merits.stages.speech_utterance  # noqa: F401
+import merits.stages.text_utterance  # noqa: F401
 from merits.errors import ConfigError
-from merits.stages.base import Stage
-from merits.stages.context import ContextStage
-from merits.stages.fusion import CombinedStage, FusionStage
-from merits.stages.speech_utterance import SpeechUtteranceStage
-from merits.stages.text_utterance import TextUtteranceStage
+from merits.stages.base import STAGES, Stage
 
-BRANCHES = {  # modality -> (Stage I type, row names of Stage I and II); audio first, the paper's row order
-    "audio": (SpeechUtteranceStage, "Audio I", "Audio II"),
-    "text": (TextUtteranceStage, "Text I", "Text II"),
+BRANCHES = {  # modality -> (Stage I kind, row names of Stage I and II); audio first, the paper's row order
+    "audio": ("speech_utterance", "Audio I", "Audio II"),
+    "text": ("text_utterance", "Text I", "Text II"),
 }
 
 
@@ -72,11 +72,12 @@ def build_graph(cfg) -> Graph:
     modalities = [m for m in BRANCHES if m in cfg.modalities]
     for m in modalities:
         first, label1, label2 = BRANCHES[m]
-        nodes.append(first(f"stage1_{m}", label1, f"stage1_{m}", (), (m,)))
-        nodes.append(ContextStage(f"stage2_{m}", label2, f"stage2_{m}", (f"stage1_{m}",), (m,)))
+        nodes.append(STAGES[first](f"stage1_{m}", label1, f"stage1_{m}", (), (m,)))
+        nodes.append(STAGES["context"](f"stage2_{m}", label2, f"stage2_{m}", (f"stage1_{m}",), (m,)))
     if len(modalities) == 2:
-        nodes.append(FusionStage("stage3", "Audio+Text III", "stage3", ("stage2_text", "stage2_audio"), ("text", "audio")))
+        nodes.append(STAGES["fusion"]("stage3", "Audio+Text III", "stage3", ("stage2_text", "stage2_audio"),
+                                      ("text", "audio")))
         if cfg.combined:
-            nodes.append(CombinedStage("combined", "Combined II+III", "stage3", ("stage1_text", "stage1_audio"),
-                                       ("text", "audio")))
+            nodes.append(STAGES["combined"]("combined", "Combined II+III", "stage3", ("stage1_text", "stage1_audio"),
+                                            ("text", "audio")))
     return Graph({s.name: s for s in nodes})

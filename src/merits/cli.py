@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory: manifest + transcripts.jsonl + asr_report.json")
     p.add_argument("--root", help="the raw release, when MANIFEST is a corpus name")
     p.add_argument("--option", "-o", action="append", help="adapter option key=value, when MANIFEST is a corpus name")
-    p.add_argument("--config", help="an ASR config YAML (e.g. configs/asr/paper.yaml); default: the offline settings")
+    p.add_argument("--config", help="an ASR config YAML (e.g. asr/paper, the shipped Whisper large-v3 profile); default: the offline settings")
     p.add_argument("--model", help="tiny.en (packaged, default), large-v3, a CTranslate2 hub id or a local directory")
     p.add_argument("--vad", action="store_true", help="decode only the speech regions found by Silero VAD")
     p.add_argument("--segment", action="store_true", help="each recording is a whole conversation: its Whisper "

@@ -179,3 +179,19 @@ def test_two_trains_on_one_experiment_do_not_corrupt_it(tmp_path, tiny_encoder):
     for stage in ("stage1_text", "stage2_text"):
         recorded = json.loads((run.directory / stage / "seed-0" / "metrics.json").read_text())["test"]["weighted_f1"]
         assert replay.summary["scores"][stage]["test"]["weighted_f1"] == pytest.approx(recorded, abs=1e-9), stage
+
+
+def test_a_run_folder_of_other_data_is_refused_or_replaced(tmp_path, tiny_encoder, capsys):
+    """`merits train offline data.corpus=custom ...` without a new name would write into the MELD run's folder: it is
+    refused, naming both data sets; overwrite=true replaces it whole (no old stage or seed left beside the new)."""
+    base = ["data.options.strict_counts=false", "stage1_text.epochs=1", "stage2_text.epochs=1", "seeds=[0]",
+            f"text_encoder.model={tiny_encoder}", f"runs_dir={tmp_path}", "name=same"]
+    run_experiment(load_config("offline", base + ["data.max_conversations=2"]))
+    other = base + ["data.max_conversations=3"]  # other data: another manifest fingerprint
+    assert main(["-q", "train", "offline", *other]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run trained on other data" in err and "overwrite=true" in err and "name=" in err
+    (tmp_path / "same" / "stage2_text" / "seed-7").mkdir()  # something of the old run
+    run_experiment(load_config("offline", other + ["overwrite=true"]))
+    assert not (tmp_path / "same" / "stage2_text" / "seed-7").exists()
+    run_experiment(load_config("offline", other))  # the same data again: reused, as always

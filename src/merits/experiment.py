@@ -41,6 +41,8 @@ class ExperimentConfig:
     # Stage I embeddings (shapes from stage2_text / stage2_audio / stage3, optimiser from stage3); reported beside
     # the hierarchical Stage III
     combined: bool = False
+    # a run folder trained on another manifest (other data) is refused, never silently replaced; true replaces it
+    overwrite: bool = False
 
     def check(self) -> "ExperimentConfig":
         """Semantic checks that types alone do not catch; errors name the key."""

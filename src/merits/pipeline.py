@@ -11,6 +11,7 @@ on disk.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from merits.config import config_hash, load_config, save_config
 from merits.data import prepare_config
 from merits.data.manifest import Manifest
 from merits.encoders.speech import build_speech_encoder
-from merits.errors import ConfigError
+from merits.errors import ConfigError, read_json
 from merits.features import FeatureStore, extract_features
 from merits.report import write_report
 from merits.runs import DONE, run_cached, stage_dir
@@ -70,6 +71,25 @@ def training_data(cfg, manifest: Manifest, notes: list[str]) -> TrainingData:
     return TrainingData(manifest, store, audio)
 
 
+def claim_run_dir(root: Path, manifest: Manifest, overwrite: bool) -> None:
+    """A run folder belongs to one manifest: trained on other data, it is refused (naming both), or with
+    ``overwrite`` removed first, so that no stage, seed or report of the old data survives beside the new."""
+    saved = root / "manifest" / "manifest.json"
+    if not saved.is_file():
+        return
+    old = read_json(saved, "delete the run folder or give the run another name")
+    if old.get("fingerprint") == manifest.fingerprint():
+        return
+    if not overwrite:
+        n_old = sum(old.get("counts", {}).get("utterances", {}).values()) or "?"
+        raise ConfigError(f"{root} holds a run trained on other data ({old.get('corpus')!r}, {n_old} utterances, from "
+                          f"{old.get('source') or 'unknown'}); this config's data is {manifest.corpus!r} "
+                          f"({len(manifest.table)} utterances, from {manifest.source or 'unknown'}). Give this run its "
+                          "own name (name=...), or replace the old one (overwrite=true)")
+    log.warning("overwrite: removing %s, trained on other data", root)
+    shutil.rmtree(root)
+
+
 def stage_key(stage: Stage, cfg, data: TrainingData, needs: dict[str, str], seed: int) -> str:
     """The content hash of a stage's output: its needs' keys, what it reads itself, its config, the seed.
     A new release recomputes everything."""
@@ -89,6 +109,7 @@ def run_experiment(cfg, seeds: list[int] | None = None) -> dict:
     root = Path(cfg.runs_dir) / cfg.name
     manifest = build_manifest(cfg)
     if dist.is_main:
+        claim_run_dir(root, manifest, cfg.overwrite)
         manifest.save(root / "manifest")
         save_config(cfg, root / "config.yaml")
         log.info("%s", manifest.report())

@@ -24,7 +24,9 @@ TORCH = "torch==2.13.0"
 
 def sh(*cmd) -> None:
     print("+", " ".join(str(c) for c in cmd), flush=True)
-    subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT)
+    done = subprocess.run([str(c) for c in cmd], cwd=ROOT)
+    if done.returncode:  # the command has said what went wrong; its exit status is ours, without a traceback
+        sys.exit(done.returncode)
 
 
 def setup() -> None:

@@ -515,3 +515,21 @@ def test_prediction_input_defaults_live_in_the_library(tmp_path):
     with pytest.raises(DataError, match="angry"):
         load_prediction_input(_write_csv(tmp_path / "bad.csv", [{"conversation_id": "c", "text": "x",
                                                                   "label": "angry"}]), ("sad", "joy"))
+
+
+def test_custom_data_without_validation_carves_it_by_conversation(tmp_path):
+    rows = [{"conversation_id": f"c{i}", "turn": k, "split": "train" if i < 18 else "test", "text": f"turn {k} of {i}",
+             "label": "a" if k % 2 else "b"} for i in range(20) for k in range(3)]
+    path = tmp_path / "own.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    from merits.errors import DataError
+
+    with pytest.raises(DataError, match="validation_fraction"):  # train says how to get a validation split
+        prepare("custom", path).require_labels()
+    m = prepare("custom", path, validation_fraction=0.2, split_seed=1)
+    val = m.table[m.table["split"] == "validation"]
+    assert val["conversation_id"].nunique() == 4 and len(val) == 12  # whole conversations: 20 % of 18, rounded
+    assert set(m.table.loc[m.table["split"] == "test", "conversation_id"]) == {"c18", "c19"}  # test untouched
+    again = prepare("custom", path, validation_fraction=0.2, split_seed=1)
+    assert again.table["split"].tolist() == m.table["split"].tolist()  # seeded
+    assert prepare("custom", path, validation_fraction=0.2, split_seed=2).table["split"].tolist() != m.table["split"].tolist()

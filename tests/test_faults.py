@@ -130,3 +130,10 @@ def test_cli_shows_no_traceback_for_a_damaged_run(tmp_path, capsys, tiny_encoder
     meta.write_text(json.dumps({**m, "labels": m["labels"][::-1]}))
     assert main(["-q", "predict", str(tmp_path / "runs" / "d"), str(data), "--out", str(tmp_path / "p")]) == 2
     assert "was trained on the classes" in capsys.readouterr().err
+    # `merits report RUN | head -1`: the reader leaves early; no traceback, exit 0
+    import subprocess
+    import sys
+
+    done = subprocess.run(f"{sys.executable} -m merits report {tmp_path / 'runs' / 'd'} | head -1", shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("| Modality") and "Traceback" not in done.stderr and "error" not in done.stderr

@@ -328,6 +328,9 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         rc = args.func(args)
+    except BrokenPipeError:  # `merits report RUN | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (MeritsError, OSError) as e:  # bad input, a full disk, a permission: one line; --debug: the traceback
         if args.debug:
             raise

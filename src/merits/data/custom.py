@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from merits.data.manifest import COLUMNS, SPLITS, Manifest, _listing
+from merits.data.manifest import COLUMNS, SPLITS, Manifest, _listing, carve_validation
 from merits.errors import DataError
 
 REQUIRED = ("conversation_id", "split")
@@ -148,14 +148,15 @@ def _audio_paths(t: pd.DataFrame, base: Path) -> pd.Series:
 
 # ---------------------------------------------------------------------------------------------- entry point
 def build(root=None, labels=None, check_audio: bool = True, name: str = "custom", split: str | None = None,
-          encoding: str | None = None) -> Manifest:
+          encoding: str | None = None, validation_fraction: float | None = None, split_seed: int = 0) -> Manifest:
     """Read a CSV / JSONL file of utterances (columns = manifest columns) into a manifest.
 
     labels: label names in class-id order (list or comma-separated string); a label outside it is an error.
     split: the split of every row of a file without a ``split`` column (a file that has one keeps it).
     check_audio: fail when a named audio file does not exist. name: the corpus name the manifest carries
     (give each of your data sets its own). encoding: the file's text encoding (default: UTF-8, or UTF-16 / UTF-32
-    when the file starts with a byte-order mark).
+    when the file starts with a byte-order mark). validation_fraction: this share of the training conversations
+    (whole conversations, chosen with ``split_seed``) becomes the validation split, for files that have none.
     """
     if root is None:
         raise DataError("custom data needs root = the path of a .csv or .jsonl file (see docs/manifest.md)")
@@ -168,6 +169,13 @@ def build(root=None, labels=None, check_audio: bool = True, name: str = "custom"
     _check_columns(t, path, split)
     if "split" not in t.columns:
         t["split"] = split
+    if validation_fraction is not None:
+        if (t["split"] == "validation").any():
+            raise DataError(f"custom data {path} has a validation split already; validation_fraction carves one from "
+                            "train for files without it")
+        chosen = carve_validation(t.loc[t["split"] == "train", "conversation_id"].unique(), float(validation_fraction),
+                                  int(split_seed))
+        t.loc[t["conversation_id"].isin(chosen), "split"] = "validation"
     _fail_rows(t["conversation_id"] == "", where, path, "empty conversation_id")
     _fail_rows(~t["split"].isin(SPLITS), where, path, f"split must be one of {SPLITS}", t["split"])
     for col in NUMERIC:

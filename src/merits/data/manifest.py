@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,21 @@ NO_LABEL = -100
 _STRING_COLUMNS = ("utterance_id", "conversation_id", "split", "text", "label", "audio_path", "speaker", "sentiment")
 _FLOAT_COLUMNS = ("start", "end", "valence", "arousal")
 MAX_LISTED = 5  # how many offending rows an error message names
+
+
+def carve_validation(train_conversations, fraction: float, seed: int) -> set[str]:
+    """Pick validation conversations among the training ones: whole conversations, never single utterances.
+
+    Sorted then shuffled with a seeded generator, so the choice depends only on the conversation set and the seed.
+    """
+    if not 0 <= fraction < 1:
+        raise DataError(f"validation_fraction must be in [0, 1); got {fraction}")
+    conversations = sorted(train_conversations)
+    if fraction == 0 or len(conversations) < 2:
+        return set()
+    random.Random(seed).shuffle(conversations)
+    count = min(max(1, round(len(conversations) * fraction)), len(conversations) - 1)
+    return set(conversations[:count])
 
 
 def _has_control(text: str) -> bool:
@@ -118,7 +134,9 @@ class Manifest:
             raise DataError(f"manifest of {self.corpus!r}: utterances without a label: {_listing(unlabelled)}")
         for split in splits:
             if not (t["split"] == split).any():
-                raise DataError(f"manifest of {self.corpus!r} has no {split!r} utterances")
+                hint = (" (for your own data: carve it from train with the adapter option validation_fraction, e.g. "
+                        "data.options.validation_fraction=0.1)") if split == "validation" else ""
+                raise DataError(f"manifest of {self.corpus!r} has no {split!r} utterances{hint}")
 
     def require_text(self) -> None:
         empty = self.table.loc[self.table["text"].str.strip() == "", "utterance_id"]

@@ -18,13 +18,12 @@ reads them keyed by utterance id, which is the table's ``utt_id``.
 from __future__ import annotations
 
 import json
-import random
 import re
 from pathlib import Path
 
 import pandas as pd
 
-from merits.data.manifest import Manifest, _listing
+from merits.data.manifest import Manifest, _listing, carve_validation
 from merits.errors import DataError
 
 LABELS = ("negative", "positive")
@@ -185,21 +184,6 @@ def _video_splits(rows: pd.DataFrame, split: str, where: str) -> dict[str, str]:
     if unknown:
         raise DataError(f"{where}: videos not in the committed {split} split {SPLIT_FILES[split]}: {_listing(unknown)}")
     return assignment
-
-
-def carve_validation(train_videos: list[str], fraction: float, seed: int) -> set[str]:
-    """Pick the validation videos among the training videos: whole videos, never single utterances.
-
-    Sorted then shuffled with a seeded generator, so the choice depends only on the video set and the seed.
-    """
-    if not 0 <= fraction < 1:
-        raise DataError(f"CMU-MOSI validation_fraction must be in [0, 1); got {fraction}")
-    videos = sorted(train_videos)
-    if fraction == 0 or len(videos) < 2:
-        return set()
-    random.Random(seed).shuffle(videos)
-    count = min(max(1, round(len(videos) * fraction)), len(videos) - 1)
-    return set(videos[:count])
 
 
 def _check_counts(table: pd.DataFrame, split: str, where: str) -> None:

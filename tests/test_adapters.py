@@ -533,3 +533,25 @@ def test_custom_data_without_validation_carves_it_by_conversation(tmp_path):
     again = prepare("custom", path, validation_fraction=0.2, split_seed=1)
     assert again.table["split"].tolist() == m.table["split"].tolist()  # seeded
     assert prepare("custom", path, validation_fraction=0.2, split_seed=2).table["split"].tolist() != m.table["split"].tolist()
+
+
+def test_label_problems_are_named(tmp_path):
+    rows = [{"conversation_id": "c1", "turn": 0, "split": "train", "text": "x", "label": "joy"},
+            {"conversation_id": "c1", "turn": 1, "split": "train", "text": "y", "label": "Joy "},
+            {"conversation_id": "c2", "turn": 0, "split": "validation", "text": "z", "label": "joy"},
+            {"conversation_id": "c3", "turn": 0, "split": "test", "text": "w", "label": "fear"}]
+    path = tmp_path / "odd.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    m = prepare("custom", path)
+    problems = m.label_problems()
+    assert any("differ only by case or spacing" in p and "'Joy'" in p for p in problems)
+    assert any("without a training example" in p and "fear (only in test)" in p for p in problems)
+    from merits.config import load_config
+    from merits.errors import DataError
+    from merits.pipeline import build_manifest
+
+    with pytest.raises(DataError, match="strict_labels"):
+        build_manifest(load_config("offline", ["data.corpus=custom", f"data.root={path}", "data.strict_labels=true"]))
+    notes = []
+    build_manifest(load_config("offline", ["data.corpus=custom", f"data.root={path}"]), notes)
+    assert len(notes) == 2 and notes[0].startswith("Labels: ")

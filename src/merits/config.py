@@ -38,6 +38,8 @@ class DataConfig:
     root: str | None = None                    # raw release; None = the embedded default (MELD text only)
     options: dict = field(default_factory=dict)  # adapter options, e.g. {validation_session: 4}
     max_conversations: int | None = None       # keep the first N conversations per split (quick runs, tests)
+    strict_labels: bool = False                # label problems (a class with no training example, names that differ
+                                               # only by case or spacing) stop training instead of a warning
 
 
 @dataclass

@@ -22,7 +22,7 @@ from merits.config import config_hash, load_config, save_config
 from merits.data import prepare_config
 from merits.data.manifest import Manifest
 from merits.encoders.speech import build_speech_encoder
-from merits.errors import ConfigError, read_json
+from merits.errors import ConfigError, DataError, read_json
 from merits.features import FeatureStore, extract_features
 from merits.report import write_report
 from merits.runs import DONE, run_cached, stage_dir
@@ -46,9 +46,18 @@ class TrainingData:
         return self.with_audio if "audio" in stage.modalities else self.utterances
 
 
-def build_manifest(cfg) -> Manifest:
+def build_manifest(cfg, notes: list[str] | None = None) -> Manifest:
+    """The experiment's manifest, checked for training: labels everywhere, and label problems warned about (an
+    error with ``data.strict_labels``) and added to ``notes`` (the report prints them under the table)."""
     manifest = prepare_config(cfg.data)
     manifest.require_labels()
+    problems = manifest.label_problems()
+    if problems and cfg.data.strict_labels:
+        raise DataError(f"manifest of {manifest.corpus!r}: " + "; ".join(problems) + " (data.strict_labels)")
+    for line in problems:
+        log.warning("%s: %s", manifest.corpus, line)
+        if notes is not None:
+            notes.append(f"Labels: {line}")
     return manifest
 
 
@@ -107,14 +116,14 @@ def run_experiment(cfg, seeds: list[int] | None = None) -> dict:
         torch.set_num_threads(cfg.threads)
     dist = Distributed.current()
     root = Path(cfg.runs_dir) / cfg.name
-    manifest = build_manifest(cfg)
+    notes: list[str] = []
+    manifest = build_manifest(cfg, notes)
     if dist.is_main:
         claim_run_dir(root, manifest, cfg.overwrite)
         manifest.save(root / "manifest")
         save_config(cfg, root / "config.yaml")
         log.info("%s", manifest.report())
     dist.barrier()
-    notes: list[str] = []
     data = training_data(cfg, manifest, notes)
     graph = build_graph(cfg)
     keys: dict[int, dict[str, str]] = {seed: {} for seed in seeds}

@@ -138,6 +138,23 @@ class Manifest:
                         "data.options.validation_fraction=0.1)") if split == "validation" else ""
                 raise DataError(f"manifest of {self.corpus!r} has no {split!r} utterances{hint}")
 
+    def label_problems(self) -> list[str]:
+        """What is odd about the classes, one line each: names that differ only by case or spacing (two classes
+        where the data meant one), classes with no training example (scored 0, learnt never)."""
+        problems, seen = [], {}
+        for name in self.labels:
+            seen.setdefault(" ".join(str(name).split()).casefold(), []).append(name)
+        for names in seen.values():
+            if len(names) > 1:
+                problems.append(f"labels {names} differ only by case or spacing: they are {len(names)} classes")
+        train = self.table.loc[self.table["split"] == "train", "label"]
+        empty = [name for name in self.labels if not (train == name).any()]
+        if empty:
+            where = {name: sorted(self.table.loc[self.table["label"] == name, "split"].unique()) for name in empty}
+            problems.append("classes without a training example (the model can never predict them): "
+                            + ", ".join(f"{n} (only in {'/'.join(w) or 'no split'})" for n, w in where.items()))
+        return problems
+
     def require_text(self) -> None:
         empty = self.table.loc[self.table["text"].str.strip() == "", "utterance_id"]
         if len(empty):

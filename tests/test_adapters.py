@@ -555,3 +555,17 @@ def test_label_problems_are_named(tmp_path):
     notes = []
     build_manifest(load_config("offline", ["data.corpus=custom", f"data.root={path}"]), notes)
     assert len(notes) == 2 and notes[0].startswith("Labels: ")
+
+
+def test_messages_that_used_to_mislead(tmp_path):
+    from merits.data import load_manifest_or_corpus
+    from merits.errors import DataError
+
+    own = tmp_path / "my.csv"
+    pd.DataFrame({"conversation_id": ["c"], "split": ["train"], "text": ["hi"], "label": ["a"]}).to_csv(own, index=False)
+    with pytest.raises(DataError, match="is a file.*data.corpus=custom"):  # forgot data.corpus=custom
+        prepare("meld", own)
+    prepare("custom", own).save(tmp_path / "prepared")  # a prepared manifest folder as the custom root
+    assert prepare("custom", tmp_path / "prepared").table["text"].tolist() == ["hi"]
+    with pytest.raises(DataError, match=r"missing.csv does not exist"):
+        load_manifest_or_corpus(str(tmp_path / "missing.csv"))

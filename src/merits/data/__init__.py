@@ -82,8 +82,10 @@ def load_manifest_or_corpus(name: str, root=None, **options) -> Manifest:
         return prepare("custom", p, **options)
     if p.is_dir():
         return prepare("audio_folder", p, **options)
-    raise DataError(f"{name!r} is neither a corpus name ({sorted(ADAPTERS)}), a manifest directory, a .csv / .jsonl "
-                    "file nor a folder of recordings")
+    if p.suffix or "/" in name or "\\" in name:  # meant as a path
+        raise DataError(f"{name} does not exist")
+    raise DataError(f"{name!r} is neither a corpus name ({sorted(ADAPTERS)}), an existing manifest directory, .csv / "
+                    ".jsonl file nor folder of recordings")
 
 
 # files of conversations (the custom adapter) as `merits predict` takes them

@@ -161,6 +161,8 @@ def build(root=None, labels=None, check_audio: bool = True, name: str = "custom"
     if root is None:
         raise DataError("custom data needs root = the path of a .csv or .jsonl file (see docs/manifest.md)")
     path = Path(root)
+    if path.is_dir() and (path / "manifest.json").is_file():  # a manifest saved by merits prepare --out
+        return Manifest.load(path)
     if not path.is_file():
         raise DataError(f"custom data file {path} does not exist" + (" (root is a folder; give the file)" if path.is_dir() else ""))
     if split is not None and split not in SPLITS:

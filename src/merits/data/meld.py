@@ -72,6 +72,9 @@ def build(root=None, strict_counts: bool = True, require_audio: bool = False) ->
     (set False for a subset). require_audio: fail unless the MELD.Raw video clips are found.
     """
     root = Path(root) if root else EMBEDDED_ROOT
+    if root.is_file():
+        raise DataError(f"MELD root {root} is a file; MELD wants the folder of its release (train_sent_emo.csv, ...). "
+                        "For a CSV / JSONL of your own conversations use the custom adapter (data.corpus=custom)")
     if not root.is_dir():
         raise DataError(f"MELD root {root} does not exist")
     absent = [name for name in FILES.values() if not (root / name).is_file()]

@@ -195,3 +195,32 @@ def test_a_run_folder_of_other_data_is_refused_or_replaced(tmp_path, tiny_encode
     run_experiment(load_config("offline", other + ["overwrite=true"]))
     assert not (tmp_path / "same" / "stage2_text" / "seed-7").exists()
     run_experiment(load_config("offline", other))  # the same data again: reused, as always
+
+
+def test_partially_labelled_conversations_train_with_unlabelled_context(tmp_path, tiny_encoder):
+    """A corpus that labels only the last turn of each conversation (a common dialogue-emotion format): the other
+    turns are kept as context for Stage II, never trained on nor scored; `drop` leaves them out; `error` refuses."""
+    from merits.data import prepare as prepare_data
+
+    meld = prepare_data("meld").subset(4)
+    t = meld.table.copy()
+    last = t.groupby("conversation_id")["turn"].transform("max") == t["turn"]
+    t.loc[~last, "label"] = ""
+    path = tmp_path / "last-turn.csv"
+    t[["conversation_id", "turn", "split", "text", "label"]].to_csv(path, index=False)
+    base = ["data.corpus=custom", f"data.root={path}", "stage1_text.epochs=1", "stage2_text.epochs=2", "seeds=[0]",
+            f"text_encoder.model={tiny_encoder}", f"runs_dir={tmp_path}", "data.options.labels=" + ",".join(meld.labels)]
+    result = run_experiment(load_config("offline", base + ["name=context"]))
+    assert "kept as conversation context" in result["table"]
+    m2 = json.loads((tmp_path / "context" / "stage2_text" / "seed-0" / "metrics.json").read_text())
+    assert m2["test"]["n"] == int((last & (t["split"] == "test")).sum())  # only the labelled turns are scored
+    from merits.runs import load_embeddings
+
+    ids, _ = load_embeddings(tmp_path / "context" / "stage2_text" / "seed-0" / "embeddings.safetensors")
+    assert len(ids) == len(t)  # every turn went through Stage II as context
+    dropped = run_experiment(load_config("offline", base + ["name=drop", "data.unlabelled=drop"]))
+    assert "left out" in dropped["table"]
+    from merits.errors import DataError
+
+    with pytest.raises(DataError, match="utterances without a label"):
+        run_experiment(load_config("offline", base + ["name=error", "data.unlabelled=error"]))

@@ -38,8 +38,14 @@ class DataConfig:
     root: str | None = None                    # raw release; None = the embedded default (MELD text only)
     options: dict = field(default_factory=dict)  # adapter options, e.g. {validation_session: 4}
     max_conversations: int | None = None       # keep the first N conversations per split (quick runs, tests)
+    unlabelled: str = "context"                # turns without a label: context (kept for Stages II/III, never trained
+                                               # on nor scored) | drop (left out) | error
     strict_labels: bool = False                # label problems (a class with no training example, names that differ
                                                # only by case or spacing) stop training instead of a warning
+
+    def __post_init__(self) -> None:
+        if self.unlabelled not in ("context", "drop", "error"):
+            raise ConfigError(f"unlabelled: {self.unlabelled!r} is not context | drop | error")
 
 
 @dataclass

@@ -10,7 +10,10 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 
 def weighted_f1(y_true, y_pred) -> float:
-    return float(f1_score(y_true, y_pred, average="weighted", zero_division=0))
+    """Over the labelled utterances only (class ids >= 0; unlabelled context turns carry NO_LABEL = -100)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    known = y_true >= 0
+    return float(f1_score(y_true[known], y_pred[known], average="weighted", zero_division=0)) if known.any() else 0.0
 
 
 def classification_metrics(y_true, y_pred, label_names) -> dict:

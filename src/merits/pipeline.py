@@ -50,14 +50,21 @@ def build_manifest(cfg, notes: list[str] | None = None) -> Manifest:
     """The experiment's manifest, checked for training: labels everywhere, and label problems warned about (an
     error with ``data.strict_labels``) and added to ``notes`` (the report prints them under the table)."""
     manifest = prepare_config(cfg.data)
-    manifest.require_labels()
+    notes = notes if notes is not None else []
+    unlabelled = manifest.table.loc[manifest.table["label"] == "", "utterance_id"]
+    if len(unlabelled) and cfg.data.unlabelled == "drop":
+        manifest = manifest.select(manifest.table.loc[manifest.table["label"] != "", "utterance_id"])
+        notes.append(f"Unlabelled: {len(unlabelled)} turns without a label left out (data.unlabelled=drop)")
+    elif len(unlabelled) and cfg.data.unlabelled == "context":
+        notes.append(f"Unlabelled: {len(unlabelled)} turns without a label kept as conversation context for Stages "
+                     "II/III, neither trained on nor scored (data.unlabelled=context)")
+    manifest.require_labels(unlabelled=cfg.data.unlabelled)
     problems = manifest.label_problems()
     if problems and cfg.data.strict_labels:
         raise DataError(f"manifest of {manifest.corpus!r}: " + "; ".join(problems) + " (data.strict_labels)")
     for line in problems:
         log.warning("%s: %s", manifest.corpus, line)
-        if notes is not None:
-            notes.append(f"Labels: {line}")
+        notes.append(f"Labels: {line}")
     return manifest
 
 

@@ -126,13 +126,17 @@ class Manifest:
                 raise DataError(f"{where}: {len(missing)} audio files are missing: {_listing(missing)}")
         return self
 
-    def require_labels(self, splits=SPLITS) -> None:
-        """Training needs a label on every utterance of the splits it uses."""
+    def require_labels(self, splits=SPLITS, unlabelled: str = "error") -> None:
+        """Training needs labels in every split it uses. ``unlabelled="error"``: on every utterance; otherwise
+        unlabelled turns are allowed (kept as conversation context) as long as each split has labelled ones."""
         t = self.table
-        unlabelled = t.loc[t["split"].isin(splits) & (t["label"] == ""), "utterance_id"]
-        if len(unlabelled):
-            raise DataError(f"manifest of {self.corpus!r}: utterances without a label: {_listing(unlabelled)}")
+        missing = t.loc[t["split"].isin(splits) & (t["label"] == ""), "utterance_id"]
+        if len(missing) and unlabelled == "error":
+            raise DataError(f"manifest of {self.corpus!r}: utterances without a label: {_listing(missing)} "
+                            "(data.unlabelled=context keeps them as context, drop leaves them out)")
         for split in splits:
+            if unlabelled != "error" and (t["split"] == split).any() and not ((t["split"] == split) & (t["label"] != "")).any():
+                raise DataError(f"manifest of {self.corpus!r} has no labelled {split!r} utterance")
             if not (t["split"] == split).any():
                 hint = (" (for your own data: carve it from train with the adapter option validation_fraction, e.g. "
                         "data.options.validation_fraction=0.1)") if split == "validation" else ""

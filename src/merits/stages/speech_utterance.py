@@ -52,13 +52,14 @@ def train_head(sc: SpeechHeadTrainConfig, manifest, features: torch.Tensor, seed
     labels, ids = manifest.label_ids(), table["utterance_id"].to_numpy()
     split = table["split"].to_numpy()
     rows = {s: np.flatnonzero(split == s) for s in splits_present(manifest)}
+    train = rows["train"][labels[rows["train"]] >= 0]  # unlabelled turns are context for Stage II, not examples
     model = SpeechHead(replace(sc.model, num_layers=features.shape[1], input_dim=features.shape[2],
                                num_classes=len(manifest.labels)))
-    model.set_normalisation(features[rows["train"]])
+    model.set_normalisation(features[train])
     rng = np.random.default_rng(seed)
     validation = feature_batches(features, labels, ids, rows["validation"], EVAL_BATCH)
     trainer = Trainer(sc, device, desc)
-    result = trainer.fit(model, lambda epoch: feature_batches(features, labels, ids, rows["train"], sc.batch_size, rng),
+    result = trainer.fit(model, lambda epoch: feature_batches(features, labels, ids, train, sc.batch_size, rng),
                          lambda: validation, optimizer_for(model, sc))
     return model, result, trainer, rows
 

@@ -69,6 +69,11 @@ def rows_of(manifest: Manifest, split: str) -> np.ndarray:
     return np.flatnonzero(manifest.table["split"].to_numpy() == split)
 
 
+def labelled_rows(manifest: Manifest, split: str) -> np.ndarray:
+    """The rows of ``split`` that carry a label: what Stage I trains on (unlabelled turns are context only)."""
+    return np.flatnonzero((manifest.table["split"].to_numpy() == split) & (manifest.label_ids() >= 0))
+
+
 @dataclass
 class FineTuned:
     model: TextClassifier
@@ -101,7 +106,7 @@ def fine_tune(encoder: TextEncoderConfig, sc: Stage1TextConfig, manifest: Manife
 
     validation = batches(rows_of(manifest, "validation"), sc.eval_batch_size)
     trainer = Trainer(sc, device, desc)
-    result = trainer.fit(model, lambda epoch: batches(rows_of(manifest, "train"), sc.batch_size, rng), lambda: validation,
+    result = trainer.fit(model, lambda epoch: batches(labelled_rows(manifest, "train"), sc.batch_size, rng), lambda: validation,
                          optimizer, scheduler=linear_warmup(sc.warmup_ratio))
     return FineTuned(model, result, trainer, lambda split: batches(rows_of(manifest, split), sc.eval_batch_size))
 

@@ -84,8 +84,8 @@ def load_manifest_or_corpus(name: str, root=None, **options) -> Manifest:
         return prepare("audio_folder", p, **options)
     if p.suffix or "/" in name or "\\" in name:  # meant as a path
         raise DataError(f"{name} does not exist")
-    raise DataError(f"{name!r} is neither a corpus name ({sorted(ADAPTERS)}), an existing manifest directory, .csv / "
-                    ".jsonl file nor folder of recordings")
+    raise DataError(f"{name!r} is neither a corpus name ({sorted(ADAPTERS)}), a manifest directory, a .csv / .jsonl "
+                    "file nor a folder of recordings")
 
 
 # files of conversations (the custom adapter) as `merits predict` takes them

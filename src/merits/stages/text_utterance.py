@@ -135,9 +135,15 @@ class TextUtteranceStage(Stage):
             trainer = Trainer(sc, cfg.device, self.label)
             if not trainer.dist.is_main:
                 return {}
+            batcher = TextBatcher(model.tokenizer, cfg.text_encoder.max_length)
+            tokens = batcher.tokenize(manifest.table["text"])
+            lengths = np.array([len(t) for t in tokens])
+            split_batches = lambda split: utterance_batches(batcher, manifest, tokens, rows_of(manifest, split),  # noqa: E731
+                                                            lengths, sc.eval_batch_size)
         else:
             tuned = fine_tune(cfg.text_encoder, sc, manifest, seed, cfg.device, self.label)
             trainer, model, summary = tuned.trainer, tuned.model, fit_summary(tuned.result)
+            split_batches = tuned.batches  # tokenised once, for training and the exports
             if not trainer.dist.is_main:  # the weights are the same on every process: rank 0 writes them
                 return {}
             model.save(out / "checkpoint")
@@ -147,14 +153,10 @@ class TextUtteranceStage(Stage):
             trained.write_text(json.dumps(summary))  # last: the checkpoint above is complete
             kill_point("stage1_text.trained")
         model.to(trainer.device)
-        batcher = TextBatcher(model.tokenizer, cfg.text_encoder.max_length)
-        tokens = batcher.tokenize(manifest.table["text"])
-        lengths = np.array([len(t) for t in tokens])
         # exports run on rank 0 alone (the other processes wait at the stage's barrier)
         preds = {}
         for s in splits_present(manifest):
-            batches = utterance_batches(batcher, manifest, tokens, rows_of(manifest, s), lengths, sc.eval_batch_size)
-            preds[s] = predict(model, batches, trainer.device, f"{self.label} {s}", sc.precision)
+            preds[s] = predict(model, split_batches(s), trainer.device, f"{self.label} {s}", sc.precision)
             kill_point("stage1_text.exporting")
         metrics = {**export(preds, manifest, out, self.label), **summary}
         trained.unlink()

@@ -420,7 +420,7 @@ def test_custom_jsonl_happy_path(tmp_path):
 def test_custom_bad_input(tmp_path):
     base = {"conversation_id": "c1", "split": "train", "text": "hi", "label": "joy"}
     path = _write_csv(tmp_path / "d.csv", [base, {**base, "label": "rage"}])
-    with pytest.raises(DataError, match=r"labels not among \['joy'\]: line 3 \('rage'\)"):
+    with pytest.raises(DataError, match=r"labels not among \['joy'\] \(rename them with the option label_map.*: line 3 \('rage'\)"):
         prepare("custom", path, labels=["joy"])
     path = _write_csv(tmp_path / "d.csv", [{**base, "utterance_id": "x", "turn": 0}, {**base, "utterance_id": "x", "turn": 1}])
     with pytest.raises(DataError, match=r"duplicate utterance ids: line 2 \('x'\), line 3"):
@@ -569,3 +569,60 @@ def test_messages_that_used_to_mislead(tmp_path):
     assert prepare("custom", tmp_path / "prepared").table["text"].tolist() == ["hi"]
     with pytest.raises(DataError, match=r"missing.csv does not exist"):
         load_manifest_or_corpus(str(tmp_path / "missing.csv"))
+
+
+def test_a_conversation_id_reused_for_another_dialogue_is_named_by_its_column(tmp_path):
+    """Grouping by a column that repeats across dialogues (a scene number per episode): the error names the
+    column the user wrote (conversation_id / turn), never the utterance ids merits would have generated."""
+    from merits.errors import DataError
+
+    rows = [{"conversation_id": "scene1", "turn": k, "split": "train", "text": "x", "label": "a"} for k in (0, 1, 0, 1)]
+    with pytest.raises(DataError, match=r"a turn appears twice in one conversation.*make them unique\): line 2 "
+                                        r"\('scene1#0'\)") as err:
+        prepare("custom", _write_csv(tmp_path / "turns.csv", rows))
+    assert "utterance id" not in str(err.value)
+    no_turns = [{k: v for k, v in r.items() if k != "turn"} for r in rows]
+    no_turns[1]["conversation_id"] = "scene2"  # scene1, scene2, scene1, scene1: scene1 comes back
+    with pytest.raises(DataError, match=r"comes back after other conversations.*line 4 \('scene1', first seen at line 2\)"):
+        prepare("custom", _write_csv(tmp_path / "blocks.csv", no_turns))
+
+
+def test_label_map_renames_merges_and_unlabels(tmp_path, caplog):
+    """label_map: many-to-one, "" / null = unlabelled (kept as context), applied before the labels option is
+    checked, recorded in the saved manifest; the command-line form "a:b,c:" is the same map."""
+    rows = [{"conversation_id": "c1", "split": "train", "text": t, "label": lab}
+            for t, lab in [("a", "happiness"), ("b", "excitement"), ("c", "other"), ("d", "sadness")]]
+    path = _write_csv(tmp_path / "corpus.csv", rows)
+    mapping = {"happiness": "joy", "excitement": "joy", "other": None, "frustration": "anger"}
+    m = prepare("custom", path, label_map=mapping, labels=["joy", "sadness"])
+    assert m.table["label"].tolist() == ["joy", "joy", "", "sadness"]
+    assert m.counts()["unlabelled"] == 1 and "frustration" in caplog.text  # a key the file lacks: a warning
+    assert "label map: happiness -> joy, excitement -> joy, other -> (unlabelled)" in m.report()
+    again = Manifest.load(m.save(tmp_path / "saved"))
+    assert again.label_map == {"happiness": "joy", "excitement": "joy", "other": "", "frustration": "anger"}
+    assert prepare("custom", path, label_map="happiness:joy,excitement:joy,other:,frustration:anger").table.equals(m.table)
+    from merits.errors import DataError
+
+    with pytest.raises(DataError, match="label:class pairs"):
+        prepare("custom", path, label_map="happiness=joy")
+    with pytest.raises(DataError, match="labels not among.*label_map"):  # without the map the file's names differ
+        prepare("custom", path, labels=["joy", "sadness"])
+
+
+def test_own_data_gets_its_own_run_folder_and_table_heading(tmp_path):
+    """`merits train offline data.corpus=custom data.root=calls.csv` trains into runs/offline-calls, headed
+    'calls', not into the MELD demo's folder; an explicit name wins; a profile pointed at its own corpus keeps it."""
+    from merits.config import load_config
+    from merits.pipeline import dataset_name
+
+    calls = tmp_path / "my calls.csv"
+    assert load_config("offline", ["data.corpus=custom", f"data.root={calls}"]).name == "offline-my_calls"
+    assert load_config("offline", ["data.corpus=custom", f"data.root={calls}", "data.options.name=support"]).name \
+        == "offline-support"
+    assert load_config("offline", ["data.corpus=custom", f"data.root={calls}", "name=mine"]).name == "mine"
+    assert load_config("mosi-offline", ["data.root=/data/mosi.csv"]).name == "mosi-offline"
+    assert load_config("offline", ["seeds=[1]"]).name == "meld-offline"
+    assert load_config("offline", ["data.corpus=mosi", "data.root=/data/mosi.csv"]).name == "offline-mosi"
+    rows = [{"conversation_id": "c1", "split": "train", "text": "hi", "label": "a"}]
+    assert prepare("custom", _write_csv(tmp_path / "calls.csv", rows)).corpus == "calls"
+    assert dataset_name("calls") == "calls" and dataset_name("meld") == "MELD"

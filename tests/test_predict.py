@@ -149,6 +149,11 @@ def test_text_only_input_and_errors(iemocap_run, tmp_path, capsys, monkeypatch):
     assert main(["-q", "predict", str(root), str(tmp_path / "bad.csv"), "--stage", "stage1_text",
                  "--out", str(tmp_path / "y")]) == 2
     assert "joy" in capsys.readouterr().err
+    # ... that a label map renames (another corpus' names scored against the run's classes), recorded in the output
+    assert main(["-q", "predict", str(root), str(tmp_path / "bad.csv"), "--stage", "stage1_text",
+                 "--out", str(tmp_path / "mapped"), "-o", "label_map=joy:happiness"]) == 0
+    mapped = json.loads((tmp_path / "mapped" / "summary.json").read_text())
+    assert mapped["scores"]["stage1_text"]["test"]["n"] == 1 and mapped["label_map"] == {"joy": "happiness"}
     with pytest.raises(ConfigError, match=r"no finished stage1_\w+ for seed 7 \(finished seeds: \[0\]\)"):
         predict_run(run, load_manifest_or_corpus(str(data), split="test"), tmp_path / "z", seeds=7)
     with pytest.raises(ConfigError, match="not a trained experiment"):

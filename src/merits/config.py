@@ -161,6 +161,7 @@ def load_config(path=None, overrides=(), cls=None):
     if cls is None:
         from merits.experiment import ExperimentConfig as cls
     values: dict = {}
+    profile = None
     if path is not None:
         p = resolve_config_path(path)
         try:
@@ -169,8 +170,12 @@ def load_config(path=None, overrides=(), cls=None):
             raise ConfigError(f"{p}: invalid YAML: {e}") from e
         if not isinstance(values, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
-    values = _merge(values, parse_overrides(overrides))
-    cfg = _build(cls, values)
+        profile = p.stem
+    changes = parse_overrides(overrides)
+    merged = _merge(values, changes)
+    if hasattr(cls, "complete"):  # a config that derives defaults from what the overrides changed (the run name)
+        merged = cls.complete(profile, values, changes, merged)
+    cfg = _build(cls, merged)
     if hasattr(cfg, "check"):
         cfg.check()
     return cfg

@@ -7,6 +7,7 @@ Each stage's config lives beside its code (``merits.stages.*``) and nests its mo
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from merits.audio import AudioConfig
@@ -17,6 +18,17 @@ from merits.stages.context import ContextConfig
 from merits.stages.fusion import FusionConfig
 from merits.stages.speech_utterance import SpeechHeadTrainConfig
 from merits.stages.text_utterance import Stage1TextConfig
+
+
+def _stem(root) -> str:
+    """A data root's name for a run folder: the file's stem (calls.csv -> calls), a folder's name; made safe."""
+    if not root:
+        return ""
+    from pathlib import Path
+
+    p = Path(str(root))
+    name = p.stem if p.suffix.lower() in (".csv", ".jsonl", ".json", ".ndjson") else p.name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
 
 
 @dataclass
@@ -43,6 +55,23 @@ class ExperimentConfig:
     combined: bool = False
     # a run folder trained on another manifest (other data) is refused, never silently replaced; true replaces it
     overwrite: bool = False
+
+    @staticmethod
+    def complete(profile: str | None, base: dict, changes: dict, merged: dict) -> dict:
+        """The run's default name when the overrides point a profile at other data: ``<profile>-<data name>``
+        (``offline data.corpus=custom data.root=calls.csv`` -> ``runs/offline-calls``), so that training on your
+        own data never lands in the profile's own run folder. An explicit ``name=`` always wins."""
+        if "name" in changes or not isinstance(changes.get("data"), dict):
+            return merged
+        data = merged.get("data") or {}
+        corpus = data.get("corpus", DataConfig.corpus)
+        own = (base.get("data") or {}).get("corpus", DataConfig.corpus)
+        named = (changes["data"].get("options") or {}).get("name")
+        if corpus == own and not named and not (corpus == "custom" and "root" in changes["data"]):
+            return merged  # the profile's own corpus (e.g. mosi-offline data.root=<your copy of MOSI>)
+        label = named or (data.get("options") or {}).get("name") or _stem(data.get("root")) or corpus
+        prefix = merged.get("name", ExperimentConfig.name) if profile is None else profile
+        return {**merged, "name": f"{prefix}-{label}"}
 
     def check(self) -> "ExperimentConfig":
         """Semantic checks that types alone do not catch; errors name the key."""

@@ -160,7 +160,10 @@ def train_stage(cfg, name: str, manifest: Manifest, inputs: dict[str, Path], see
 
 
 def dataset_name(corpus: str) -> str:
-    return corpus.upper() if corpus.isalnum() else corpus  # MELD, MOSI, IEMOCAP
+    """The results table's heading: a shipped corpus in capitals (MELD, MOSI, IEMOCAP); your own data by its name."""
+    from merits.data import ADAPTERS
+
+    return corpus.upper() if corpus in ADAPTERS and corpus != "custom" else corpus
 
 
 def finished_seeds(root: Path, graph: Graph) -> dict[str, dict[int, dict]]:

@@ -25,6 +25,7 @@ Output directory::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field, replace
@@ -102,7 +103,7 @@ class PredictResult:
 
 def relabel(manifest: Manifest, labels: tuple[str, ...]) -> Manifest:
     """The input under the run's label names; a gold label the run does not know is a DataError naming rows."""
-    return Manifest(manifest.corpus, labels, manifest.table.copy(), manifest.source, dict(manifest.excluded)).validate()
+    return dataclasses.replace(manifest, labels=labels, table=manifest.table.copy()).validate()
 
 
 def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int | list[int] | None = None,
@@ -146,6 +147,7 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int
     table, summary, scores = _outputs(run, manifest, keep, outputs, stage, seeds, notes, online)
     summary["online_mode"] = None if not online else "causal, one pass" if causal else (
         f"prefix replay, window {window} turns" if window else "prefix replay, whole prefix")
+    summary["label_map"] = manifest.label_map  # how the input's gold labels were renamed, if they were
     summary["left_out"] = sorted(unusable) + summary["left_out"]  # bad audio found by ASR, then by the speech encoder
     table.to_csv(out / "predictions.csv", index=False)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

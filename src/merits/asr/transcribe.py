@@ -26,6 +26,7 @@ the batch in flight (``batch_size`` utterances; 1 with ``batch_size=1``).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import logging
 import os
@@ -304,8 +305,7 @@ def _assemble(manifest: Manifest, records: dict, cfg: ASRConfig, transcriber: Tr
     t.loc[transcribed, "text"] = hypothesis
     keep = ~t["utterance_id"].isin(skipped_ids + (empty_ids if cfg.drop_empty else []))
     kept = _segmented(t[keep], records) if cfg.segment else t[keep]
-    out_manifest = Manifest(manifest.corpus, manifest.labels, kept,
-                            f"{manifest.source} transcribed by {transcriber.name}", dict(manifest.excluded))
+    out_manifest = dataclasses.replace(manifest, table=kept, source=f"{manifest.source} transcribed by {transcriber.name}")
     if len(out_manifest.table):
         out_manifest.validate()
     scored = reference.str.strip() != ""  # the input's own text, where it had one, is the reference

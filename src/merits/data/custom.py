@@ -15,8 +15,8 @@ Audio paths relative to the file's folder are made absolute. Label names come fr
 from __future__ import annotations
 
 import codecs
-
 import json
+import logging
 from io import StringIO
 from pathlib import Path
 
@@ -24,6 +24,8 @@ import pandas as pd
 
 from merits.data.manifest import COLUMNS, SPLITS, Manifest, _listing, carve_validation
 from merits.errors import DataError
+
+log = logging.getLogger(__name__)
 
 REQUIRED = ("conversation_id", "split")
 NUMERIC = ("start", "end", "valence", "arousal")
@@ -127,6 +129,20 @@ def _turns(t: pd.DataFrame, where: list[str], path: Path) -> pd.Series:
     return turns.astype("int64")
 
 
+def _check_blocks(t: pd.DataFrame, where: list[str], path: Path) -> None:
+    """Without a ``turn`` column the file order numbers the turns, so a conversation must be one block of rows: an
+    id that comes back after other conversations is an id reused for another dialogue, not more of the same one."""
+    conv = t["conversation_id"]
+    starts = conv != conv.shift()
+    again = starts & conv.duplicated()
+    if again.any():
+        rows = [f"{where[i]} ({conv.iat[i]!r}, first seen at {where[int(conv[conv == conv.iat[i]].index[0])]})"
+                for i in again[again].index]
+        raise DataError(f"{path}: a conversation_id comes back after other conversations, so it would join two "
+                        f"dialogues: {_listing(rows)}; make conversation ids unique, or give a turn column if the rows "
+                        "of one conversation are interleaved on purpose")
+
+
 def _label_names(t: pd.DataFrame, labels, where: list[str], path: Path) -> tuple[str, ...]:
     """The option ``labels`` (a list or "a,b,c"), checked against the file; else the sorted distinct labels."""
     present = t["label"] if "label" in t.columns else pd.Series("", index=t.index)
@@ -135,8 +151,35 @@ def _label_names(t: pd.DataFrame, labels, where: list[str], path: Path) -> tuple
     names = [s.strip() for s in labels.split(",")] if isinstance(labels, str) else [str(s) for s in labels]
     if len(set(names)) != len(names) or "" in names:
         raise DataError(f"custom labels option must list distinct, non-empty names; got {names}")
-    _fail_rows((present != "") & ~present.isin(names), where, path, f"labels not among {names}", present)
+    _fail_rows((present != "") & ~present.isin(names), where, path, f"labels not among {names} (rename them with the option "
+               "label_map, e.g. label_map=happiness:joy, or happiness: to keep those turns unlabelled)", present)
     return tuple(names)
+
+
+def _label_map(option) -> dict[str, str]:
+    """The option ``label_map``: a mapping file label -> class name ("" or null: unlabelled, kept as context), or,
+    on the command line, ``"happiness:joy,excitement:joy,other:"``."""
+    if option is None:
+        return {}
+    if isinstance(option, str):
+        pairs = [item.split(":", 1) for item in option.split(",") if item.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise DataError(f"custom label_map {option!r}: give label:class pairs, e.g. happiness:joy,other: "
+                            "(nothing after the colon = unlabelled)")
+        option = dict(pairs)
+    if not isinstance(option, dict):
+        raise DataError(f"custom label_map must map labels to class names, e.g. {{happiness: joy}}; got {option!r}")
+    return {str(k).strip(): ("" if v is None else str(v).strip()) for k, v in option.items()}
+
+
+def _apply_label_map(t: pd.DataFrame, mapping: dict[str, str], path: Path) -> None:
+    """Rename labels in place (many-to-one; "" = unlabelled); labels outside the map keep their name."""
+    if not mapping or "label" not in t.columns:
+        return
+    unused = sorted(set(mapping) - set(t["label"]))
+    if unused:  # a typo, or a map written for another corpus: worth a word, not a stop
+        log.warning("%s: label_map names labels the file does not have: %s", path, _listing(unused))
+    t["label"] = t["label"].map(lambda x: mapping.get(x, x))
 
 
 def _audio_paths(t: pd.DataFrame, base: Path) -> pd.Series:
@@ -147,16 +190,20 @@ def _audio_paths(t: pd.DataFrame, base: Path) -> pd.Series:
 
 
 # ---------------------------------------------------------------------------------------------- entry point
-def build(root=None, labels=None, check_audio: bool = True, name: str = "custom", split: str | None = None,
-          encoding: str | None = None, validation_fraction: float | None = None, split_seed: int = 0) -> Manifest:
+def build(root=None, labels=None, check_audio: bool = True, name: str | None = None, split: str | None = None,
+          encoding: str | None = None, validation_fraction: float | None = None, split_seed: int = 0,
+          label_map=None) -> Manifest:
     """Read a CSV / JSONL file of utterances (columns = manifest columns) into a manifest.
 
     labels: label names in class-id order (list or comma-separated string); a label outside it is an error.
     split: the split of every row of a file without a ``split`` column (a file that has one keeps it).
-    check_audio: fail when a named audio file does not exist. name: the corpus name the manifest carries
-    (give each of your data sets its own). encoding: the file's text encoding (default: UTF-8, or UTF-16 / UTF-32
+    check_audio: fail when a named audio file does not exist. name: the data set's name, which the manifest
+    carries and the results table is headed by (default: the file's stem, ``calls.csv`` -> ``calls``). encoding: the file's text encoding (default: UTF-8, or UTF-16 / UTF-32
     when the file starts with a byte-order mark). validation_fraction: this share of the training conversations
     (whole conversations, chosen with ``split_seed``) becomes the validation split, for files that have none.
+    label_map: file label -> class name, applied before ``labels`` is checked: many-to-one (``{excitement: joy,
+    happiness: joy}``), or "" / null for turns to keep unlabelled (context for the conversation stages); recorded
+    in the manifest.
     """
     if root is None:
         raise DataError("custom data needs root = the path of a .csv or .jsonl file (see docs/manifest.md)")
@@ -184,12 +231,20 @@ def build(root=None, labels=None, check_audio: bool = True, name: str = "custom"
         if col in t.columns:
             bad = (t[col] != "") & pd.to_numeric(t[col], errors="coerce").isna()
             _fail_rows(bad, where, path, f"non-numeric {col}", t[col])
+    if "turn" not in t.columns:
+        _check_blocks(t, where, path)
     t["turn"] = _turns(t, where, path)
+    # checked before the utterance ids: ids merits generates (<conversation_id>_<turn>) collide exactly when a turn
+    # repeats, and the user should hear of the column they wrote, not of ids they never saw
+    _fail_rows(t.duplicated(["conversation_id", "turn"], keep=False), where, path,
+               "a turn appears twice in one conversation (conversation_id#turn; conversation ids must name one "
+               "conversation each: if they repeat across dialogues, e.g. a scene number per episode, make them "
+               "unique)", t["conversation_id"] + "#" + t["turn"].astype(str))
     generated = t["conversation_id"] + "_" + t["turn"].astype(str)
     t["utterance_id"] = t["utterance_id"].where(t["utterance_id"] != "", generated) if "utterance_id" in t.columns else generated
     _fail_rows(t["utterance_id"].duplicated(keep=False), where, path, "duplicate utterance ids", t["utterance_id"])
-    _fail_rows(t.duplicated(["conversation_id", "turn"], keep=False), where, path, "a turn appears twice in one conversation",
-               t["conversation_id"] + "#" + t["turn"].astype(str))
+    mapping = _label_map(label_map)
+    _apply_label_map(t, mapping, path)
     names = _label_names(t, labels, where, path)
     for col in ("text", "label"):  # optional in the file, required in the manifest: absent means empty
         if col not in t.columns:
@@ -199,4 +254,4 @@ def build(root=None, labels=None, check_audio: bool = True, name: str = "custom"
     if check_audio:
         _fail_rows((t["audio_path"] != "") & ~t["audio_path"].map(lambda p: Path(p).is_file()), where, path,
                    "audio files missing", t["audio_path"])
-    return Manifest(str(name), names, t, str(path.resolve())).validate()
+    return Manifest(str(name or path.stem), names, t, str(path.resolve()), label_map=mapping).validate()

@@ -22,6 +22,7 @@ label map excluded on purpose, where it was built from).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -79,6 +80,9 @@ class Manifest:
     table: pd.DataFrame
     source: str = ""
     excluded: dict[str, int] = field(default_factory=dict)  # label -> rows the label map dropped on purpose
+    # label in the source -> class name ("" = unlabelled, kept as context) that the adapter applied; recorded so
+    # that a run says how its classes were made
+    label_map: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.labels = tuple(self.labels)
@@ -191,13 +195,12 @@ class Manifest:
             t = self.split(split)
             keep = list(dict.fromkeys(t["conversation_id"]))[:max_conversations]
             parts.append(t[t["conversation_id"].isin(keep)])
-        return Manifest(self.corpus, self.labels, pd.concat(parts), self.source, dict(self.excluded))
+        return dataclasses.replace(self, table=pd.concat(parts))
 
     def select(self, utterance_ids) -> "Manifest":
         """The manifest restricted to ``utterance_ids`` (e.g. those with usable audio); order is kept."""
         keep = set(map(str, utterance_ids))
-        t = self.table[self.table["utterance_id"].isin(keep)]
-        return Manifest(self.corpus, self.labels, t, self.source, dict(self.excluded))
+        return dataclasses.replace(self, table=self.table[self.table["utterance_id"].isin(keep)])
 
     def counts(self) -> dict:
         t = self.table
@@ -224,6 +227,8 @@ class Manifest:
             lines.append(f"  unlabelled utterances: {c['unlabelled']}")
         if c["with_audio"]:
             lines.append(f"  utterances with audio: {c['with_audio']}")
+        if self.label_map:
+            lines.append("  label map: " + ", ".join(f"{k} -> {v or '(unlabelled)'}" for k, v in self.label_map.items()))
         if self.excluded:
             lines.append("  excluded on purpose by the label map: " + ", ".join(f"{k} {v}" for k, v in self.excluded.items()))
         return "\n".join(lines)
@@ -240,7 +245,7 @@ class Manifest:
         directory.mkdir(parents=True, exist_ok=True)
         self.table.to_csv(directory / "manifest.csv", index=False)
         meta = {"corpus": self.corpus, "labels": list(self.labels), "source": self.source,
-                "excluded": self.excluded, "counts": self.counts(), "fingerprint": self.fingerprint()}
+                "excluded": self.excluded, "label_map": self.label_map, "counts": self.counts(), "fingerprint": self.fingerprint()}
         (directory / "manifest.json").write_text(json.dumps(meta, indent=2))
         return directory
 
@@ -251,7 +256,8 @@ class Manifest:
             raise DataError(f"{directory} holds no manifest (manifest.csv + manifest.json); run `merits prepare` first")
         meta = json.loads((directory / "manifest.json").read_text())
         table = pd.read_csv(directory / "manifest.csv", dtype=str, keep_default_na=False)
-        return cls(meta["corpus"], tuple(meta["labels"]), table, meta.get("source", ""), meta.get("excluded", {}))
+        return cls(meta["corpus"], tuple(meta["labels"]), table, meta.get("source", ""), meta.get("excluded", {}),
+                   meta.get("label_map", {}))
 
 
 def normalise_table(table: pd.DataFrame) -> pd.DataFrame:

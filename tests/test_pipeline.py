@@ -201,3 +201,44 @@ def test_iemocap_paper_profile_whole_hierarchy_on_the_release_fixture(tmp_path, 
     table = (tmp_path / "both" / "table.md").read_text()
     assert "| Modality (stage) | IEMOCAP | IEMOCAP (iemocap) |" in table and "| Combined (II + III jointly) |" in table
     assert (tmp_path / "both" / "stages.png").stat().st_size > 0
+
+
+def test_the_tables_metric_is_selectable_without_retraining(finished, tmp_path, capsys):
+    """merits report RUN --metric macro_f1 / micro_f1 --classes ...: computed from the saved confusion matrices,
+    equal to scikit-learn on the saved predictions; a subset the run lacks, or --classes alone, is an error."""
+    import shutil
+
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from merits.report import combine
+
+    cfg, _ = finished
+    run = tmp_path / "e2e"
+    shutil.copytree(Path(cfg.runs_dir) / "e2e", run)
+    assert main(["-q", "report", str(run), "--metric", "micro_f1", "--classes", "anger,joy,sadness"]) == 0
+    assert "Test micro F1 over anger, joy, sadness (%)" in capsys.readouterr().out
+    result = json.loads((run / "results.json").read_text())
+    assert result["metric"] == {"name": "micro_f1", "classes": ["anger", "joy", "sadness"],
+                                "title": "micro F1 over anger, joy, sadness"}
+    labels = json.loads((run / "manifest" / "manifest.json").read_text())["labels"]
+    expected = []
+    for seed in (0, 1):
+        p = pd.read_csv(run / "stage2_text" / f"seed-{seed}" / "predictions.csv", keep_default_na=False)
+        p = p[(p["split"] == "test") & (p["label"] != "")]
+        ids = {n: i for i, n in enumerate(labels)}
+        expected.append(f1_score(p["label"].map(ids), p["predicted"].map(ids), average="micro",
+                                 labels=[ids[c] for c in ("anger", "joy", "sadness")], zero_division=0))
+    assert result["summary"]["stage2_text"]["score"]["values"] == pytest.approx(expected)
+    assert main(["-q", "report", str(run), "--metric", "macro_f1"]) == 0
+    assert "Test macro F1 (%)" in capsys.readouterr().out
+    macro = json.loads((run / "results.json").read_text())["summary"]["stage1_text"]
+    assert macro["score"]["values"] == pytest.approx(macro["macro_f1"]["values"])
+    assert main(["-q", "report", str(run), "--metric", "micro_f1", "--classes", "joy,boredom"]) == 2
+    assert "boredom" in capsys.readouterr().err
+    assert main(["-q", "report", str(run), "--classes", "joy"]) == 2
+    with pytest.raises(Exception, match="different metrics"):  # one table, one metric
+        combine([run, Path(cfg.runs_dir) / "e2e"])
+    assert np.isfinite(macro["score"]["mean"])
+    with pytest.raises(Exception, match="metric"):
+        load_config("offline", ["metric=f2"])

@@ -124,7 +124,8 @@ def test_whole_calls_are_cut_into_utterances_by_whisper(iemocap_run, tmp_path, c
     assert (table["predicted_stage1_audio"] != "").all() and (table["predicted"] != "").all()
     per_call = pd.read_csv(out / "conversations.csv")  # the call at a glance
     assert len(per_call) == 1 and per_call.loc[0, "utterances"] == len(table)
-    assert per_call.loc[0, "dominant"] == table["predicted"].value_counts().index[0]
+    counts = table["predicted"].value_counts()
+    assert per_call.loc[0, "dominant"] in counts.index[counts == counts.max()]
     shares = per_call[[f"share_{n}" for n in ("anger", "happiness", "sadness", "neutral")]].to_numpy()
     assert abs(shares.sum() - 1) < 1e-3 and per_call.loc[0, "last"] == table["predicted"].iloc[-1]
     assert (out / "timelines.png").stat().st_size > 0
@@ -177,3 +178,21 @@ def test_text_only_input_and_errors(iemocap_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(Transcriber, "transcribe_batch", lambda self, audios: [""] * len(audios))
     with pytest.raises(DataError, match=r"Whisper found no words in 3 utterances .*prediction: stage stage2_audio"):
         predict_run(run, load_manifest_or_corpus(str(folder)), tmp_path / "e")
+
+
+def test_conversation_shares_and_ties_are_never_misleading():
+    """A tied dominant label is named as a tie and broken by confidence, not by class order; a share of 1 in
+    2,405 prints as "< 0.1 %", not "0.0 %"."""
+    from merits.prediction_report import conversations, format_summary, percent
+
+    table = pd.DataFrame({"conversation_id": ["a"] * 4, "turn": range(4),
+                          "predicted": ["anger", "joy", "joy", "anger"], "confidence": [0.9, 0.4, 0.5, 0.8]})
+    row = conversations(table, ("anger", "joy")).iloc[0]
+    assert row["dominant"] == "anger" and row["tied"] == "anger, joy"  # 1.7 total confidence against 0.9
+    assert conversations(table.assign(conversation_id="b").iloc[1:3], ("anger", "joy")).iloc[0]["tied"] == ""
+    assert percent(1, 2405) == "< 0.1 %" and percent(2404, 2405) == "> 99.9 %" and percent(1, 4) == "25.0 %"
+    assert percent(0, 5) == "0.0 %"
+    summary = {"conversations": 1, "stage_labels": {"s": "Text I"}, "predicted": 2405, "utterances": 2405,
+               "stage": "s", "run": "r", "seeds": [0], "predicted_counts": {"joy": 2404, "anger": 1}, "scores": {},
+               "left_out": []}
+    assert "| anger | 1 | < 0.1 % |" in format_summary(summary)

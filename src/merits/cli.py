@@ -3,7 +3,8 @@
     merits demo                         Stage I + II text on the embedded MELD with the offline encoder
     merits prepare meld --root DIR      build, check and save a corpus manifest; print its counts
     merits train CONFIG [key=value ...] run an experiment (every stage, every seed) and print Table I
-    merits report RUN_DIR [RUN_DIR ...] print the report of a finished experiment (several: one Table I)
+    merits report RUN_DIR [RUN_DIR ...] print the report of a finished experiment (several: one Table I);
+                                        --metric macro_f1 / micro_f1 --classes a,b: another metric
     merits asr MANIFEST --out DIR       transcribe a manifest's audio (faster-whisper), resumable
     merits wer REF HYP                  word error rate of transcripts against references
     merits teach CONFIG [key=value ...] label a manifest's transcripts with a teacher (LLM or VADER) into a store
@@ -20,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from merits.errors import MeritsError
+from merits.errors import ConfigError, MeritsError
 
 log = logging.getLogger("merits")
 DEMO_CONFIG = "offline"
@@ -66,16 +67,23 @@ def cmd_demo(args) -> None:
 
 
 def cmd_report(args) -> None:
+    from merits.pipeline import report_run
+
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    if classes is not None and args.metric is None:
+        raise ConfigError("--classes needs --metric (e.g. --metric micro_f1 --classes anger,joy,sadness)")
     if len(args.run_dirs) > 1:  # one Table I column per experiment (e.g. one per dataset)
         from merits.report import combine
 
+        if args.metric:  # each run's report rebuilt in that metric first (from its confusion matrices)
+            for run in args.run_dirs:
+                report_run(run, args.metric, classes)
         print(combine(args.run_dirs, args.out))
         if args.out:
             print(f"\nwritten to {args.out}/table.md and {args.out}/stages.png")
         return
-    from merits.pipeline import report_run
-
-    print(report_run(args.run_dirs[0]))  # rebuilt from every finished seed (seeds may have run in parallel)
+    # rebuilt from every finished seed (seeds may have run in parallel)
+    print(report_run(args.run_dirs[0], args.metric, classes))
 
 
 def cmd_asr(args) -> None:
@@ -238,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="print the report of a finished experiment, or one Table I for several")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", help="with several runs: also write table.md and a grouped bar chart stages.png here")
+    p.add_argument("--metric", help="the table's metric: weighted_f1 (default: the run's), macro_f1, micro_f1, accuracy")
+    p.add_argument("--classes", help="with --metric: the classes it averages over, comma-separated (e.g. every class "
+                                     "but 'others' for micro F1)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("asr", help="transcribe a manifest's audio into a new manifest (resumable)")

@@ -14,6 +14,7 @@ from merits.audio import AudioConfig
 from merits.config import MODALITIES, DataConfig, TextEncoderConfig
 from merits.encoders.speech import SpeechEncoderConfig
 from merits.errors import ConfigError
+from merits.metrics import check_metric
 from merits.stages.context import ContextConfig
 from merits.stages.fusion import FusionConfig
 from merits.stages.speech_utterance import SpeechHeadTrainConfig
@@ -55,6 +56,11 @@ class ExperimentConfig:
     combined: bool = False
     # a run folder trained on another manifest (other data) is refused, never silently replaced; true replaces it
     overwrite: bool = False
+    # the results table's metric: weighted_f1 (the paper's) | macro_f1 | micro_f1 | accuracy, averaged over
+    # metric_classes (default: every class), e.g. micro_f1 without an "others" class; reporting only (each stage
+    # still selects its epoch on validation weighted F1), so `merits report RUN --metric ...` changes it afterwards
+    metric: str = "weighted_f1"
+    metric_classes: list[str] = field(default_factory=list)
 
     @staticmethod
     def complete(profile: str | None, base: dict, changes: dict, merged: dict) -> dict:
@@ -88,6 +94,10 @@ class ExperimentConfig:
             raise ConfigError(f"modalities: {self.modalities} must be a non-empty subset of {list(MODALITIES)}")
         if self.combined and set(self.modalities) != set(MODALITIES):
             raise ConfigError(f"combined: the combined ablation fuses text and audio; modalities is {self.modalities}")
+        try:
+            check_metric(self.metric, self.metric_classes)
+        except ValueError as e:
+            raise ConfigError(f"metric: {e}") from None
         for stage in build_graph(self):
             stage.check(self)
         return self

@@ -1,4 +1,9 @@
-"""Evaluation: weighted F1 (the headline), accuracy, macro F1, per-class scores, confusion matrix; mean ± std."""
+"""Evaluation: weighted F1 (the headline), accuracy, macro F1, per-class scores, confusion matrix; mean ± std.
+
+The table's metric is selectable (:data:`METRICS`, optionally over a subset of the classes, as dialogue benchmarks
+that score without their "others" class do): :func:`score` computes any of them from a stage's saved confusion
+matrix, so changing the metric of a finished run needs no retraining.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +36,49 @@ def classification_metrics(y_true, y_pred, label_names) -> dict:
         "labels": list(label_names),
         "confusion": confusion_matrix(y_true, y_pred, labels=ids).tolist(),  # rows: true class, columns: predicted
     }
+
+
+# name -> what the table's caption calls it
+METRICS = {"weighted_f1": "weighted F1", "macro_f1": "macro F1", "micro_f1": "micro F1", "accuracy": "accuracy"}
+
+
+def check_metric(name: str, classes, labels=None) -> None:
+    """A ConfigError-free check: ValueError naming what is wrong (the callers turn it into their own error)."""
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; known: {list(METRICS)}")
+    if classes and name == "accuracy":
+        raise ValueError("accuracy counts every class; a subset of classes applies to the F1 metrics")
+    if classes and labels is not None:
+        unknown = [c for c in classes if c not in labels]
+        if unknown:
+            raise ValueError(f"metric classes {unknown} are not among the run's classes {list(labels)}")
+
+
+def metric_title(name: str, classes=()) -> str:
+    """ "weighted F1", "micro F1 over anger, joy" """
+    return METRICS[name] + (f" over {', '.join(classes)}" if classes else "")
+
+
+def score(metrics: dict, name: str = "weighted_f1", classes=()) -> float:
+    """One metric from a prediction set's confusion matrix (``classification_metrics``' ``confusion`` and ``labels``).
+
+    classes: the classes averaged over (default all). micro F1 over a subset counts a prediction of a class outside
+    it as a miss only when the true class is inside (the DailyDialog convention: 'others' is neither scored nor
+    rewarded); with every class it equals accuracy.
+    """
+    cm = np.asarray(metrics["confusion"], dtype=float)  # (classes, classes): rows true, columns predicted
+    labels = list(metrics["labels"])
+    keep = [labels.index(c) for c in classes] if classes else list(range(len(labels)))
+    if name == "accuracy":
+        return float(np.trace(cm) / cm.sum()) if cm.sum() else 0.0
+    tp, true, predicted = np.diag(cm)[keep], cm.sum(axis=1)[keep], cm.sum(axis=0)[keep]
+    if name == "micro_f1":
+        denominator = true.sum() + predicted.sum()
+        return float(2 * tp.sum() / denominator) if denominator else 0.0
+    f1 = np.divide(2 * tp, true + predicted, out=np.zeros_like(tp), where=(true + predicted) > 0)
+    if name == "macro_f1":
+        return float(f1.mean()) if len(f1) else 0.0
+    return float((f1 * true).sum() / true.sum()) if true.sum() else 0.0  # weighted by support
 
 
 def mean_std(values) -> dict:

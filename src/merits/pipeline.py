@@ -24,6 +24,7 @@ from merits.data.manifest import Manifest
 from merits.encoders.speech import build_speech_encoder
 from merits.errors import ConfigError, DataError, read_json
 from merits.features import FeatureStore, extract_features
+from merits.metrics import check_metric
 from merits.report import write_report
 from merits.runs import DONE, run_cached, stage_dir
 from merits.stages.base import Stage
@@ -125,6 +126,7 @@ def run_experiment(cfg, seeds: list[int] | None = None) -> dict:
     root = Path(cfg.runs_dir) / cfg.name
     notes: list[str] = []
     manifest = build_manifest(cfg, notes)
+    _check_metric(cfg.metric, cfg.metric_classes, manifest.labels)  # before any training, not after
     if dist.is_main:
         claim_run_dir(root, manifest, cfg.overwrite)
         manifest.save(root / "manifest")
@@ -145,7 +147,8 @@ def run_experiment(cfg, seeds: list[int] | None = None) -> dict:
 
             run_cached(stage_dir(cfg.runs_dir, cfg.name, stage.name, seed), key, compute, stage.distributed)
     per_seed = finished_seeds(root, graph)
-    table = write_report(root, dataset_name(manifest.corpus), per_seed, graph, notes) if dist.is_main else ""
+    table = write_report(root, dataset_name(manifest.corpus), per_seed, graph, notes,
+                         (cfg.metric, cfg.metric_classes)) if dist.is_main else ""
     return {"per_seed": per_seed, "table": table, "dir": str(root)}
 
 
@@ -180,15 +183,26 @@ def finished_seeds(root: Path, graph: Graph) -> dict[str, dict[int, dict]]:
     return out
 
 
-def report_run(directory: str | Path) -> str:
-    """Rebuild the report of a run directory from every finished seed on disk (``merits report RUN``)."""
+def report_run(directory: str | Path, metric: str | None = None, classes: list[str] | None = None) -> str:
+    """Rebuild the report of a run directory from every finished seed on disk (``merits report RUN``), in the run's
+    metric or in ``metric`` over ``classes`` (computed from the saved confusion matrices: no retraining)."""
     directory = Path(directory)
     cfg = load_run_config(directory)
     graph = build_graph(cfg)
     per_seed = finished_seeds(directory, graph)
     if not per_seed:
         raise ConfigError(f"{directory} has no finished stage yet")
-    return write_report(directory, dataset_name(Manifest.load(directory / "manifest").corpus), per_seed, graph)
+    manifest = Manifest.load(directory / "manifest")
+    chosen = (metric or cfg.metric, list(classes if classes is not None else cfg.metric_classes if metric is None else []))
+    _check_metric(*chosen, manifest.labels)
+    return write_report(directory, dataset_name(manifest.corpus), per_seed, graph, None, chosen)
+
+
+def _check_metric(name: str, classes, labels) -> None:
+    try:
+        check_metric(name, classes, labels)
+    except ValueError as e:
+        raise ConfigError(f"metric: {e}") from None
 
 
 def load_run_config(directory: Path):

@@ -11,14 +11,20 @@ from merits.data.manifest import _listing
 
 
 def conversations(table: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFrame:
-    """conversations.csv: per conversation, how much of each predicted emotion, at a glance (turn order kept)."""
+    """conversations.csv: per conversation, how much of each predicted emotion, at a glance (turn order kept).
+
+    dominant: the most frequent predicted label; a tie goes to the label predicted with more total confidence (not to
+    the class order), and ``tied`` names every label of the tie so that it is never silent."""
     done = table[table["predicted"] != ""]
     rows = []
     for conv, g in done.groupby("conversation_id", sort=False):  # conversations in input order
         g = g.sort_values("turn", kind="stable")
-        share = g["predicted"].value_counts(normalize=True)
-        rows.append({"conversation_id": conv, "utterances": len(g), "dominant": share.index[0],
-                     **{f"share_{n}": round(float(share.get(n, 0.0)), 4) for n in labels},
+        counts = g["predicted"].value_counts()
+        tied = sorted(counts.index[counts == counts.max()])
+        dominant = max(tied, key=lambda n: (g.loc[g["predicted"] == n, "confidence"].sum(), -tied.index(n)))
+        rows.append({"conversation_id": conv, "utterances": len(g), "dominant": dominant,
+                     "tied": ", ".join(tied) if len(tied) > 1 else "",
+                     **{f"share_{n}": round(float(counts.get(n, 0) / len(g)), 6) for n in labels},
                      "mean_confidence": round(float(g["confidence"].mean()), 4),
                      "first": g["predicted"].iloc[0], "last": g["predicted"].iloc[-1]})
     return pd.DataFrame(rows)
@@ -71,7 +77,7 @@ def format_summary(summary: dict) -> str:
              "| predicted | utterances | share |", "|---|---|---|"]
     total = max(summary["predicted"], 1)
     for name, n in summary["predicted_counts"].items():
-        lines.append(f"| {name} | {n} | {100 * n / total:.1f} % |")
+        lines.append(f"| {name} | {n} | {percent(n, total)} |")
     if summary["scores"]:
         lines += ["", "Against the input's gold labels:", "",
                   "| stage | split | weighted F1 (%) | accuracy (%) | n |", "|---|---|---|---|---|"]
@@ -82,6 +88,16 @@ def format_summary(summary: dict) -> str:
     if summary["left_out"]:
         lines += ["", f"left out (bad audio): {len(summary['left_out'])}: {_listing(summary['left_out'])}"]
     return "\n".join(lines)
+
+
+def percent(n: int, total: int) -> str:
+    """A share for people: 1 of 2,405 is "< 0.1 %", never a misleading "0.0 %"; 2,404 of 2,405 is "> 99.9 %"."""
+    share = 100 * n / max(total, 1)
+    if 0 < share < 0.05:
+        return "< 0.1 %"
+    if 99.95 <= share < 100:
+        return "> 99.9 %"
+    return f"{share:.1f} %"
 
 
 def format_preview(table: pd.DataFrame, rows: int = 10, width: int = 60) -> str:

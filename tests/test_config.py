@@ -66,3 +66,16 @@ def test_hash_changes_with_config_only():
     assert config_hash(a) == config_hash(b)
     assert config_hash(a) != config_hash(load_config("offline", ["stage2_text.model.hidden=32"]))
     assert parse_overrides(["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
+
+
+def test_the_config_reference_page_matches_the_code():
+    """docs/config.md is generated from the config dataclasses (python -m merits.config_reference): it lists every
+    key with its default and a meaning, and a change to a config that is not regenerated fails here."""
+    from merits.config_reference import COMMANDS, _load, reference_markdown, rows
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    assert page == reference_markdown(), "regenerate: python -m merits.config_reference > docs/config.md"
+    for _, _, path in COMMANDS:
+        table = rows(_load(path))
+        assert table and all(meaning for *_, meaning in table), [k for k, *_, m in table if not m]
+    assert "| `data.unlabelled` | str | `context` |" in page and "| `custom` | `label_map` | `null` |" in page

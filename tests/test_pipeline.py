@@ -242,3 +242,16 @@ def test_the_tables_metric_is_selectable_without_retraining(finished, tmp_path, 
     assert np.isfinite(macro["score"]["mean"])
     with pytest.raises(Exception, match="metric"):
         load_config("offline", ["metric=f2"])
+
+
+def test_the_report_advises_on_epochs_that_look_mis_set():
+    from merits.report import training_advice
+
+    def fit(best, run):
+        return {"best_epoch": best, "history": [{"epoch": e + 1} for e in range(run)]}
+
+    advice = training_advice({"stage1_text": {0: fit(1, 3), 1: fit(1, 3)}, "stage2_text": {0: fit(5, 5)},
+                              "stage3": {0: fit(3, 6)}}, {"stage1_text": "Text I", "stage2_text": "Text II"})
+    assert len(advice) == 2
+    assert "Text I: kept epoch 1 (of 3 run)" in advice[0] and "stage1_text.lr" in advice[0]
+    assert "Text II: best epoch 5 was the last one run" in advice[1] and "stage2_text.epochs" in advice[1]

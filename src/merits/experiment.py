@@ -34,9 +34,9 @@ def _stem(root) -> str:
 
 @dataclass
 class ExperimentConfig:
-    name: str = "meld-offline"
-    runs_dir: str = "runs"
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    name: str = "meld-offline"                 # the run folder runs_dir/name (own data: <profile>-<data name>)
+    runs_dir: str = "runs"                     # where run folders go, relative to the working directory
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # every stage is trained once per seed
     device: str = "auto"                       # auto | cpu | cuda: every component (encoders, features, training)
     threads: int | None = None                 # torch CPU threads; None = torch default
     modalities: list[str] = field(default_factory=lambda: ["text"])  # text and/or audio branches to train
@@ -60,7 +60,7 @@ class ExperimentConfig:
     # metric_classes (default: every class), e.g. micro_f1 without an "others" class; reporting only (each stage
     # still selects its epoch on validation weighted F1), so `merits report RUN --metric ...` changes it afterwards
     metric: str = "weighted_f1"
-    metric_classes: list[str] = field(default_factory=list)
+    metric_classes: list[str] = field(default_factory=list)  # the classes the metric averages over; [] = all
 
     @staticmethod
     def complete(profile: str | None, base: dict, changes: dict, merged: dict) -> dict:

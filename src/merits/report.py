@@ -82,6 +82,26 @@ def per_class_table(per_class: dict[str, dict], labels: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def training_advice(per_seed: dict[str, dict[int, dict]], labels: dict[str, str]) -> list[str]:
+    """A line per stage whose epochs look mis-set for this corpus (profiles are tuned on MELD / MOSI): the best
+    validation epoch was the last one run (still improving: more ``epochs``), or the first of several (later epochs
+    only got worse: a lower ``lr``, or more ``patience`` if validation is small and noisy)."""
+    out = []
+    for stage, seeds in per_seed.items():
+        fits = [(m["best_epoch"], len(m["history"])) for m in seeds.values() if m.get("history")]
+        if not fits:
+            continue
+        best = ", ".join(str(b) for b, _ in fits)
+        if all(b == n for b, n in fits) and any(n > 1 for _, n in fits):
+            out.append(f"- {labels.get(stage, stage)}: best epoch {best} was the last one run: still improving; "
+                       f"try a higher {stage}.epochs")
+        elif all(b == 1 and n > 1 for b, n in fits):
+            out.append(f"- {labels.get(stage, stage)}: kept epoch 1 (of {max(n for _, n in fits)} run): validation "
+                       f"only fell after it; try a lower {stage}.lr, or a higher {stage}.patience for a small, noisy "
+                       "validation split")
+    return out
+
+
 def plot_stages(summary: dict, labels: dict[str, str], path: str | Path, title: str,
                 metric: str = "weighted F1") -> Path:
     """Bar chart of the test metric per stage with the per-seed spread, so one sees which stage helped."""
@@ -127,6 +147,8 @@ def write_report(experiment_dir: Path, dataset: str, per_seed: dict, graph, note
     sections = [table_one({dataset: summary}, rows, title), *notes]
     if ablation := ablation_table({dataset: summary}, rows, ablations):
         sections += ["", f"Ablation (test {title} %):", "", ablation]
+    if advice := training_advice(per_seed, labels):
+        sections += ["", "Training (epochs chosen on validation):", "", *advice]
     if by_class := per_class_table(per_class, labels):
         sections += ["", "Test F1 (%) per class, mean over seeds:", "", by_class]
     md = "\n".join(sections)

@@ -48,10 +48,10 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 class TrainerConfig:
     """What the loop needs of a stage's config; every stage config extends it (with its own defaults)."""
 
-    epochs: int = 10
+    epochs: int = 10                           # at most this many passes over the training data (see patience)
     batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    lr: float = 1e-3                           # AdamW learning rate
+    weight_decay: float = 1e-4                 # AdamW weight decay
     patience: int = 3                          # epochs without validation wF1 gain before stopping
     precision: str = "fp32"                    # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler)
     accumulate: int = 1                        # batches per optimiser step

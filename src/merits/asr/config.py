@@ -18,7 +18,7 @@ class ASRConfig:
 
     model: str = "tiny.en"            # packaged name, faster-whisper size (large-v3), CTranslate2 hub id, or local dir
     language: str | None = "en"       # None: detected (once per batch, from the batch's audio)
-    beam_size: int = 5
+    beam_size: int = 5                # Whisper beam search width (1 = greedy: faster, slightly worse)
     batch_size: int = 8               # <= 30 s pieces of utterances decoded together in one CTranslate2 call
     vad: bool = False                 # Silero VAD (bundled with faster-whisper): decode only the speech regions
     compute_type: str = "int8"        # CTranslate2 quantisation; int8 is the fast choice on CPU

@@ -28,9 +28,9 @@ class ConversationModelConfig:
     input_dim: int = 0       # D of the Stage I embeddings: filled from the data (dataclasses.replace)
     num_classes: int = 0     # filled from the manifest's labels
     hidden: int = 128        # GRU units per direction (output is 2 * hidden)
-    heads: int = 4
-    dropout: float = 0.3
-    input_dropout: float = 0.2
+    heads: int = 4                             # self-attention heads over the conversation
+    dropout: float = 0.3                       # on the GRU and attention outputs
+    input_dropout: float = 0.2                 # on the frozen Stage I inputs (their training rows are cleaner than test rows)
     causal: bool = False     # not in the paper: turn t sees turns 0..t only (a GRU of 2 * hidden units, one
                              # direction; attention to earlier turns), for live use
 

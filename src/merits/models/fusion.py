@@ -26,13 +26,13 @@ from merits.models.context import ContextOutput, ConversationModel, Conversation
 @dataclass
 class FusionModelConfig:
     text_dim: int = 0           # widths of the Stage II inputs and the classes: filled from the data
-    audio_dim: int = 0
-    num_classes: int = 0
-    d_model: int = 128
-    heads: int = 4
-    layers: int = 1
-    feedforward: int = 256
-    dropout: float = 0.1
+    audio_dim: int = 0          # (filled from the data)
+    num_classes: int = 0        # (filled from the manifest's labels)
+    d_model: int = 128          # both streams are projected to this width
+    heads: int = 4              # co-attention heads
+    layers: int = 1             # co-attention blocks (each stream queries the other)
+    feedforward: int = 256      # width of each block's feed-forward layer
+    dropout: float = 0.1        # inside the blocks
     input_dropout: float = 0.0  # on the frozen Stage II inputs: their training-set rows are cleaner than test rows
     causal: bool = False        # not in the paper: turn t attends to turns 0..t of the other stream only
 

@@ -86,7 +86,7 @@ class SpeechHeadConfig:
     input_dim: int = 0       # D (filled from the feature store)
     num_classes: int = 0     # filled from the manifest's labels
     hidden: list[int] = field(default_factory=lambda: [768, 256])  # FC widths; the last is the exported embedding
-    dropout: float = 0.3
+    dropout: float = 0.3     # after each FC layer
 
     def __post_init__(self) -> None:
         if not self.hidden or min(self.hidden) < 1:

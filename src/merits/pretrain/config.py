@@ -23,9 +23,9 @@ class PretrainConfig:
     train: Stage1TextConfig = field(default_factory=lambda: Stage1TextConfig(epochs=10, batch_size=32, patience=3))
     labels: list[str] = field(default_factory=lambda: ["negative", "neutral", "positive"])  # the teacher's classes
     validation_fraction: float = 0.2           # random utterances held out for model selection
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
+    seed: int = 0                              # the held-out split and the training
+    device: str = "auto"                       # auto (cuda when available) | cpu | cuda
+    threads: int | None = None                 # torch CPU threads; None = torch default
 
     def __post_init__(self) -> None:
         if not 0 < self.validation_fraction < 1:

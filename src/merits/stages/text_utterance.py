@@ -39,11 +39,11 @@ class Stage1TextConfig(TrainerConfig):
     batch_size: int = 32                       # utterances per global batch (over all processes)
     lr: float = 5e-5                           # encoder learning rate (AdamW)
     head_lr: float = 1e-3                      # classification head learning rate
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01                 # AdamW weight decay
     warmup_ratio: float = 0.1                  # linear warm-up then linear decay
-    dropout: float = 0.1
+    dropout: float = 0.1                       # before the classification head
     patience: int = 2
-    eval_batch_size: int = 128
+    eval_batch_size: int = 128                 # utterances per forward pass when exporting embeddings
 
 
 def utterance_batches(batcher: TextBatcher, manifest: Manifest, token_ids: list, rows: np.ndarray,

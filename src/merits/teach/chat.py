@@ -30,8 +30,8 @@ log = logging.getLogger("merits")
 class ChatTeacherConfig:
     """An OpenAI-compatible chat-completions server (OpenAI, vLLM, llama.cpp server, Ollama, ...)."""
 
-    base_url: str = "https://api.openai.com/v1"
-    model: str = "gpt-3.5-turbo"
+    base_url: str = "https://api.openai.com/v1"  # an OpenAI-compatible endpoint (vLLM, llama.cpp server, ...)
+    model: str = "gpt-3.5-turbo"                # the model the endpoint serves
     api_key_env: str | None = "OPENAI_API_KEY"  # NAME of the environment variable holding the key; null = no key
     concurrency: int = 8                       # requests in flight at once
     timeout_s: float = 30.0                    # per request (one attempt)
@@ -43,8 +43,8 @@ class ChatTeacherConfig:
                                                # the second asks only for what the first left
     max_consecutive_failures: int = 8          # circuit breaker: this many failed attempts in a row, over all items
                                                # (connection refused, timeouts, 5xx, 429), stop the run
-    max_tokens: int = 8
-    temperature: float = 0.0
+    max_tokens: int = 8                         # the answer is one label word
+    temperature: float = 0.0                    # 0: the same answer for the same prompt
     extra_body: dict = field(default_factory=dict)  # more JSON fields for the request body
 
     def __post_init__(self) -> None:

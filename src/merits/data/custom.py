@@ -143,6 +143,21 @@ def _check_blocks(t: pd.DataFrame, where: list[str], path: Path) -> None:
                         "of one conversation are interleaved on purpose")
 
 
+def _check_repeated_turns(t: pd.DataFrame, where: list[str], path: Path) -> None:
+    """A (conversation_id, turn) pair on several rows: name each pair with all its lines, and say why it happens."""
+    repeated = t[t.duplicated(["conversation_id", "turn"], keep=False)]
+    if repeated.empty:
+        return
+    groups = repeated.groupby(["conversation_id", "turn"], sort=False).groups
+    shown = [f"{conv!r} turn {turn} (" + ", ".join(where[i] for i in rows) + ")" for (conv, turn), rows in groups.items()]
+    splits = sorted(set(repeated["split"]))
+    hint = (f"the ids repeat across the splits {splits}: make them unique, e.g. prefix each with its split"
+            if repeated.groupby(["conversation_id", "turn"])["split"].nunique().gt(1).any() else
+            "if your ids repeat across dialogues (e.g. a scene number per episode), make them unique")
+    raise DataError(f"{path}: a turn appears more than once in one conversation: {_listing(shown)}; a "
+                    f"conversation_id must name one conversation: {hint}")
+
+
 def _label_names(t: pd.DataFrame, labels, where: list[str], path: Path) -> tuple[str, ...]:
     """The option ``labels`` (a list or "a,b,c"), checked against the file; else the sorted distinct labels."""
     present = t["label"] if "label" in t.columns else pd.Series("", index=t.index)
@@ -161,6 +176,8 @@ def _label_map(option) -> dict[str, str]:
     on the command line, ``"happiness:joy,excitement:joy,other:"``."""
     if option is None:
         return {}
+    if isinstance(option, dict) and len(option) == 1 and None in option.values() and ":" in next(iter(option)):
+        option = f"{next(iter(option))}:"  # "a:b,c:" read as YAML is the mapping {"a:b,c": None}: the same map
     if isinstance(option, str):
         pairs = [item.split(":", 1) for item in option.split(",") if item.strip()]
         if any(len(p) != 2 for p in pairs):
@@ -236,10 +253,7 @@ def build(root=None, labels=None, check_audio: bool = True, name: str | None = N
     t["turn"] = _turns(t, where, path)
     # checked before the utterance ids: ids merits generates (<conversation_id>_<turn>) collide exactly when a turn
     # repeats, and the user should hear of the column they wrote, not of ids they never saw
-    _fail_rows(t.duplicated(["conversation_id", "turn"], keep=False), where, path,
-               "a turn appears twice in one conversation (conversation_id#turn; conversation ids must name one "
-               "conversation each: if they repeat across dialogues, e.g. a scene number per episode, make them "
-               "unique)", t["conversation_id"] + "#" + t["turn"].astype(str))
+    _check_repeated_turns(t, where, path)
     generated = t["conversation_id"] + "_" + t["turn"].astype(str)
     t["utterance_id"] = t["utterance_id"].where(t["utterance_id"] != "", generated) if "utterance_id" in t.columns else generated
     _fail_rows(t["utterance_id"].duplicated(keep=False), where, path, "duplicate utterance ids", t["utterance_id"])

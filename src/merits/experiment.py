@@ -18,6 +18,7 @@ from merits.metrics import check_metric
 from merits.stages.context import ContextConfig
 from merits.stages.fusion import FusionConfig
 from merits.stages.speech_utterance import SpeechHeadTrainConfig
+from merits.stages.stacking import StackingConfig
 from merits.stages.text_utterance import Stage1TextConfig
 
 
@@ -50,6 +51,8 @@ class ExperimentConfig:
     stage1_audio: SpeechHeadTrainConfig = field(default_factory=SpeechHeadTrainConfig)
     stage2_audio: ContextConfig = field(default_factory=ContextConfig)
     stage3: FusionConfig = field(default_factory=FusionConfig)  # runs when modalities hold text and audio
+    # not in the paper: out-of-fold Stage I outputs for the later stages' training inputs (merits.stages.stacking)
+    stacking: StackingConfig = field(default_factory=StackingConfig)
     # the paper's "combined" ablation: also train Stages II (both modalities) + III jointly, end to end, from the
     # Stage I embeddings (shapes from stage2_text / stage2_audio / stage3, optimiser from stage3); reported beside
     # the hierarchical Stage III

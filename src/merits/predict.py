@@ -237,7 +237,8 @@ def _replay(graph: Graph, stages: list[Stage], loaded: dict[str, Loaded], view: 
     preds: dict[str, Predictions] = {}
     for stage in stages:
         info = loaded[stage.name]
-        batches = stage.batches(info.model, view, upstream_arrays(stage, graph.levels, preds, view), info.replay)
+        arrays = upstream_arrays(stage, graph.levels, preds, view, info.replay.get("reads"))
+        batches = stage.batches(info.model, view, arrays, info.replay)
         preds[stage.name] = predict(info.model.to(dev), batches, dev, stage.label)
     if last is not None:
         preds = {s: p if graph[s].level == "utterance" else _at(p, last) for s, p in preds.items()}

@@ -132,15 +132,18 @@ def load_stage(stage: Stage, checkpoint: Path) -> Loaded:
     return Loaded(stage.load(checkpoint), tuple(meta["labels"]), meta.get("replay", {}))
 
 
-def upstream_arrays(stage: Stage, levels: dict[str, str], preds: dict[str, Predictions], view: View) -> dict:
-    """The needs' outputs as arrays aligned with the rows ``stage`` reads: a conversation stage reading a Stage I
-    output gets each utterance's row copied into every conversation row that holds it."""
+def upstream_arrays(stage: Stage, levels: dict[str, str], preds: dict[str, Predictions], view: View,
+                    reads: dict[str, str] | None = None) -> dict:
+    """The needs' outputs (``reads``: need -> embeddings | logits | both, as the stage was trained; default
+    embeddings) as arrays aligned with the rows ``stage`` reads: a conversation stage reading a Stage I output gets
+    each utterance's row copied into every conversation row that holds it."""
     from merits.stages.common import align
 
     out = {}
     for need in stage.needs:
+        what = (reads or {}).get(need, "embeddings")
         if stage.level == "utterance" or levels[need] == "conversation":
-            out[need] = align(preds[need], view.utterances if stage.level == "utterance" else view.conversations)
+            out[need] = align(preds[need], view.utterances if stage.level == "utterance" else view.conversations, what)
         else:
-            out[need] = align(preds[need], view.utterances)[view.source]
+            out[need] = align(preds[need], view.utterances, what)[view.source]
     return out

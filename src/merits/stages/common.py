@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from merits.data.manifest import SPLITS, Manifest
-from merits.errors import DataError
+from merits.errors import ConfigError, DataError
 from merits.metrics import classification_metrics, plot_confusion
 from merits.models.checkpoint import save_model
 from merits.runs import EMBEDDINGS, load_embeddings, save_embeddings
@@ -17,15 +17,34 @@ from merits.stages.base import save_stage_info
 from merits.training import IGNORE, FitResult, Predictions, Trainer
 
 
-def load_aligned(path: str | Path, manifest: Manifest) -> np.ndarray:
-    """Rows of an embeddings file in manifest order: (N_manifest, D). Errors name utterances it lacks."""
+# what a stage reads of a stage it needs: its embeddings (N, D), its logits (N, C), or both side by side (N, D + C)
+READS = ("embeddings", "logits", "both")
+
+
+def representation(embeddings: np.ndarray, logits: np.ndarray, reads: str = "embeddings") -> np.ndarray:
+    if reads == "embeddings":
+        return embeddings
+    if reads == "logits":
+        return logits
+    if reads == "both":
+        return np.concatenate([embeddings, logits], axis=1)
+    raise ValueError(f"reads: {reads!r} is not one of {READS}")
+
+
+def load_aligned(path: str | Path, manifest: Manifest, reads: str = "embeddings") -> np.ndarray:
+    """Rows of a stage's output file in manifest order: (N_manifest, D) (see :data:`READS`). Errors name utterances
+    it lacks."""
     ids, arrays = load_embeddings(path)
-    return _in_manifest_order(ids, arrays["embeddings"], manifest, str(path))
+    if reads != "embeddings" and "logits" not in arrays:
+        raise DataError(f"{path} holds no logits: retrain the stage that wrote it")
+    rows = representation(arrays["embeddings"], arrays.get("logits"), reads)
+    return _in_manifest_order(ids, rows, manifest, str(path))
 
 
-def align(preds: Predictions, manifest: Manifest) -> np.ndarray:
-    """A stage's in-memory embeddings in manifest order: (N_manifest, D)."""
-    return _in_manifest_order(preds.utterance_ids, preds.embeddings, manifest, "the predictions")
+def align(preds: Predictions, manifest: Manifest, reads: str = "embeddings") -> np.ndarray:
+    """A stage's in-memory outputs in manifest order: (N_manifest, D) (see :data:`READS`)."""
+    return _in_manifest_order(preds.utterance_ids, representation(preds.embeddings, preds.logits, reads), manifest,
+                              "the predictions")
 
 
 def _in_manifest_order(ids, embeddings: np.ndarray, manifest: Manifest, source: str) -> np.ndarray:
@@ -101,12 +120,18 @@ def optimizer_for(model, sc) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=sc.lr, weight_decay=sc.weight_decay)
 
 
+def check_reads(value: str, key: str) -> None:
+    if value not in READS:
+        raise ConfigError(f"{key}: {value!r} is not one of {' | '.join(READS)}")
+
+
 def train_on_conversations(stage, model, sc, manifest: Manifest, features: dict[str, np.ndarray], seed: int,
-                           out_dir: Path, device: str) -> dict:
+                           out_dir: Path, device: str, reads: dict[str, str] | None = None) -> dict:
     """Train a conversation-level model (Stage II or III) on frozen per-utterance features and export it.
 
     features: model argument name -> (N_manifest, D) arrays, fed to ``model(**inputs)`` as (B, T, D) with ``mask``.
     sc: the stage's config (a TrainerConfig: lr, weight_decay, batch_size, epochs, patience, precision, ...).
+    reads: need -> what of it the features hold (see :data:`READS`), saved for replay.
     """
     trainer = Trainer(sc, device, stage.label)
     rng = np.random.default_rng(seed)
@@ -114,7 +139,8 @@ def train_on_conversations(stage, model, sc, manifest: Manifest, features: dict[
     result = trainer.fit(model, lambda epoch: conversation_batches(manifest, "train", features, sc.batch_size, rng),
                          lambda: validation, optimizer_for(model, sc))
     save_model(model, out_dir / "checkpoint")
-    save_stage_info(out_dir / "checkpoint", stage, manifest.labels, {"batch_size": sc.batch_size})
+    save_stage_info(out_dir / "checkpoint", stage, manifest.labels, {"batch_size": sc.batch_size,
+                                                                   "reads": reads or {}})
     preds = {s: trainer.predict(model, conversation_batches(manifest, s, features, sc.batch_size), f"{stage.label} {s}")
              for s in splits_present(manifest)}
     return {**export(preds, manifest, out_dir, stage.label), **fit_summary(result)}

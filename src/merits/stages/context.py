@@ -13,7 +13,7 @@ from merits.models.checkpoint import load_model
 from merits.models.context import ConversationModel, ConversationModelConfig
 from merits.runs import EMBEDDINGS
 from merits.stages.base import Stage, register_stage
-from merits.stages.common import load_aligned, replay_conversations, train_on_conversations
+from merits.stages.common import check_reads, load_aligned, replay_conversations, train_on_conversations
 from merits.training import TrainerConfig
 
 
@@ -27,6 +27,7 @@ class ContextConfig(TrainerConfig):
     lr: float = 1e-3
     weight_decay: float = 1e-4
     patience: int = 6
+    reads: str = "embeddings"                  # of Stage I: embeddings | logits | both (concatenated)
 
 
 @register_stage
@@ -41,9 +42,12 @@ class ContextStage(Stage):
         sc = self.settings(cfg)
         manifest = data.manifest(self)
         (need,) = self.needs
-        features = {"embeddings": load_aligned(inputs[need] / EMBEDDINGS, manifest)}  # (N, D) in manifest order
+        features = {"embeddings": load_aligned(inputs[need] / EMBEDDINGS, manifest, sc.reads)}  # (N, D) manifest order
         model = self.build(sc, features["embeddings"].shape[1], len(manifest.labels))
-        return train_on_conversations(self, model, sc, manifest, features, seed, out, cfg.device)
+        return train_on_conversations(self, model, sc, manifest, features, seed, out, cfg.device, {need: sc.reads})
+
+    def check(self, cfg) -> None:
+        check_reads(self.settings(cfg).reads, f"{self.section}.reads")
 
     def load(self, checkpoint: Path):
         return load_model(ConversationModel, ConversationModelConfig, checkpoint)

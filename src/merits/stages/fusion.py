@@ -15,7 +15,7 @@ from merits.models.checkpoint import load_model
 from merits.models.fusion import CoAttentionFusion, CombinedModel, CombinedModelConfig, FusionModelConfig
 from merits.runs import EMBEDDINGS
 from merits.stages.base import Stage, register_stage
-from merits.stages.common import load_aligned, replay_conversations, train_on_conversations
+from merits.stages.common import check_reads, load_aligned, replay_conversations, train_on_conversations
 from merits.training import TrainerConfig
 
 
@@ -29,12 +29,15 @@ class FusionConfig(TrainerConfig):
     lr: float = 5e-4
     weight_decay: float = 1e-4
     patience: int = 8
+    reads: str = "embeddings"                  # of Stage II: embeddings | logits | both (concatenated)
 
 
-def _features(stage: Stage, inputs: dict[str, Path], manifest) -> dict:
-    """{"text": (N, D_text), "audio": (N, D_audio)} in manifest order, from the needs (text first, then audio)."""
+def _features(stage: Stage, inputs: dict[str, Path], manifest, reads: dict[str, str]) -> dict:
+    """{"text": (N, D_text), "audio": (N, D_audio)} in manifest order, from the needs (text first, then audio);
+    ``reads``: need -> embeddings | logits | both."""
     text, audio = stage.needs
-    return {"text": load_aligned(inputs[text] / EMBEDDINGS, manifest), "audio": load_aligned(inputs[audio] / EMBEDDINGS, manifest)}
+    return {"text": load_aligned(inputs[text] / EMBEDDINGS, manifest, reads[text]),
+            "audio": load_aligned(inputs[audio] / EMBEDDINGS, manifest, reads[audio])}
 
 
 @register_stage
@@ -42,12 +45,18 @@ class FusionStage(Stage):
     kind = "fusion"
     level = "conversation"
 
+    def reads(self, cfg) -> dict[str, str]:
+        return {need: self.settings(cfg).reads for need in self.needs}
+
+    def check(self, cfg) -> None:
+        check_reads(self.settings(cfg).reads, f"{self.section}.reads")
+
     def train(self, cfg, data, inputs: dict[str, Path], seed: int, out: Path) -> dict:
         sc, manifest = self.settings(cfg), data.manifest(self)
-        features = _features(self, inputs, manifest)  # the Stage II outputs (N, 2H_text), (N, 2H_audio)
+        features = _features(self, inputs, manifest, self.reads(cfg))  # the Stage II outputs (N, 2H_text), (N, 2H_audio)
         model = CoAttentionFusion(replace(sc.model, text_dim=features["text"].shape[1],
                                           audio_dim=features["audio"].shape[1], num_classes=len(manifest.labels)))
-        return train_on_conversations(self, model, sc, manifest, features, seed, out, cfg.device)
+        return train_on_conversations(self, model, sc, manifest, features, seed, out, cfg.device, self.reads(cfg))
 
     def load(self, checkpoint: Path):
         return load_model(CoAttentionFusion, FusionModelConfig, checkpoint)
@@ -68,15 +77,22 @@ class CombinedStage(FusionStage):
     def key_parts(self, cfg, data) -> tuple:
         return (cfg.stage2_text, cfg.stage2_audio, cfg.stage3)
 
+    def reads(self, cfg) -> dict[str, str]:  # what each modality's Stage II reads in the hierarchy
+        text, audio = self.needs
+        return {text: cfg.stage2_text.reads, audio: cfg.stage2_audio.reads}
+
+    def check(self, cfg) -> None:
+        pass  # reads of stage2_text / stage2_audio, checked by those stages
+
     def train(self, cfg, data, inputs: dict[str, Path], seed: int, out: Path) -> dict:
         sc, manifest = self.settings(cfg), data.manifest(self)
-        features = _features(self, inputs, manifest)  # the Stage I embeddings (N, D_text), (N, D_audio)
+        features = _features(self, inputs, manifest, self.reads(cfg))  # the Stage I outputs (N, D_text), (N, D_audio)
         labels = len(manifest.labels)
         text = replace(cfg.stage2_text.model, input_dim=features["text"].shape[1], num_classes=labels)
         audio = replace(cfg.stage2_audio.model, input_dim=features["audio"].shape[1], num_classes=labels)
         fusion = replace(sc.model, text_dim=2 * text.hidden, audio_dim=2 * audio.hidden, num_classes=labels)
         model = CombinedModel(CombinedModelConfig(text, audio, fusion))
-        return train_on_conversations(self, model, sc, manifest, features, seed, out, cfg.device)
+        return train_on_conversations(self, model, sc, manifest, features, seed, out, cfg.device, self.reads(cfg))
 
     def load(self, checkpoint: Path):
         return load_model(CombinedModel, CombinedModelConfig, checkpoint)

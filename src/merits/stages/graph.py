@@ -4,6 +4,7 @@
                                                                        stage3 (Audio+Text III)
     text branch:   stage1_text (Text I)   -> stage2_text (Text II)   /
     ablation:      stage1_text + stage1_audio -> combined (Combined II+III), with combined: true
+    stacking:      with stacking.folds: K, each Stage I is trained out of fold (merits.stages.stacking)
 
 The pipeline trains it in order, ``merits predict`` replays a chain of it, the report takes its row names from
 it, and the config checks walk it. Nothing else lists stage names.
@@ -17,6 +18,7 @@ import merits.stages.context  # noqa: F401  (each stage module registers its typ
 import merits.stages.fusion  # noqa: F401
 import merits.stages.speech_utterance  # noqa: F401
 import merits.stages.text_utterance  # noqa: F401
+from merits.stages.stacking import OutOfFoldStage
 from merits.errors import ConfigError
 from merits.stages.base import STAGES, Stage
 
@@ -72,7 +74,8 @@ def build_graph(cfg) -> Graph:
     modalities = [m for m in BRANCHES if m in cfg.modalities]
     for m in modalities:
         first, label1, label2 = BRANCHES[m]
-        nodes.append(STAGES[first](f"stage1_{m}", label1, f"stage1_{m}", (), (m,)))
+        stage1 = STAGES[first](f"stage1_{m}", label1, f"stage1_{m}", (), (m,))
+        nodes.append(OutOfFoldStage(stage1) if cfg.stacking.folds else stage1)  # stacking: out-of-fold outputs
         nodes.append(STAGES["context"](f"stage2_{m}", label2, f"stage2_{m}", (f"stage1_{m}",), (m,)))
     if len(modalities) == 2:
         nodes.append(STAGES["fusion"]("stage3", "Audio+Text III", "stage3", ("stage2_text", "stage2_audio"),

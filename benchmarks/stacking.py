@@ -15,8 +15,8 @@ kinds of Stage I inputs:
   ``stacking.heldout: full`` trains: one more Stage I on all training data, with the same data, config and seed);
 
 Stage II reads ``embeddings``, ``logits`` or ``both`` under two input-dropout values each; with both modalities
-(MOSI) Stage III then reads the selected Stage IIs (``embeddings`` / ``both``, two input dropouts), and the combined
-ablation is trained on the same Stage I inputs. Every choice is made on mean VALIDATION weighted F1, never on test.
+(MOSI) Stage III then reads the selected Stage IIs (``embeddings`` / ``both``, two input dropouts), with and without modality dropout;
+the combined ablation is trained on the same Stage I inputs. Every choice is made on mean VALIDATION weighted F1, never on test.
 Every trained stage is cached (run_cached), so the script resumes where it was stopped.
 
 Keys: ``stage2`` / ``stage3`` grids (per source, modality, reads, input_dropout: validation and test wF1 mean, std,
@@ -47,6 +47,7 @@ from merits.runs import EMBEDDINGS, load_embeddings, run_cached, save_embeddings
 # MELD, where each Stage II takes a minute or two, uses the first value of each only
 STAGE2_GRID = {"embeddings": (0.7, 0.5), "logits": (0.0, 0.2), "both": (0.7, 0.5)}
 STAGE3_GRID = {"embeddings": (0.5, 0.7), "both": (0.5, 0.7)}
+MODALITY_DROPOUT = (0.0, 0.3)  # Stage III: share of training conversations with one stream zeroed
 SOURCES = ("plain", "oof_average", "oof_full")
 
 
@@ -153,14 +154,17 @@ def main() -> None:
         if len(modalities) == 2:
             base3 = plain.cfg.stage3
             results = []
+            inputs = {s: {"stage2_text": chosen["stage2_text"]["dirs"][s],
+                          "stage2_audio": chosen["stage2_audio"]["dirs"][s]} for s in seeds}
             for reads, dropouts in STAGE3_GRID.items():
                 for d in dropouts:
-                    sc = replace(base3, reads=reads, model=replace(base3.model, input_dropout=d))
-                    inputs = {s: {"stage2_text": chosen["stage2_text"]["dirs"][s],
-                                  "stage2_audio": chosen["stage2_audio"]["dirs"][s]} for s in seeds}
-                    r = sweep.run(f"{source}-stage3-{reads}-{d}", "stage3", "stage3", sc, inputs)
-                    results.append(({"reads": reads, "input_dropout": d}, r))
-                    figures["stage3"].append({"source": source, "reads": reads, "input_dropout": d, **_plain(r)})
+                    for md in MODALITY_DROPOUT:
+                        sc = replace(base3, reads=reads, model=replace(base3.model, input_dropout=d,
+                                                                       modality_dropout=md))
+                        r = sweep.run(f"{source}-stage3-{reads}-{d}-md{md}", "stage3", "stage3", sc, inputs)
+                        setting = {"reads": reads, "input_dropout": d, "modality_dropout": md}
+                        results.append((setting, r))
+                        figures["stage3"].append({"source": source, **setting, **_plain(r)})
             setting, best = max(results, key=lambda x: x[1]["validation"]["mean"])
             chosen["stage3"] = {**setting, **_plain(best)}
             # the ablation on the same Stage I inputs, with the Stage II reads chosen above

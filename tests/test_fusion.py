@@ -97,3 +97,31 @@ def test_combined_ablation_is_one_network_over_stage1_inputs(tmp_path):
     save_model(model, tmp_path / "combined")
     again = load_model(CombinedModel, CombinedModelConfig, tmp_path / "combined").eval()
     torch.testing.assert_close(again(t, s, mask).logits, model(t, s, mask).logits)
+
+
+def test_modality_dropout_zeroes_one_stream_per_conversation_in_training_only():
+    """stage3.model.modality_dropout: a dropped conversation loses its text or its audio (never both) while
+    training; evaluation sees both streams, so predictions are unchanged by it."""
+    import torch
+
+    from merits.models.fusion import CoAttentionFusion, FusionModelConfig
+
+    torch.manual_seed(0)
+    cfg = FusionModelConfig(text_dim=6, audio_dim=4, num_classes=3, d_model=8, heads=2, feedforward=16,
+                            modality_dropout=0.99)
+    model = CoAttentionFusion(cfg)
+    seen = []
+    model.text_in.register_forward_hook(lambda m, i, o: seen.append(("text", i[0].abs().sum((1, 2)))))
+    model.audio_in.register_forward_hook(lambda m, i, o: seen.append(("audio", i[0].abs().sum((1, 2)))))
+    text, audio, mask = torch.randn(64, 5, 6) + 3, torch.randn(64, 5, 4) + 3, torch.ones(64, 5, dtype=torch.bool)
+    model.train()
+    model(text, audio, mask)
+    t_zero, a_zero = seen[0][1] == 0, seen[1][1] == 0
+    assert t_zero.any() and a_zero.any() and not (t_zero & a_zero).any()
+    model.eval()
+    seen.clear()
+    out = model(text, audio, mask)
+    assert (seen[0][1] > 0).all() and (seen[1][1] > 0).all()
+    plain = CoAttentionFusion(FusionModelConfig(**{**cfg.__dict__, "modality_dropout": 0.0}))
+    plain.load_state_dict(model.state_dict())
+    assert torch.allclose(plain.eval()(text, audio, mask).logits, out.logits)

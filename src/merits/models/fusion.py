@@ -35,8 +35,12 @@ class FusionModelConfig:
     dropout: float = 0.1        # inside the blocks
     input_dropout: float = 0.0  # on the frozen Stage II inputs: their training-set rows are cleaner than test rows
     causal: bool = False        # not in the paper: turn t attends to turns 0..t of the other stream only
+    modality_dropout: float = 0.0  # not in the paper: in training, this share of conversations has one stream
+                                   # (text or audio, at random) zeroed, so the fusion cannot lean on one alone
 
     def __post_init__(self) -> None:
+        if not 0 <= self.modality_dropout < 1:
+            raise ConfigError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         if self.d_model < 1 or self.d_model % self.heads:
             raise ConfigError(f"heads ({self.heads}) must divide d_model ({self.d_model})")
 
@@ -75,6 +79,11 @@ class CoAttentionFusion(nn.Module):
     def forward(self, text: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> ContextOutput:
         # text: (B, T, Dt), audio: (B, T, Ds), mask: (B, T) True at real utterances
         pad = ~mask
+        if self.training and self.config.modality_dropout > 0:
+            dropped = torch.rand(text.shape[0], device=text.device) < self.config.modality_dropout  # (B,)
+            text_side = torch.rand(text.shape[0], device=text.device) < 0.5  # which stream a dropped one loses
+            text = text * (~(dropped & text_side)).to(text.dtype)[:, None, None]
+            audio = audio * (~(dropped & ~text_side)).to(audio.dtype)[:, None, None]
         t, s = self.text_in(self.input_dropout(text)), self.audio_in(self.input_dropout(audio))  # (B, T, d) each
         future = future_mask(mask) if self.config.causal else None
         for text_block, audio_block in zip(self.text_queries, self.audio_queries):

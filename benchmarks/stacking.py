@@ -14,10 +14,10 @@ kinds of Stage I inputs:
 - ``oof_full``: training rows out of fold, validation / test rows from the plain Stage I (what
   ``stacking.heldout: full`` trains: one more Stage I on all training data, with the same data, config and seed);
 
-Stage II reads ``embeddings``, ``logits`` or ``both`` under two input-dropout values each; with both modalities
-(MOSI) Stage III then reads the selected Stage IIs (``embeddings`` / ``both``, two input dropouts), with and without modality dropout;
-the combined ablation is trained on the same Stage I inputs. Every choice is made on mean VALIDATION weighted F1, never on test.
-Every trained stage is cached (run_cached), so the script resumes where it was stopped.
+Stage II reads ``embeddings``, ``logits`` or ``both`` under two input-dropout values each (MELD: one); with both
+modalities (MOSI) Stage III then reads the selected Stage IIs (``embeddings`` / ``both``, two input dropouts, with
+and without modality dropout); the combined ablation is trained on the same Stage I inputs. Every choice is made on
+mean VALIDATION weighted F1, never on test. Every trained stage is cached (run_cached): the script resumes.
 
 Keys: ``stage2`` / ``stage3`` grids (per source, modality, reads, input_dropout: validation and test wF1 mean, std,
 values), ``selected`` (per source the chosen settings and their test scores), ``best_source`` (by validation of the

@@ -94,7 +94,15 @@ def frozen_text_embeddings(texts: list[str], model: str = "all-MiniLM-L6-v2", ba
 BENCH_RUNS = {
     "meld": ("offline", ["name=bench-meld-text", "seeds=[0, 1, 2]"]),
     "mosi": ("mosi-offline", ["name=bench-mosi-hierarchy", "seeds=[0, 1, 2, 3, 4]", "combined=true"]),
+    # the stronger offline tier (all-mpnet-base-v2; merits[base]): meld_text.py / mosi_hierarchy.py --base
+    "meld_base": ("offline-base", ["name=bench-meld-text-base", "seeds=[0, 1, 2]"]),
+    "mosi_base": ("mosi-offline-base", ["name=bench-mosi-hierarchy-base", "seeds=[0, 1, 2, 3, 4]", "combined=true"]),
 }
+
+
+def tier(dataset: str, argv: list[str]) -> tuple[str, list[str]]:
+    """(BENCH_RUNS key, the other arguments): ``--base`` picks the stronger offline tier's run."""
+    return (f"{dataset}_base" if "--base" in argv else dataset), [a for a in argv if a != "--base"]
 
 
 def finished_run(profile: str, overrides: list[str]):

@@ -1,8 +1,9 @@
 """MELD text benchmark: Stage I and Stage II text with the offline encoder, 3 seeds, test weighted F1.
 
-    python benchmarks/meld_text.py [key=value overrides of the offline profile]
+    python benchmarks/meld_text.py [--base] [key=value overrides of the offline profile]
 
-Writes benchmarks/results/meld_text.json. Also measures the reference of the issue (frozen mean-pooled
+Writes benchmarks/results/meld_text.json (``--base``: the offline-base profile, all-mpnet-base-v2, into
+meld_text_base.json with the same keys). Also measures the reference of the issue (frozen mean-pooled
 all-MiniLM-L6-v2 embeddings + logistic regression) so both numbers come from the same machine and data.
 """
 
@@ -13,25 +14,26 @@ import time
 
 import numpy as np
 
-from common import BENCH_RUNS, bench_config, frozen_text_embeddings, peak_rss_mb, write_result
+from common import BENCH_RUNS, bench_config, frozen_text_embeddings, peak_rss_mb, tier, write_result
 from merits.data import prepare
 from merits.metrics import mean_std, weighted_f1
 from merits.pipeline import run_experiment
 
 
-def frozen_logreg_baseline() -> float:
+def frozen_logreg_baseline(model: str) -> float:
     from sklearn.linear_model import LogisticRegression
 
     manifest = prepare("meld")
-    x, y = frozen_text_embeddings(manifest.table["text"].tolist()), manifest.label_ids()
+    x, y = frozen_text_embeddings(manifest.table["text"].tolist(), model), manifest.label_ids()
     split = manifest.table["split"].to_numpy()
     clf = LogisticRegression(max_iter=2000).fit(x[split == "train"], y[split == "train"])
     return weighted_f1(y[split == "test"], clf.predict(x[split == "test"]))
 
 
 def main() -> None:
-    profile, overrides = BENCH_RUNS["meld"]
-    overrides = overrides + sys.argv[1:]
+    key, argv = tier("meld", sys.argv[1:])
+    profile, overrides = BENCH_RUNS[key]
+    overrides = overrides + argv
     cfg = bench_config(profile, overrides)
     start = time.perf_counter()
     result = run_experiment(cfg)
@@ -52,13 +54,14 @@ def main() -> None:
         "stage2_seconds_per_epoch": float(np.median([m["seconds_per_epoch"] for m in stage2.values()])),
         "stage1_best_epochs": [m["best_epoch"] for m in stage1.values()],
         "wall_seconds_this_call": wall,
-        "baseline_frozen_logreg_wf1": frozen_logreg_baseline(),
+        "baseline_frozen_logreg_wf1": frozen_logreg_baseline(cfg.text_encoder.model),
+        "text_encoder": cfg.text_encoder.model,
         "peak_rss_mb": max(rss),
         "targets": {"stage1_text_wf1_mean": 0.59, "stage2_text_wf1_mean": 0.61},
         "overrides": overrides,
         "table": result["table"],
     }
-    write_result("meld_text", figures)
+    write_result("meld_text" + ("_base" if key.endswith("_base") else ""), figures)
     print(result["table"])
 
 

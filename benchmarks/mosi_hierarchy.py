@@ -1,11 +1,12 @@
 """CMU-MOSI, the whole hierarchy: Table I (Audio I/II, Text I/II, Audio+Text III) and the combined ablation, 5 seeds.
 
-    python benchmarks/mosi_hierarchy.py [key=value overrides of configs/mosi-offline.yaml]
+    python benchmarks/mosi_hierarchy.py [--base] [key=value overrides of configs/mosi-offline.yaml]
 
 Poria split (validation carved from the 62 training videos by video), the offline text encoder (all-MiniLM-L6-v2)
 and the 73 precomputed acoustic features. Also measures, on the same split and machine, the logistic-regression
 references of the issue: frozen text embeddings, the acoustic features, and their naive concatenation.
-Writes benchmarks/results/mosi_hierarchy.json (stage times are training on cached Stage I/II outputs).
+Writes benchmarks/results/mosi_hierarchy.json (stage times are training on cached Stage I/II outputs); ``--base``:
+the mosi-offline-base profile (all-mpnet-base-v2) into mosi_hierarchy_base.json with the same keys.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 
 import numpy as np
 
-from common import BENCH_RUNS, bench_config, frozen_text_embeddings, peak_rss_mb, write_result
+from common import BENCH_RUNS, bench_config, frozen_text_embeddings, peak_rss_mb, tier, write_result
 from merits.encoders.speech import build_speech_encoder
 from merits.features import extract_features
 from merits.metrics import mean_std, weighted_f1
@@ -46,8 +47,9 @@ def logreg_references(cfg) -> dict:
 
 
 def main() -> None:
-    profile, overrides = BENCH_RUNS["mosi"]
-    overrides = overrides + sys.argv[1:]
+    key, argv = tier("mosi", sys.argv[1:])
+    profile, overrides = BENCH_RUNS[key]
+    overrides = overrides + argv
     cfg = bench_config(profile, overrides)
     start = time.perf_counter()
     result = run_experiment(cfg)
@@ -70,7 +72,7 @@ def main() -> None:
                  "hierarchical_above_combined": figures["stage3_wf1_mean"] > figures["combined_wf1_mean"]},
         paper_roberta_large={"stage1_text": 0.8541, "stage2_text": 0.8602},
         peak_rss_mb=peak_rss_mb(), overrides=overrides, table=result["table"])
-    write_result("mosi_hierarchy", figures)
+    write_result("mosi_hierarchy" + ("_base" if key.endswith("_base") else ""), figures)
     print(result["table"])
     print({k: v for k, v in figures.items() if k.endswith("_wf1_mean") or k.endswith("baseline_wf1") or k == "targets"})
 

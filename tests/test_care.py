@@ -66,3 +66,36 @@ def test_a_checkpoint_rebuilds_the_model_alone(tmp_path):
     again = CareModel.load(tmp_path / "care").eval()
     x = torch.randn(8000)
     assert torch.allclose(model.embed(x), again.embed(x), atol=1e-6)
+
+
+def test_a_care_checkpoint_feeds_stage_one_speech_end_to_end(tmp_path):
+    """CARE checkpoint -> speech_encoder.kind: care -> feature cache -> Stage I speech (softmax layer weights over
+    its (layers, dim) rows) -> Stage II, on real EmoDB clips."""
+    import json
+
+    import pandas as pd
+
+    from conftest import shared
+    from merits.config import load_config
+    from merits.encoders.speech import SpeechEncoderConfig, build_speech_encoder
+    from merits.pipeline import run_experiment
+
+    tiny_care().save(tmp_path / "care")
+    encoder = build_speech_encoder(SpeechEncoderConfig(kind="care", model=str(tmp_path / "care"), device="cpu"))
+    assert (encoder.num_layers, encoder.dim) == (6, 32)
+    labels = pd.read_csv(shared("emodb", "labels.csv"), dtype={"speaker": str})
+    labels = labels[labels["emotion"].isin(["anger", "sadness"])].groupby("speaker").head(3)
+    split = labels["speaker"].map(lambda s: "test" if s in ("03", "08") else "validation" if s in ("09",) else "train")
+    table = pd.DataFrame({"conversation_id": labels["speaker"] + "-" + labels["emotion"], "split": split,
+                          "text": "", "label": labels["emotion"],
+                          "audio_path": [str(shared("emodb", "wav", f)) for f in labels["file"]]})
+    table.sort_values("conversation_id", kind="stable").to_csv(tmp_path / "emodb.csv", index=False)
+    cfg = load_config("offline", ["data.corpus=custom", f"data.root={tmp_path / 'emodb.csv'}", "modalities=[audio]",
+                                       "speech_encoder.kind=care", f"speech_encoder.model={tmp_path / 'care'}",
+                                       "speech_encoder.device=cpu", "stage1_audio.epochs=2", "stage2_audio.epochs=2",
+                                       "seeds=[0]", f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}",
+                                       "name=care"])
+    run_experiment(cfg)
+    m = json.loads((tmp_path / "runs" / "care" / "stage1_audio" / "seed-0" / "metrics.json").read_text())
+    assert len(m["layer_weights"]) == 6 and abs(sum(m["layer_weights"]) - 1) < 1e-5  # softmax over CARE's rows
+    assert (tmp_path / "runs" / "care" / "stage2_audio" / "seed-0" / "done.json").is_file()

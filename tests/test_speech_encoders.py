@@ -289,9 +289,11 @@ def test_precomputed_options(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ CARE, registry
-def test_care_explains_missing_weights_and_where_they_plug_in():
-    with pytest.raises(ModelNotFoundError, match=r"CARE.*no public weights.*register_speech_encoder\('care'"):
+def test_care_without_a_checkpoint_says_how_to_get_one(tmp_path):
+    with pytest.raises(ModelNotFoundError, match=r"CARE checkpoint directory.*no weights.*merits care pretrain"):
         build_speech_encoder(SpeechEncoderConfig(kind="care"))
+    with pytest.raises(ModelNotFoundError, match="CARE checkpoint"):
+        build_speech_encoder(SpeechEncoderConfig(kind="care", model=str(tmp_path)))
 
 
 def test_registry_and_unknown_kind():

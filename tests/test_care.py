@@ -99,3 +99,76 @@ def test_a_care_checkpoint_feeds_stage_one_speech_end_to_end(tmp_path):
     m = json.loads((tmp_path / "runs" / "care" / "stage1_audio" / "seed-0" / "metrics.json").read_text())
     assert len(m["layer_weights"]) == 6 and abs(sum(m["layer_weights"]) - 1) < 1e-5  # softmax over CARE's rows
     assert (tmp_path / "runs" / "care" / "stage2_audio" / "seed-0" / "done.json").is_file()
+
+
+TINY_WAVLM = ("random_backbone={hidden_size: 32, num_hidden_layers: 4, num_attention_heads: 2, intermediate_size: 64, "
+              "conv_dim: [16, 16], conv_stride: [5, 64], conv_kernel: [10, 64], num_conv_pos_embeddings: 16, "
+              "num_conv_pos_embedding_groups: 2, num_buckets: 32, max_bucket_distance: 64}")
+
+
+def emodb_manifest(tmp_path, n=12):
+    """Real EmoDB clips (2 s each); EmoDB has no transcripts, so each clip's sentence code stands in for one (ten
+    sentences: a real grouping the semantic branch can learn)."""
+    import pandas as pd
+
+    from conftest import shared
+    from merits.data import prepare
+
+    labels = pd.read_csv(shared("emodb", "labels.csv"), dtype={"speaker": str}).head(n)
+    stem = labels["file"].str.replace(".wav", "", regex=False)
+    pd.DataFrame({"conversation_id": stem, "split": "train", "text": "sentence " + labels["text_id"],
+                  "audio_path": [str(shared("emodb", "wav", f)) for f in labels["file"]]}).to_csv(tmp_path / "m.csv",
+                                                                                             index=False)
+    return prepare("custom", tmp_path / "m.csv")
+
+
+def care_config(tiny_encoder, *extra):
+    from merits.care.pretrain import CarePretrainConfig
+    from merits.config import load_config
+
+    return load_config("care/offline", [TINY_WAVLM, f"care.text_model={tiny_encoder}", "care.shared_layers=1",
+                                        f"targets.semantic_model={tiny_encoder}", "batch_size=4", "crop_seconds=1.0",
+                                        "lr=1e-3", "device=cpu", *extra], cls=CarePretrainConfig)
+
+
+def test_both_losses_fall_on_real_speech(tmp_path, tiny_encoder):
+    from merits.care.pretrain import pretrain
+
+    r = pretrain(emodb_manifest(tmp_path), tmp_path / "out", care_config(tiny_encoder, "steps=40", "checkpoint_every=10",
+                                                                          "validate_every=10"))
+    h = r["history"]
+    assert [x["step"] for x in h] == [10, 20, 30, 40] and h[0]["steps_per_s"] > 0
+    assert h[-1]["semantic"] < h[0]["semantic"] and h[-1]["acoustic"] < h[0]["acoustic"], h
+    assert h[-1]["validation_semantic"] < h[0]["validation_semantic"]
+    targets = tmp_path / "out" / "targets"
+    assert (targets / "semantic.safetensors").is_file() and (targets / "acoustic.safetensors").is_file()
+    model = CareModel.load(tmp_path / "out" / "care")
+    assert model.config.acoustic_dim == 25  # eGeMAPSv02 low-level descriptors
+
+
+def test_a_killed_pretraining_resumes_to_the_uninterrupted_weights(tmp_path, tiny_encoder, monkeypatch):
+    """Killed right after its first checkpoint, rerun: the same weights as a run never interrupted (model, optimiser,
+    RNG state and data position are in the checkpoint)."""
+    import merits.training
+    from merits.care.pretrain import pretrain
+    from merits.errors import load_safetensors
+
+    manifest = emodb_manifest(tmp_path, 8)
+    cfg = care_config(tiny_encoder, "steps=8", "checkpoint_every=4", "validate_every=4")
+    pretrain(manifest, tmp_path / "whole", cfg)
+
+    class Killed(Exception):
+        pass
+
+    def kill(name):
+        raise Killed(name)
+
+    monkeypatch.setattr(merits.training, "kill_point", kill)
+    with pytest.raises(Killed):
+        pretrain(manifest, tmp_path / "killed", cfg)
+    monkeypatch.undo()
+    resumed = pretrain(manifest, tmp_path / "killed", cfg)
+    assert resumed["history"][0]["step"] == 4  # the first 4 steps came from the checkpoint
+    a = load_safetensors(tmp_path / "whole" / "care" / "model.safetensors")
+    b = load_safetensors(tmp_path / "killed" / "care" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -10,6 +10,7 @@
     merits teach CONFIG [key=value ...] label a manifest's transcripts with a teacher (LLM or VADER) into a store
     merits agreement CONFIG [key=value ...]  the stored teachers' agreement with gold sentiment or valence
     merits pretrain MANIFEST --out DIR  fine-tune the text encoder on pseudo-labels ("RoBERTa-FT")
+    merits care pretrain MANIFEST --out DIR  pretrain CARE, the paper's speech encoder (resumable)
     merits predict RUN_DIR INPUT        emotions of new conversations (text, recordings) with a trained experiment
 """
 
@@ -157,6 +158,20 @@ def cmd_pretrain(args) -> None:
     print(f"Stage I text starts from it with: text_encoder.model={m['encoder']}")
 
 
+def cmd_care(args) -> None:
+    from merits.care.pretrain import CarePretrainConfig, pretrain
+    from merits.config import load_config
+    from merits.data import load_manifest_or_corpus
+
+    cfg = load_config(args.config, args.overrides, cls=CarePretrainConfig)
+    r = pretrain(load_manifest_or_corpus(args.manifest), args.out, cfg)
+    last = r["history"][-1] if r["history"] else {}
+    print(f"CARE pretrained for {last.get('step', 0)} steps on {r['utterances'] - r['validation']} utterances "
+          f"({r['validation']} held out; {len(r['skipped'])} left out for bad audio): semantic loss "
+          f"{last.get('semantic', float('nan')):.4f}, acoustic loss {last.get('acoustic', float('nan')):.4f}")
+    print(f"its embeddings in Stage I speech: speech_encoder.kind=care speech_encoder.model={r['care']}")
+
+
 def _teach_config(args):
     from merits.config import load_config
     from merits.teach import TeachConfig
@@ -285,6 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a YAML file of PretrainConfig values (default: the offline encoder)")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. text_encoder.model=roberta-large train.epochs=10")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("care", help="CARE, the paper's speech encoder: pretrain it on unlabelled speech")
+    care = p.add_subparsers(dest="care_command", required=True)
+    p = care.add_parser("pretrain", help="pretrain CARE (step-based, resumable) on a manifest's audio + transcripts")
+    p.add_argument("manifest", help="a manifest directory with audio_path and text (merits asr writes one)")
+    p.add_argument("--out", required=True, help="output directory; the model lands in <out>/care")
+    p.add_argument("--config", default="care/offline", help="care/offline (default: a small CARE for a CPU) or "
+                                                            "care/paper (the published setting), or a YAML file")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. steps=2000 batch_size=16 precision=bf16")
+    p.set_defaults(func=cmd_care)
 
     p = sub.add_parser("teach", help="pseudo-label transcripts with a teacher into the label store (resumable)")
     p.add_argument("config", help="a YAML file or shipped profile (teach-vader, teach-local, teach-openai), "

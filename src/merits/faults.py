@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-KILL_POINTS = ("stage.computed", "stage1_text.trained", "stage1_text.exporting")
+KILL_POINTS = ("stage.computed", "stage1_text.trained", "stage1_text.exporting", "steps.checkpointed")
 
 
 def kill_point(name: str) -> None:

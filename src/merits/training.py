@@ -26,8 +26,10 @@ import contextlib
 import logging
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
@@ -37,6 +39,7 @@ from tqdm.auto import tqdm
 
 from merits.data.manifest import NO_LABEL
 from merits.errors import ConfigError
+from merits.faults import kill_point
 from merits.metrics import weighted_f1
 
 log = logging.getLogger("merits")
@@ -139,12 +142,15 @@ def alone():
 
 
 def shard(batch: dict, rank: int, world: int) -> dict:
-    """This process' slice of a global batch: rows (dim 0) split into ``world`` contiguous parts."""
+    """This process' slice of a global batch: the rows (dim 0) of every tensor in it (inputs, labels, mask,
+    targets; one level of nesting) split into ``world`` contiguous parts; other values are dropped."""
     part = lambda t: torch.tensor_split(t, world)[rank]  # noqa: E731
-    out = {"inputs": {k: part(v) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()},
-           "labels": part(batch["labels"])}
-    if "mask" in batch:
-        out["mask"] = part(batch["mask"])
+    out = {}
+    for key, value in batch.items():
+        if torch.is_tensor(value):
+            out[key] = part(value)
+        elif isinstance(value, dict):
+            out[key] = {k: part(v) if torch.is_tensor(v) else v for k, v in value.items()}
     return out
 
 
@@ -204,6 +210,15 @@ def predict(model: nn.Module, batches: Iterable[dict], device, desc: str = "pred
 
 # ------------------------------------------------------------------------------------------------ the loop
 SchedulerFactory = Callable[[torch.optim.Optimizer, int], object]  # (optimizer, total optimiser steps) -> scheduler
+# (model output, batch, device) -> (loss summed over the batch's real items, {name: summed part, for logs})
+LossFn = Callable[[object, dict, torch.device], tuple[torch.Tensor, dict]]
+_CROSS_ENTROPY = nn.CrossEntropyLoss(ignore_index=IGNORE, reduction="sum")
+
+
+def classification_loss(out, batch: dict, device) -> tuple[torch.Tensor, dict]:
+    """Cross-entropy summed over the labelled items (unlabelled ones carry IGNORE), on fp32 logits."""
+    logits = out.logits.float()
+    return _CROSS_ENTROPY(logits.reshape(-1, logits.shape[-1]), batch["labels"].to(device).reshape(-1)), {}
 
 
 class Trainer:
@@ -232,6 +247,38 @@ class Trainer:
         accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         return accelerator.prepare_model(model)
 
+    def step(self, net: nn.Module, model: nn.Module, group: list[dict], n: int, loss_of: "LossFn",
+             optimizer: torch.optim.Optimizer, scaler, sched=None) -> tuple[torch.Tensor, dict]:
+        """One optimiser step over ``group`` (``accumulate`` global batches) whose loss is summed over its ``n``
+        real items (all processes) and divided by ``n``: the same gradient however the step is split into
+        batches and processes. ``loss_of(out, batch, device) -> (summed loss, {name: summed part})``. Returns this
+        process' summed loss and parts, on the device (no host sync)."""
+        cfg, dev, dist = self.cfg, self.device, self.dist
+        total, parts = torch.zeros((), device=dev), {}
+        for j, batch in enumerate(group):
+            last = j == len(group) - 1
+            if dist.world > 1:
+                batch = shard(batch, dist.rank, dist.world)
+            # DDP averages gradients over processes: scale by world so that the result is sum / n
+            sync = contextlib.nullcontext() if last or dist.world == 1 else net.no_sync()
+            with sync:
+                with _autocast(dev, cfg.precision):
+                    out = net(**_to(batch["inputs"], dev))
+                loss, named = loss_of(out, batch, dev)
+                scaler.scale(loss * (dist.world / n)).backward()
+            total += loss.detach()
+            for k, v in named.items():
+                parts[k] = parts.get(k, 0) + v.detach()
+        if cfg.grad_clip:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if sched is not None:
+            sched.step()
+        return total, parts
+
     def fit(self, model: nn.Module, train_batches: Callable[[int], Iterable[dict]],
             validation_batches: Callable[[], list[dict]], optimizer: torch.optim.Optimizer,
             scheduler: SchedulerFactory | None = None) -> FitResult:
@@ -243,7 +290,6 @@ class Trainer:
         cfg, dev, dist = self.cfg, self.device, self.dist
         model.to(dev)
         net = self._wrap(model)
-        loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE, reduction="sum")  # summed; divided by the step's count
         scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
         sched, steps = None, 0
         best_state, best_wf1, best_epoch, stale = None, -1.0, -1, 0
@@ -265,28 +311,8 @@ class Trainer:
                 n = sum(int((b["labels"] != IGNORE).sum()) for b in group)
                 if n == 0:
                     continue
-                for j, batch in enumerate(group):
-                    last = j == len(group) - 1
-                    if dist.world > 1:
-                        batch = shard(batch, dist.rank, dist.world)
-                    # DDP averages gradients over processes: scale by world so that the result is sum / n
-                    sync = contextlib.nullcontext() if last or dist.world == 1 else net.no_sync()
-                    with sync:
-                        with _autocast(dev, cfg.precision):
-                            out = net(**_to(batch["inputs"], dev))
-                        labels = batch["labels"].to(dev)
-                        loss = loss_fn(out.logits.float().reshape(-1, out.logits.shape[-1]), labels.reshape(-1))
-                        scaler.scale(loss * (dist.world / n)).backward()
-                    total += loss.detach()
+                total += self.step(net, model, group, n, classification_loss, optimizer, scaler, sched)[0]
                 count += n
-                if cfg.grad_clip:
-                    scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                if sched is not None:
-                    sched.step()
                 steps += 1
                 if g % 50 == 49:  # a host sync now and then, for the progress bar only
                     bar.set_postfix(loss=f"{float(total) * dist.world / max(count, 1):.4f}")
@@ -311,6 +337,99 @@ class Trainer:
         if best_state is not None:
             model.load_state_dict(best_state)
         return FitResult(best_epoch, best_wf1, history, float(np.mean(seconds)) if seconds else 0.0, steps)
+
+
+# ------------------------------------------------------------------------------------------------ step-based
+STEP_STATE = "trainer_state.pt"   # optimiser, scheduler, scaler, RNG states, step, history (tensors + plain data)
+STEP_WEIGHTS = "model.safetensors"
+
+
+def fit_steps(trainer: Trainer, model: nn.Module, batch_at: Callable[[int], dict], loss_of: LossFn,
+              optimizer: torch.optim.Optimizer, steps: int, directory: Path, checkpoint_every: int,
+              validate: Callable[[nn.Module], dict] | None = None, validate_every: int = 0,
+              scheduler: SchedulerFactory | None = None) -> list[dict]:
+    """Step-based training for pretraining (no epochs, no classes): ``steps`` optimiser steps of ``accumulate``
+    global batches each, ``batch_at(k)`` giving the k-th global batch (deterministic in k: the data position is the
+    step count). Every ``checkpoint_every`` steps (and at the end) the model (safetensors), the optimiser, scheduler
+    and scaler states, the RNG states, the step and the history are written to ``directory`` (atomically); a call
+    that finds them resumes there, so a kill loses at most ``checkpoint_every`` steps and the result equals an
+    uninterrupted run's. ``validate(model)`` every ``validate_every`` steps returns {name: value}. Returns the
+    history: per logged step, the mean of each loss part since the previous log, steps/s, validation values."""
+    cfg, dev, dist = trainer.cfg, trainer.device, trainer.dist
+    directory = Path(directory)
+    model.to(dev)
+    net = trainer._wrap(model)
+    scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
+    sched = scheduler(optimizer, steps) if scheduler is not None else None
+    start, history = _resume_steps(directory, model, optimizer, sched, scaler, dev)
+    log_every = max(1, min(checkpoint_every, validate_every or checkpoint_every, 50))
+    parts: dict[str, torch.Tensor] = {}
+    count, clock = 0, time.perf_counter()
+    bar = progress(range(start, steps), desc=trainer.desc, initial=start, total=steps)
+    for step in bar:
+        model.train()
+        group = [batch_at(step * cfg.accumulate + j) for j in range(cfg.accumulate)]
+        n = sum(int(b["n"]) for b in group)  # real items of the step, all processes
+        _, named = trainer.step(net, model, group, n, loss_of, optimizer, scaler, sched)
+        for k, v in named.items():
+            parts[k] = parts.get(k, 0) + v
+        count += n
+        done = step + 1
+        if done % log_every == 0 or done == steps:
+            record = {"step": done, **{k: sum(dist.gather(float(v))) / max(count, 1) for k, v in parts.items()},
+                      "steps_per_s": (done - (history[-1]["step"] if history else start)) / (time.perf_counter() - clock)}
+            if validate is not None and validate_every and (done % validate_every == 0 or done == steps):
+                model.eval()
+                record.update({f"validation_{k}": v for k, v in validate(model).items()})
+            history.append(record)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"})
+            log.info("%s step %d/%d: %s", trainer.desc, done, steps,
+                     ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
+            parts, count, clock = {}, 0, time.perf_counter()
+        if done % checkpoint_every == 0 or done == steps:
+            if dist.is_main:
+                _save_steps(directory, done, model, optimizer, sched, scaler, history)
+            dist.barrier()
+    return history
+
+
+def _save_steps(directory: Path, step: int, model, optimizer, sched, scaler, history) -> None:
+    from safetensors.torch import save_file
+
+    tmp = directory.with_name(directory.name + ".saving")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / STEP_WEIGHTS))
+    rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict() if sched else None,
+                "scaler": scaler.state_dict(), "rng": rng, "history": history}, tmp / STEP_STATE)
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)  # a kill at any moment leaves the previous checkpoint or this one, never half of one
+    shutil.rmtree(old, ignore_errors=True)
+    kill_point("steps.checkpointed")
+
+
+def _resume_steps(directory: Path, model, optimizer, sched, scaler, device) -> tuple[int, list]:
+    for candidate in (directory, directory.with_name(directory.name + ".old")):  # .old: killed mid-rename
+        if (candidate / STEP_STATE).is_file() and (candidate / STEP_WEIGHTS).is_file():
+            from merits.errors import load_safetensors
+
+            model.load_state_dict(load_safetensors(candidate / STEP_WEIGHTS, "pt", "delete it to start over"))
+            state = torch.load(candidate / STEP_STATE, map_location="cpu", weights_only=True)
+            optimizer.load_state_dict(state["optimizer"])
+            if sched is not None and state["scheduler"] is not None:
+                sched.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if state["rng"]["cuda"]:
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            model.to(device)
+            log.info("resuming at step %d from %s", state["step"], candidate)
+            return int(state["step"]), list(state["history"])
+    return 0, []
 
 
 def linear_warmup(warmup_ratio: float) -> SchedulerFactory:

@@ -172,3 +172,26 @@ def test_a_killed_pretraining_resumes_to_the_uninterrupted_weights(tmp_path, tin
     a = load_safetensors(tmp_path / "whole" / "care" / "model.safetensors")
     b = load_safetensors(tmp_path / "killed" / "care" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_merits_care_pretrain_killed_by_sigkill_resumes(tmp_path, tiny_encoder):
+    """The command line: killed (exit 137) right after its first checkpoint, rerun, it finishes from there and says
+    how to use the model."""
+    import os
+    import subprocess
+    import sys
+
+    emodb_manifest(tmp_path, 6).save(tmp_path / "manifest")
+    args = [sys.executable, "-m", "merits", "-q", "care", "pretrain", str(tmp_path / "manifest"), "--out",
+            str(tmp_path / "out"), TINY_WAVLM, f"care.text_model={tiny_encoder}", "care.shared_layers=1",
+            f"targets.semantic_model={tiny_encoder}", "batch_size=2", "crop_seconds=1.0", "steps=4",
+            "checkpoint_every=2", "validate_every=2", "device=cpu", "threads=1"]
+    env = {**os.environ, "MERITS_KILL_AT": "steps.checkpointed"}
+    assert subprocess.run(args, env=env, capture_output=True, text=True).returncode == 137
+    assert (tmp_path / "out" / "checkpoint" / "trainer_state.pt").is_file() and not (tmp_path / "out" / "care").exists()
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "CARE pretrained for 4 steps" in done.stdout and "speech_encoder.kind=care" in done.stdout
+    import json
+
+    assert [h["step"] for h in json.loads((tmp_path / "out" / "history.json").read_text())] == [2, 4]

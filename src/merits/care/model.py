@@ -75,6 +75,14 @@ class CareModel(nn.Module):
             frozen.requires_grad_(False)
         self.backbone_config, self.text_config = wavlm.config, text_encoder.config
 
+    def train(self, mode: bool = True) -> "CareModel":
+        """The frozen parts (front end, projection, the text layers) stay in eval mode: fixed feature extractors,
+        no dropout inside them."""
+        super().train(mode)
+        for frozen in (self.front, self.projection, self.semantic_layers):
+            frozen.eval()
+        return self
+
     # ------------------------------------------------------------------ building
     @classmethod
     def build(cls, config: CareConfig) -> "CareModel":

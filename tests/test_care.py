@@ -195,3 +195,33 @@ def test_merits_care_pretrain_killed_by_sigkill_resumes(tmp_path, tiny_encoder):
     import json
 
     assert [h["step"] for h in json.loads((tmp_path / "out" / "history.json").read_text())] == [2, 4]
+
+
+def test_care_pretraining_on_two_processes_matches_one(tmp_path, tiny_encoder):
+    """`torchrun --nproc_per_node 2 -m merits care pretrain ...` (gloo): each global batch is sharded over the
+    processes, rank 0 computes the targets and writes; the weights equal a one-process run's (no dropout here, so
+    the only difference is the order of float sums)."""
+    import os
+    import subprocess
+    import sys
+
+    from merits.errors import load_safetensors
+
+    emodb_manifest(tmp_path, 6).save(tmp_path / "manifest")
+    no_dropout = TINY_WAVLM[:-1] + (", hidden_dropout: 0.0, attention_dropout: 0.0, activation_dropout: 0.0, "
+                                    "feat_proj_dropout: 0.0}")
+    common = ["-m", "merits", "-q", "care", "pretrain", str(tmp_path / "manifest"), no_dropout,
+              f"care.text_model={tiny_encoder}", "care.shared_layers=1", f"targets.semantic_model={tiny_encoder}",
+              "batch_size=4", "crop_seconds=1.0", "steps=3", "checkpoint_every=3", "validate_every=3", "device=cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MERITS_QUIET": "1"}
+    one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29734", *common, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("CARE pretrained for 3 steps") == 1  # rank 0 reports
+    a = load_safetensors(tmp_path / "one" / "care" / "model.safetensors")
+    b = load_safetensors(tmp_path / "two" / "care" / "model.safetensors")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5

@@ -165,6 +165,10 @@ def cmd_care(args) -> None:
 
     cfg = load_config(args.config, args.overrides, cls=CarePretrainConfig)
     r = pretrain(load_manifest_or_corpus(args.manifest), args.out, cfg)
+    from merits.training import Distributed
+
+    if not Distributed.current().is_main:  # several processes (torchrun / accelerate launch): rank 0 reports
+        return
     last = r["history"][-1] if r["history"] else {}
     print(f"CARE pretrained for {last.get('step', 0)} steps on {r['utterances'] - r['validation']} utterances "
           f"({r['validation']} held out; {len(r['skipped'])} left out for bad audio): semantic loss "

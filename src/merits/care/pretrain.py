@@ -33,7 +33,7 @@ from merits.config import config_hash
 from merits.data.manifest import Manifest
 from merits.errors import ConfigError, DataError
 from merits.runs import load_embeddings, save_embeddings
-from merits.training import Trainer, TrainerConfig, fit_steps, progress, seed_everything
+from merits.training import Trainer, TrainerConfig, alone, fit_steps, progress, seed_everything
 
 log = logging.getLogger("merits")
 HOP = 320  # WavLM frames: 20 ms at 16 kHz
@@ -259,7 +259,11 @@ def pretrain(manifest: Manifest, out: str | Path, cfg: CarePretrainConfig) -> di
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     trainer = Trainer(cfg, cfg.device, "CARE pretraining")
-    targets = build_targets(manifest, cfg, out / "targets", trainer.device)
+    if trainer.dist.is_main:  # one process computes the targets; the others then read them
+        with alone():
+            build_targets(manifest, cfg, out / "targets", trainer.device)
+    trainer.dist.barrier()
+    targets = build_targets(manifest, cfg, out / "targets", trainer.device)  # cached now: read
     n = len(targets["ids"])
     if n < 2:
         raise DataError(f"CARE pretraining needs at least 2 usable utterances, the manifest gives {n}")

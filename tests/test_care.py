@@ -225,3 +225,26 @@ def test_care_pretraining_on_two_processes_matches_one(tmp_path, tiny_encoder):
     a = load_safetensors(tmp_path / "one" / "care" / "model.safetensors")
     b = load_safetensors(tmp_path / "two" / "care" / "model.safetensors")
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+
+
+def test_bad_audio_stops_or_is_skipped_with_a_report(tmp_path, tiny_encoder):
+    """The project's audio policy: a corrupt clip stops pretraining naming it (audio.on_error=stop), or is left
+    out and listed in targets/skipped.json (skip); an utterance without a transcript says to run merits asr."""
+    import json
+
+    from merits.care.pretrain import pretrain
+    from merits.errors import DataError
+
+    manifest = emodb_manifest(tmp_path, 5)
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF....WAVEfmt not audio")
+    manifest.table.loc[2, "audio_path"] = str(bad)
+    with pytest.raises(DataError, match="broken.wav"):
+        pretrain(manifest, tmp_path / "stop", care_config(tiny_encoder, "steps=2", "checkpoint_every=2"))
+    r = pretrain(manifest, tmp_path / "skip", care_config(tiny_encoder, "steps=2", "checkpoint_every=2",
+                                                          "audio.on_error=skip"))
+    skipped = json.loads((tmp_path / "skip" / "targets" / "skipped.json").read_text())
+    assert list(skipped) == [manifest.table.loc[2, "utterance_id"]] and r["utterances"] == 4
+    manifest.table.loc[1, "text"] = ""
+    with pytest.raises(DataError, match="merits asr"):
+        pretrain(manifest, tmp_path / "notext", care_config(tiny_encoder, "steps=2", "checkpoint_every=2"))

@@ -47,11 +47,11 @@ def unlabelled_audio(tmp: Path) -> pd.DataFrame:
     return prepare("custom", tmp / "audio.csv", name="care-audio")
 
 
-def transcribed(manifest, asr_model: str):
+def transcribed(manifest, asr_model: str, threads: int):
     from merits.asr import ASRConfig, transcribe_manifest
 
     out = WORK / f"asr-{asr_model}"
-    result = transcribe_manifest(manifest, out, ASRConfig(model=asr_model, language="de", threads=2))
+    result = transcribe_manifest(manifest, out, ASRConfig(model=asr_model, language="de", threads=threads))
     m = result.manifest
     empty = m.table["text"].str.strip() == ""
     m.table.loc[empty, "text"] = "..."  # Whisper heard no words (a 2 s clip may be cut mid-sentence): a neutral text
@@ -84,14 +84,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--asr-model", default="base")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     os.environ.setdefault("MERITS_QUIET", "1")
     seeds = [int(s) for s in args.seeds.split(",")]
     WORK.mkdir(parents=True, exist_ok=True)
     tmp = WORK / "tmp"
     tmp.mkdir(exist_ok=True)
-    manifest, no_words = transcribed(unlabelled_audio(tmp), args.asr_model)
-    cfg = load_config("care/offline", [f"steps={args.steps}", "device=cpu"], cls=CarePretrainConfig)
+    manifest, no_words = transcribed(unlabelled_audio(tmp), args.asr_model, args.threads)
+    cfg = load_config("care/offline", [f"steps={args.steps}", "device=cpu", f"threads={args.threads}"],
+                      cls=CarePretrainConfig)
     start = time.perf_counter()
     result = pretrain(manifest, WORK / "pretrained", cfg)
     wall = time.perf_counter() - start

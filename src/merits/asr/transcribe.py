@@ -228,9 +228,33 @@ def transcribe_manifest(manifest: Manifest, out: str | Path, cfg: ASRConfig | No
     out = Path(out)
     transcriber = transcriber or Transcriber(cfg)
     store = TranscriptStore(out / STORE, transcriber.identity)
-    table = manifest.table
-    rows = table.to_dict("records")
-    with_audio = [r for r in rows if r["audio_path"]]
+    todo, reused = pending_rows(manifest, store, cfg)
+    if reused:
+        log.info("ASR: %d of %d utterances already transcribed in %s", reused, reused + len(todo), store.path)
+
+    from merits.training import progress
+
+    bar = progress(None, total=len(todo), desc=f"asr {transcriber.name}", unit="utt")
+    audio_seconds = wall = 0.0
+    try:
+        for b in range(0, len(todo), cfg.batch_size):
+            records, seconds, spent = transcribe_rows(todo[b:b + cfg.batch_size], transcriber, cfg)
+            for record in records:
+                store.append(record)
+            audio_seconds, wall = audio_seconds + seconds, wall + spent
+            bar.update(len(todo[b:b + cfg.batch_size]))
+            if wall:
+                bar.set_postfix(rtf=f"{wall / max(audio_seconds, 1e-9):.3f}", audio=f"{audio_seconds:.0f}s")
+    finally:
+        bar.close()
+        store.close()
+    return finish(manifest, store, cfg, transcriber, out, {"transcribed": len(todo), "reused": reused,
+                                                           "audio_seconds": audio_seconds, "wall_seconds": wall})
+
+
+def pending_rows(manifest: Manifest, store: "TranscriptStore", cfg: ASRConfig) -> tuple[list[dict], int]:
+    """The rows with audio whose transcript is not in the store (or is stale), and how many are reused."""
+    with_audio = [r for r in manifest.table.to_dict("records") if r["audio_path"]]
 
     def is_done(r: dict) -> bool:
         rec = store.records.get(r["utterance_id"])
@@ -239,52 +263,50 @@ def transcribe_manifest(manifest: Manifest, out: str | Path, cfg: ASRConfig | No
         return not (rec["status"] == SKIPPED and cfg.audio.on_error == "stop")
 
     todo = [r for r in with_audio if not is_done(r)]
-    reused = len(with_audio) - len(todo)
-    if reused:
-        log.info("ASR: %d of %d utterances already transcribed in %s", reused, len(with_audio), store.path)
+    return todo, len(with_audio) - len(todo)
 
-    from merits.training import progress
 
-    bar = progress(None, total=len(todo), desc=f"asr {transcriber.name}", unit="utt")
-    audio_seconds = wall = 0.0
-    try:
-        for b in range(0, len(todo), cfg.batch_size):
-            group, audios = [], []
-            for r in todo[b:b + cfg.batch_size]:
-                try:
-                    audios.append(load_utterance(r, cfg.audio))
-                    group.append(r)
-                except AudioError as e:
-                    if cfg.audio.on_error == "stop":
-                        raise
-                    log.warning("left out %s", e)
-                    store.append({"utterance_id": r["utterance_id"], "status": SKIPPED, "reason": e.reason,
-                                  "audio": _audio_key(r)})
-            started = time.perf_counter()
-            if cfg.segment:
-                segments = [transcriber.segment(x) for x in audios]
-                texts = [" ".join(text for _, _, text in segs) for segs in segments]
-            else:
-                segments, texts = [None] * len(audios), transcriber.transcribe_batch(audios) if audios else []
-            wall += time.perf_counter() - started
-            for r, x, text, segs in zip(group, audios, texts, segments):
-                seconds = len(x) / cfg.audio.sample_rate
-                audio_seconds += seconds
-                # "." or "-" alone is no transcript: it is reported as empty, never kept as text
-                status = OK if Normalizer()(text) else EMPTY
-                record = {"utterance_id": r["utterance_id"], "status": status, "text": text,
-                          "seconds": round(seconds, 3), "audio": _audio_key(r)}
-                store.append(record if segs is None else {**record, "segments": segs})
-            bar.update(len(todo[b:b + cfg.batch_size]))
-            if wall:
-                bar.set_postfix(rtf=f"{wall / max(audio_seconds, 1e-9):.3f}", audio=f"{audio_seconds:.0f}s")
-    finally:
-        bar.close()
-        store.close()
+def transcribe_rows(rows: list[dict], transcriber: Transcriber, cfg: ASRConfig) -> tuple[list[dict], float, float]:
+    """The store records of one group of manifest rows (a transcript each; under ``audio.on_error=skip`` a skipped
+    record for bad audio, under ``stop`` an AudioError), with the group's audio seconds and decoding wall seconds.
+    Used by ``merits asr`` and by the workers of the corpus-scale pipeline (merits.teach.corpus)."""
+    group, audios, records = [], [], []
+    for r in rows:
+        try:
+            audios.append(load_utterance(r, cfg.audio))
+            group.append(r)
+        except AudioError as e:
+            if cfg.audio.on_error == "stop":
+                raise
+            log.warning("left out %s", e)
+            records.append({"utterance_id": r["utterance_id"], "status": SKIPPED, "reason": e.reason,
+                            "audio": _audio_key(r)})
+    started = time.perf_counter()
+    if cfg.segment:
+        segments = [transcriber.segment(x) for x in audios]
+        texts = [" ".join(text for _, _, text in segs) for segs in segments]
+    else:
+        segments, texts = [None] * len(audios), transcriber.transcribe_batch(audios) if audios else []
+    wall = time.perf_counter() - started
+    audio_seconds = 0.0
+    for r, x, text, segs in zip(group, audios, texts, segments):
+        seconds = len(x) / cfg.audio.sample_rate
+        audio_seconds += seconds
+        # "." or "-" alone is no transcript: it is reported as empty, never kept as text
+        status = OK if Normalizer()(text) else EMPTY
+        record = {"utterance_id": r["utterance_id"], "status": status, "text": text,
+                  "seconds": round(seconds, 3), "audio": _audio_key(r)}
+        records.append(record if segs is None else {**record, "segments": segs})
+    return records, audio_seconds, wall
 
+
+def finish(manifest: Manifest, store: "TranscriptStore", cfg: ASRConfig, transcriber: Transcriber, out: Path,
+           run: dict) -> ASRResult:
+    """The transcribed manifest and the report from the store's records, saved into ``out``."""
     result_manifest, report = _assemble(manifest, store.records, cfg, transcriber)
-    report.update(run={"transcribed": len(todo), "reused": reused, "audio_seconds": round(audio_seconds, 3),
-                       "wall_seconds": round(wall, 3), "rtf": round(wall / audio_seconds, 4) if audio_seconds else None})
+    audio_seconds, wall = run["audio_seconds"], run["wall_seconds"]
+    report.update(run={**run, "audio_seconds": round(audio_seconds, 3), "wall_seconds": round(wall, 3),
+                       "rtf": round(wall / audio_seconds, 4) if audio_seconds else None})
     result_manifest.save(out)
     (out / REPORT).write_text(json.dumps(report, indent=2))
     _log_report(report, out)

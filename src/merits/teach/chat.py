@@ -21,7 +21,7 @@ from typing import Sequence
 from merits.errors import ConfigError
 from merits.secrets import redact_url, redactor, url_secrets
 from merits.teach.base import Answer, BudgetExhausted, OnResult, TeacherError, prompt_text, teacher_config
-from merits.teach.prompt import Prompt
+from merits.teach.prompt import SENTIMENTS, Prompt
 
 log = logging.getLogger("merits")
 
@@ -46,6 +46,11 @@ class ChatTeacherConfig:
     max_tokens: int = 8                         # the answer is one label word
     temperature: float = 0.0                    # 0: the same answer for the same prompt
     extra_body: dict = field(default_factory=dict)  # more JSON fields for the request body
+    base_urls: list[str] = field(default_factory=list)  # more endpoints serving the same model: requests go
+                                               # round-robin over base_url and these (several vLLM servers)
+    structured: str = "none"                   # none | choice: vLLM structured outputs restrict the answer to the
+                                               # labels ({"structured_outputs": {"choice": [...]}}) | guided_choice
+                                               # (older vLLM servers): every answer parses
 
     def __post_init__(self) -> None:
         for key in ("concurrency", "max_tokens"):
@@ -57,6 +62,8 @@ class ChatTeacherConfig:
             raise ConfigError(f"chat.max_consecutive_failures must be >= 1, got {self.max_consecutive_failures}")
         if self.max_requests is not None and self.max_requests < 1:
             raise ConfigError(f"chat.max_requests must be >= 1 or null, got {self.max_requests}")
+        if self.structured not in ("none", "choice", "guided_choice"):
+            raise ConfigError(f"chat.structured: {self.structured!r} is not none | choice | guided_choice")
 
 
 RETRY_STATUSES = {408, 409, 429}  # plus every 5xx: the server may answer next time
@@ -85,6 +92,9 @@ class _Breaker:
 
 
 class _Budget:
+    """The run's request budget in this process. Several workers share one through a lease-holding object with the
+    same ``take()`` (merits.teach.corpus.SharedBudget)."""
+
     def __init__(self, max_requests: int | None):
         self.left = max_requests
 
@@ -119,10 +129,16 @@ class ChatTeacher:
 
     def __init__(self, *args, prompt: Prompt | None = None, **kwargs):
         self.cfg = c = teacher_config(ChatTeacherConfig, args, kwargs)
-        self.url = c.base_url.rstrip("/") + "/chat/completions"
-        self.shown_url = redact_url(self.url)  # what messages show: no credentials
+        self.urls = [u.rstrip("/") + "/chat/completions" for u in [c.base_url, *c.base_urls]]
+        self.url = self.urls[0]
+        self.shown_url = ", ".join(redact_url(u) for u in self.urls)  # what messages show: no credentials
+        self._next = 0  # round-robin position over self.urls
         self.prompt = prompt or Prompt()
         self.body = {"model": c.model, "max_tokens": c.max_tokens, "temperature": c.temperature, **(c.extra_body or {})}
+        if c.structured == "choice":
+            self.body["structured_outputs"] = {"choice": list(SENTIMENTS)}
+        elif c.structured == "guided_choice":
+            self.body["guided_choice"] = list(SENTIMENTS)
         self.name = f"chat:{c.model}"
         self.prompt_hash = self.prompt.hash()
         self.prompt_text = prompt_text(self.prompt)
@@ -142,23 +158,24 @@ class ChatTeacher:
         if key != key.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
             raise ConfigError(f"the key in ${self.cfg.api_key_env} contains a newline, spaces at its ends or another "
                               "control character (a copy-paste slip?): it cannot go into an HTTP header; set it again")
-        if url_secrets(self.cfg.base_url):
+        if any(url_secrets(u) for u in [self.cfg.base_url, *self.cfg.base_urls]):
             raise ConfigError(f"chat.base_url ({self.shown_url}) carries credentials and chat.api_key_env "
                               f"({self.cfg.api_key_env}) names a key too: use one of them (chat.api_key_env=null to "
                               "keep the URL's)")
         return key
 
-    def label(self, texts, on_result=None):
-        return asyncio.run(self.alabel(texts, on_result))
+    def label(self, texts, on_result=None, budget=None):
+        return asyncio.run(self.alabel(texts, on_result, budget))
 
-    async def alabel(self, texts: Sequence[str], on_result: OnResult | None = None) -> list[Answer | None]:
-        """``label`` for callers already inside an event loop."""
+    async def alabel(self, texts: Sequence[str], on_result: OnResult | None = None, budget=None) -> list[Answer | None]:
+        """``label`` for callers already inside an event loop. ``budget``: a shared request budget (an object with
+        ``take()``); default this run's own ``chat.max_requests``."""
         import aiohttp
 
         key = self._api_key()
-        redact = redactor(key, *url_secrets(self.cfg.base_url))
+        redact = redactor(key, *(s for u in [self.cfg.base_url, *self.cfg.base_urls] for s in url_secrets(u)))
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        budget = _Budget(self.cfg.max_requests)
+        budget = budget if budget is not None else _Budget(self.cfg.max_requests)
         breaker = _Breaker(self.cfg.max_consecutive_failures)
         results: list[Answer | None] = [None] * len(texts)
         items = iter(enumerate(texts))  # shared by the workers: each takes the next text when it is free
@@ -207,9 +224,11 @@ class ChatTeacher:
                 raise TeacherError("stopped: another request of this run failed for good")
             budget.take()
             self.requests_sent += 1
+            url = self.urls[self._next % len(self.urls)]  # balanced over the endpoints, retries included
+            self._next += 1
             retry_after = None
             try:
-                async with session.post(self.url, json=body) as response:
+                async with session.post(url, json=body) as response:
                     payload = await response.read()
                     status = response.status
                     retry_after = retry_after_seconds(response.headers.get("Retry-After"))

@@ -103,6 +103,17 @@ class LabelStore:
                 (corpus, utterance_id, teacher, prompt_hash, text_hash, answer.raw, answer.label, answer.status,
                  answer.latency_s, answer.attempts, now))
 
+    def put_many(self, corpus: str, teacher: str, prompt_hash: str, rows) -> None:
+        """Store several answers in ONE transaction: ``rows`` of (utterance_id, text_hash, answer). The corpus-scale
+        pipeline's driver (the store's only writer) flushes each batch that comes back from its workers this way:
+        small transactions, each committed before the next batch is read."""
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(corpus, u, teacher, prompt_hash, h, a.raw, a.label, a.status, a.latency_s, a.attempts, now)
+                 for u, h, a in rows])
+
     # ------------------------------------------------------------------ reading
     def stored(self, corpus: str, teacher: str, prompt_hash: str, include_errors: bool = True,
                include_refused: bool = True) -> dict[str, str]:

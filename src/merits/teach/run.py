@@ -113,10 +113,22 @@ def label_manifest(manifest: Manifest, teacher: Teacher, store: LabelStore, spli
         return _label(manifest, teacher, store, splits, limit, retry_errors, retry_refused, show_progress)
 
 
-def _label(manifest: Manifest, teacher: Teacher, store: LabelStore, splits, limit, retry_errors, retry_refused,
-           show_progress) -> LabelRun:
-    from merits.training import progress
+@dataclass
+class Selection:
+    """What a labelling run works on: the selected rows, and of them the ones the store does not hold yet."""
 
+    table: object              # the selected rows (with text)
+    skipped_empty: int
+    ids: list
+    texts: list
+    hashes: list
+    pending: list              # positions in ids / texts / hashes still to ask for
+
+
+def select(manifest: Manifest, teacher: Teacher, store: LabelStore, splits=None, limit=None, retry_errors=True,
+           retry_refused=False) -> Selection:
+    """The rows to label (splits, limit, non-empty text) and those not stored yet for this teacher and prompt
+    (or whose text changed): the single-process run and the corpus-scale pipeline choose alike."""
     t = manifest.table
     if splits:
         t = t[t["split"].isin(list(splits))]
@@ -136,14 +148,40 @@ def _label(manifest: Manifest, teacher: Teacher, store: LabelStore, splits, limi
     stale = sum(1 for i in pending if ids[i] in stored)
     if stale:
         log.info("%d utterances changed text since they were labelled: asking again", stale)
+    return Selection(t, int(empty.sum()), ids, texts, hashes, pending)
 
+
+def report(manifest: Manifest, teacher: Teacher, store: LabelStore, sel: Selection, answered: int, seconds: float,
+           stopped: str | None, failed: bool) -> LabelRun:
+    """The run's counts over the selection, read back from the store."""
+    selection = Manifest(manifest.corpus, manifest.labels, sel.table, manifest.source)
+    if store.stored(manifest.corpus, teacher.name, teacher.prompt_hash):
+        status = join_labels(selection, store, teacher)["teacher_label_status"].value_counts().to_dict()
+    else:  # nothing stored yet for this teacher (e.g. its endpoint was down from the first request)
+        status = {"missing": len(sel.table)}
+    counts = {k: int(v) for k, v in status.items()}
+    given = counts.get("ok", 0) + counts.get("invalid", 0)
+    run = LabelRun(manifest.corpus, teacher.name, teacher.prompt_hash, len(sel.table), sel.skipped_empty,
+                   len(sel.ids) - len(sel.pending), len(sel.pending), answered, seconds,
+                   answered / seconds if seconds > 0 else 0.0, counts,
+                   counts.get("invalid", 0) / given if given else 0.0, stopped, failed)
+    log.debug("%s", run.summary())  # callers print or log it (the CLI prints it)
+    return run
+
+
+def _label(manifest: Manifest, teacher: Teacher, store: LabelStore, splits, limit, retry_errors, retry_refused,
+           show_progress) -> LabelRun:
+    from merits.training import progress
+
+    sel = select(manifest, teacher, store, splits, limit, retry_errors, retry_refused)
+    pending = sel.pending
     bar = progress(None, total=len(pending), unit="label", desc=f"teach {teacher.name}") if show_progress else None
     answered = 0
 
     def on_result(k: int, answer) -> None:
         nonlocal answered
         i = pending[k]
-        store.put(manifest.corpus, ids[i], teacher.name, teacher.prompt_hash, hashes[i], answer)
+        store.put(manifest.corpus, sel.ids[i], teacher.name, teacher.prompt_hash, sel.hashes[i], answer)
         answered += 1
         if bar is not None:
             bar.update(1)
@@ -151,7 +189,7 @@ def _label(manifest: Manifest, teacher: Teacher, store: LabelStore, splits, limi
     stopped, failed, start = None, False, time.perf_counter()
     try:
         if pending:
-            teacher.label([texts[i] for i in pending], on_result)
+            teacher.label([sel.texts[i] for i in pending], on_result)
     except BudgetExhausted as e:
         stopped = str(e)
         log.warning("%s", e)
@@ -160,20 +198,7 @@ def _label(manifest: Manifest, teacher: Teacher, store: LabelStore, splits, limi
     finally:
         if bar is not None:
             bar.close()
-    seconds = time.perf_counter() - start
-
-    selection = Manifest(manifest.corpus, manifest.labels, t, manifest.source)
-    if store.stored(manifest.corpus, teacher.name, teacher.prompt_hash):
-        status = join_labels(selection, store, teacher)["teacher_label_status"].value_counts().to_dict()
-    else:  # nothing stored yet for this teacher (e.g. its endpoint was down from the first request)
-        status = {"missing": len(t)}
-    counts = {k: int(v) for k, v in status.items()}
-    given = counts.get("ok", 0) + counts.get("invalid", 0)
-    run = LabelRun(manifest.corpus, teacher.name, teacher.prompt_hash, len(t), int(empty.sum()),
-                   len(ids) - len(pending), len(pending), answered, seconds, answered / seconds if seconds > 0 else 0.0,
-                   counts, counts.get("invalid", 0) / given if given else 0.0, stopped, failed)
-    log.debug("%s", run.summary())  # callers print or log it (the CLI prints it)
-    return run
+    return report(manifest, teacher, store, sel, answered, time.perf_counter() - start, stopped, failed)
 
 
 def load_manifest(cfg: TeachConfig) -> Manifest:

@@ -7,6 +7,9 @@ a marker, on the first request for that text only (a retry then succeeds):
     [429]  HTTP 429 with ``Retry-After: 1``        [500]  HTTP 500          [hang]  no answer for 30 s
     [malformed]  HTTP 200 with a body that is not JSON (every time)     [chatty]  "I think it is positive"
 
+A request with vLLM's structured outputs (``structured_outputs: {"choice": [...]}`` or ``guided_choice``) is answered
+with exactly one of the choices, as vLLM does; the fields are recorded per request.
+
 With ``api_key`` set, a request without ``Authorization: Bearer <api_key>`` gets HTTP 401. Every request is
 recorded (text, arrival time, status). It only ever listens on 127.0.0.1.
 
@@ -49,7 +52,7 @@ class MockChatServer:
         self.api_key = api_key
         self.port = port
         self.hang_s = hang_s
-        self.requests: list[dict] = []      # {"text", "t", "status", "authorization_ok"}
+        self.requests: list[dict] = []      # {"text", "t", "status", "authorization_ok", "fields"}
         self.counts: Counter = Counter()    # text -> requests received
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -60,10 +63,11 @@ class MockChatServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def _record(self, text: str, status: int, auth_ok: bool) -> int:
+    def _record(self, text: str, status: int, auth_ok: bool, fields: dict | None = None) -> int:
         with self._lock:
             self.counts[text] += 1
-            self.requests.append({"text": text, "t": time.monotonic(), "status": status, "authorization_ok": auth_ok})
+            self.requests.append({"text": text, "t": time.monotonic(), "status": status, "authorization_ok": auth_ok,
+                                  "fields": fields or {}})
             return self.counts[text]
 
     async def _handle(self, request):
@@ -80,7 +84,8 @@ class MockChatServer:
             status = 429
         elif first and "[500]" in text:
             status = 500
-        self._record(text, status, auth_ok)
+        structured = {k: body[k] for k in ("structured_outputs", "guided_choice") if k in body}
+        self._record(text, status, auth_ok, structured)
         if status == 401:
             return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
         if status == 429:
@@ -91,6 +96,9 @@ class MockChatServer:
         if "[malformed]" in text:
             return web.Response(text='{"choices": [{"message": ', content_type="application/json")
         content = "I think it is positive" if "[chatty]" in text else keyword_answer(text)
+        choices = (structured.get("structured_outputs") or {}).get("choice") or structured.get("guided_choice")
+        if choices:  # like vLLM's structured outputs: exactly one of the choices, whatever the model meant
+            content = next((c for c in choices if c in content.lower()), choices[0])
         return web.Response(text=json.dumps(_completion(content)), content_type="application/json")
 
     async def _serve(self, ready: threading.Event) -> None:

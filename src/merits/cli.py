@@ -8,6 +8,7 @@
     merits asr MANIFEST --out DIR       transcribe a manifest's audio (faster-whisper), resumable
     merits wer REF HYP                  word error rate of transcripts against references
     merits teach CONFIG [key=value ...] label a manifest's transcripts with a teacher (LLM or VADER) into a store
+    merits pseudolabel CONFIG [...]     the same at corpus scale on Ray (ASR where needed, teacher actors, export)
     merits agreement CONFIG [key=value ...]  the stored teachers' agreement with gold sentiment or valence
     merits pretrain MANIFEST --out DIR  fine-tune the text encoder on pseudo-labels ("RoBERTa-FT")
     merits care pretrain MANIFEST --out DIR  pretrain CARE, the paper's speech encoder (resumable)
@@ -195,6 +196,20 @@ def cmd_teach(args) -> int:
     return 2 if run.failed else 3 if run.stopped else 0
 
 
+def cmd_pseudolabel(args) -> int:
+    from merits.config import load_config
+    from merits.teach.corpus import CorpusLabelConfig, label_corpus
+
+    overrides = list(args.overrides) + ([f"ray.address={args.address}"] if args.address else [])
+    if "=" in args.config:  # no profile: the defaults (vader), as merits teach
+        cfg = load_config(None, [args.config, *overrides], cls=CorpusLabelConfig)
+    else:
+        cfg = load_config(args.config, overrides, cls=CorpusLabelConfig)
+    run = label_corpus(cfg)
+    print(run.summary(), file=sys.stderr if run.failed else sys.stdout)
+    return 2 if run.failed else 3 if run.stopped else 0
+
+
 def cmd_agreement(args) -> None:
     import json
 
@@ -314,6 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "care/paper (the published setting), or a YAML file")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. steps=2000 batch_size=16 precision=bf16")
     p.set_defaults(func=cmd_care)
+
+    p = sub.add_parser("pseudolabel", help="corpus-scale pseudo-labelling on Ray: ASR where needed, teacher actors, "
+                                          "the label store, the export (resumable)")
+    p.add_argument("config", help="a teach profile (teach-vader, teach-local, teach-openai) or YAML file, or directly "
+                                  "the first key=value override")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. ray.workers=4 ray.total_concurrency=256 "
+                                                "chat.structured=choice export=manifests/pseudo")
+    p.add_argument("--address", help="a Ray cluster to run on (ray://head:10001, or auto); default: a local Ray")
+    p.set_defaults(func=cmd_pseudolabel)
 
     p = sub.add_parser("teach", help="pseudo-label transcripts with a teacher into the label store (resumable)")
     p.add_argument("config", help="a YAML file or shipped profile (teach-vader, teach-local, teach-openai), "

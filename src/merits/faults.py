@@ -10,10 +10,24 @@ from __future__ import annotations
 
 import os
 
-KILL_POINTS = ("stage.computed", "stage1_text.trained", "stage1_text.exporting", "steps.checkpointed")
+KILL_POINTS = ("stage.computed", "stage1_text.trained", "stage1_text.exporting", "steps.checkpointed",
+               "pseudolabel.worker_batch")
 
 
 def kill_point(name: str) -> None:
     """Die here (exit status 137, like a SIGKILL) when MERITS_KILL_AT names this point."""
     if os.environ.get("MERITS_KILL_AT") == name:
+        os._exit(137)
+
+
+def kill_once(name: str) -> None:
+    """Die here the first time any process reaches this point (MERITS_KILL_ONCE_AT names it; MERITS_KILL_ONCE_FILE
+    is the marker that makes it once): a worker that Ray restarts then gets past it."""
+    marker = os.environ.get("MERITS_KILL_ONCE_FILE")
+    if os.environ.get("MERITS_KILL_ONCE_AT") == name and marker:
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
         os._exit(137)

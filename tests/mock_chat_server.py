@@ -101,11 +101,18 @@ class MockChatServer:
             content = next((c for c in choices if c in content.lower()), choices[0])
         return web.Response(text=json.dumps(_completion(content)), content_type="application/json")
 
+    async def _counts(self, request):
+        from aiohttp import web
+
+        with self._lock:
+            return web.json_response(dict(self.counts))
+
     async def _serve(self, ready: threading.Event) -> None:
         from aiohttp import web
 
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_get("/v1/requests", self._counts)  # requests received per message (benchmarks read it)
         # handler_cancellation: a client that gave up (timeout) ends its handler, so stop() never waits for a hang.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
         await self._runner.setup()

@@ -17,6 +17,10 @@ COMMANDS = (
     ("Experiments", "merits train CONFIG key=value ...", "merits.experiment:ExperimentConfig"),
     ("Transcription", "merits asr MANIFEST --out DIR key=value ...", "merits.asr:ASRConfig"),
     ("Pseudo-labelling", "merits teach CONFIG key=value ...", "merits.teach:TeachConfig"),
+    ("Pseudo-labelling at corpus scale", "merits pseudolabel CONFIG key=value ...",
+     "merits.teach.corpus:CorpusLabelConfig"),
+    ("CARE pretraining", "merits care pretrain MANIFEST --out DIR key=value ...",
+     "merits.care.pretrain:CarePretrainConfig"),
     ("Text-encoder pretraining", "merits pretrain MANIFEST --out DIR key=value ...", "merits.pretrain:PretrainConfig"),
 )
 _FIELD = re.compile(r"^(\s+)(\w+)\s*:")

@@ -70,8 +70,8 @@ class CarePretrainConfig(TrainerConfig):
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])  # AdamW
     weight_decay: float = 0.0
     crop_seconds: float = 5.0                  # random crops this long (a batch's shortest clip caps its crops)
-    semantic_weight: float = 1.0
-    acoustic_weight: float = 1.0
+    semantic_weight: float = 1.0               # the two losses are summed with these weights
+    acoustic_weight: float = 1.0               # (the paper: equal)
     validation_fraction: float = 0.1           # utterances held out for the validation losses
     validate_every: int = 200                  # steps between validations
     checkpoint_every: int = 200                # steps between resumable checkpoints (a kill loses at most this many)

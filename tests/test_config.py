@@ -21,8 +21,10 @@ def test_every_shipped_config_is_valid(path):
     cfg = load_config(path)
     assert isinstance(cfg, ExperimentConfig)
     assert cfg.seeds and cfg.stage1_text.epochs >= 1
-    # a paper profile names the paper's encoder; an offline profile the packaged one
-    if "offline" in path.stem:
+    # a paper profile names the paper's encoder; an offline profile a packaged one (the base tier: MPNet)
+    if path.stem.endswith("offline-base"):
+        assert cfg.text_encoder.model == "all-mpnet-base-v2"
+    elif "offline" in path.stem:
         assert cfg.text_encoder.model == "all-MiniLM-L6-v2"
     else:
         assert cfg.text_encoder.model == "roberta-large"

@@ -38,7 +38,7 @@ def test_graph_follows_the_config():
     assert both.final.name == "stage3" and both["combined"].needs == ("stage1_text", "stage1_audio")
     assert [s.name for s in both.chain("stage2_text")] == ["stage1_text", "stage2_text"]
     assert [label for label, _ in both.rows()] == ["Audio I", "Audio II", "Text I", "Text II", "Audio+Text III"]
-    assert set(STAGES) == {"text_utterance", "speech_utterance", "context", "fusion", "combined"}  # the registry
+    assert set(STAGES) == {"text_utterance", "speech_utterance", "context", "fusion", "combined", "out_of_fold"}
     # the config checks walk the graph: a model setting is checked where the stage has it
     with pytest.raises(ConfigError, match=r"stage2_audio\.model\.heads \(3\) must divide"):
         load_config("mosi-offline", ["stage2_audio.model.heads=3"])

@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -90,9 +91,11 @@ def main() -> None:
     if args.model == "tiny.en":
         write_result("asr_speed", {**figures, "models": models})
     else:
-        models[args.model] = {**figures, "date": datetime.datetime.now().isoformat(timespec="seconds")}
-        write_result("asr_speed", {**{k: v for k, v in old.items() if k not in ("command", "date", "machine")},
-                                   "models": models})
+        models[args.model] = {**figures, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                              "command": " ".join(["python", "benchmarks/asr_speed.py", *sys.argv[1:]])}
+        # the top-level figures (tiny.en) keep the command, date and machine of the run that measured them
+        previous.write_text(json.dumps({**old, "models": models}, indent=2))
+        print(f"wrote {previous}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from merits.training import Trainer, TrainerConfig, alone, fit_steps, progress, 
 
 log = logging.getLogger("merits")
 HOP = 320  # WavLM frames: 20 ms at 16 kHz
+CACHED_CLIPS = 2048  # decoded clips kept in memory by the crop sampler (about 0.6 GB of 5 s clips)
 
 
 @dataclass
@@ -184,12 +186,17 @@ class Crops:
     def __init__(self, manifest: Manifest, targets: dict, rows: list[int], cfg: CarePretrainConfig):
         self.manifest, self.targets, self.rows, self.cfg = manifest, targets, rows, cfg
         self.by_id = manifest.table.set_index("utterance_id")
-        self._audio: dict[str, np.ndarray] = {}
+        self._audio: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def audio(self, i: int) -> np.ndarray:
+        """Decoded clips are kept for reuse, the most recent CACHED_CLIPS only: a corpus of 150k clips would not fit."""
         uid = self.targets["ids"][i]
-        if uid not in self._audio:  # decoded once; 5 s at 16 kHz is 320 kB
+        if uid in self._audio:
+            self._audio.move_to_end(uid)
+        else:
             self._audio[uid] = load_utterance({"utterance_id": uid, **self.by_id.loc[uid].to_dict()}, self.cfg.audio)
+            if len(self._audio) > CACHED_CLIPS:
+                self._audio.popitem(last=False)
         return self._audio[uid]
 
     def __call__(self, k: int, random_crop: bool = True) -> dict:

@@ -19,7 +19,6 @@ killed run resumes per fold and changing ``heldout`` reuses the folds already tr
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from merits.data.manifest import Manifest
 from merits.errors import ConfigError, read_json
 from merits.models.utterance import UtteranceOutput
 from merits.runs import EMBEDDINGS, load_embeddings, run_cached
-from merits.stages.base import STAGE_FILE, Stage, register_stage
+from merits.stages.base import STAGE_FILE, Stage, register_stage, save_stage_info
 from merits.stages.common import export, splits_present
 from merits.training import Distributed, Predictions, seed_everything
 
@@ -124,14 +123,12 @@ class OutOfFoldStage(Stage):
             return {}
         preds = self._stacked(manifest, fold, home, st)
         metrics = export(preds, manifest, out, self.label)
-        (out / "checkpoint").mkdir(parents=True, exist_ok=True)
         replay = read_json(home / "fold-0" / "checkpoint" / STAGE_FILE, "retrain the run")["replay"]
         ensemble = [f"fold-{j}" for j in range(st.folds)] if st.heldout == "average" else ["full"]
-        (out / "checkpoint" / STAGE_FILE).write_text(json.dumps(
-            {"kind": self.kind, "name": self.name, "needs": list(self.needs), "labels": list(manifest.labels),
-             "replay": {**replay, "inner_kind": self.inner.kind, "stacking": asdict(st),
-                        # relative to this checkpoint: the run folder moves as a whole
-                        "members": [f"../../folds/{home.name}/{m}/checkpoint" for m in ensemble]}}, indent=2))
+        save_stage_info(out / "checkpoint", self, manifest.labels,
+                        {**replay, "inner_kind": self.inner.kind, "stacking": asdict(st),
+                         # relative to this checkpoint: the run folder moves as a whole
+                         "members": [f"../../folds/{home.name}/{m}/checkpoint" for m in ensemble]})
         metrics["folds"] = {m: {"best_epoch": r.get("best_epoch"),
                                 "validation_weighted_f1": r.get("validation", {}).get("weighted_f1")}
                             for m, r in members.items()}

@@ -10,6 +10,7 @@ Only Python 3.11 and pip are needed. Extra arguments go to the command (e.g. `de
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -44,6 +45,22 @@ def setup() -> None:
     stamp.write_text(want)
 
 
+def browser() -> None:
+    """The web page's test drives Debian's Chromium through chromedriver (selenium): installed when missing."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    if not shutil.which("apt-get"):
+        print("note: chromium and chromedriver are missing and there is no apt-get: the browser test will fail")
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [*sudo, "apt-get", "install", "-y", "-q", "chromium", "chromium-driver"]
+    print("+", " ".join(install), flush=True)
+    if subprocess.run(install, env=env, stdout=subprocess.DEVNULL).returncode:  # stale package lists: refresh once
+        sh(*sudo, "apt-get", "update", "-q")
+        sh(*install)
+
+
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test"):
         sys.exit(__doc__)
@@ -52,6 +69,7 @@ def main() -> None:
     if what == "demo":
         sh(BIN / "merits", "demo", *extra)
     else:
+        browser()
         sh(BIN / "python", "-m", "pytest", "-q", *extra)
 
 

@@ -13,6 +13,7 @@
     merits pretrain MANIFEST --out DIR  fine-tune the text encoder on pseudo-labels ("RoBERTa-FT")
     merits care pretrain MANIFEST --out DIR  pretrain CARE, the paper's speech encoder (resumable)
     merits predict RUN_DIR INPUT        emotions of new conversations (text, recordings) with a trained experiment
+    merits serve RUN_DIR                the trained run as an HTTP service with a web page (FastAPI + uvicorn)
 """
 
 from __future__ import annotations
@@ -253,6 +254,19 @@ def cmd_predict(args) -> None:
     print(f"\nper-utterance predictions: {result.directory / 'predictions.csv'}")
 
 
+def cmd_serve(args) -> None:
+    from merits.config import load_config
+    from merits.predict import TrainedRun
+    from merits.serve import ServeConfig, serve
+
+    overrides = list(args.overrides) + [f"{k}={getattr(args, k)}" for k in ("host", "port") if getattr(args, k)]
+    if args.seed:
+        seeds = list(TrainedRun.open(args.run_dir).cfg.seeds) if args.seed == ["all"] else [_seed(v) for v in args.seed]
+        overrides.append(f"seeds={seeds}")
+    cfg = load_config(args.config, overrides, cls=ServeConfig)
+    serve(args.run_dir, cfg)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="merits", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
@@ -372,6 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="the raw release, when INPUT is a corpus name")
     p.add_argument("--option", "-o", action="append", help="adapter option key=value (repeatable)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="a trained run as an HTTP service with a web page (FastAPI + uvicorn)")
+    p.add_argument("run_dir", help="a finished experiment directory (runs/<name>)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--seed", nargs="+", help="the trained seed(s) to use; several or 'all': an ensemble")
+    p.add_argument("--config", help="a YAML file of ServeConfig values")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. max_upload_mb=20 live_window=20 asr.model=base")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -99,6 +99,7 @@ class PredictResult:
     summary: dict                            # summary.json
     directory: Path
     stages: dict[str, StageOutput] = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)  # stage -> split -> every score, where the input has gold labels
 
 
 def relabel(manifest: Manifest, labels: tuple[str, ...]) -> Manifest:
@@ -106,59 +107,111 @@ def relabel(manifest: Manifest, labels: tuple[str, ...]) -> Manifest:
     return dataclasses.replace(manifest, labels=labels, table=manifest.table.copy()).validate()
 
 
+class Predictor:
+    """A trained run's checkpoints loaded once, ready to predict any number of inputs: ``merits predict`` uses one
+    for one input, ``merits serve`` keeps one in memory for every request. The Whisper model and the speech encoder
+    are built on first need and kept.
+
+    seeds: one trained seed, or several: every stage's probabilities are then averaged over them (an ensemble).
+    Default: the run's first seed. stage: stop there (default the run's last).
+    """
+
+    def __init__(self, run: TrainedRun, seeds: int | list[int] | None = None, stage: str | None = None,
+                 device: str | None = None):
+        cfg = run.cfg
+        self.run = run
+        self.seeds = [cfg.seeds[0]] if seeds is None else [seeds] if isinstance(seeds, int) else list(seeds)
+        self.stage = stage or run.final_stage()
+        self.stages = run.graph.chain(self.stage)
+        # every checkpoint of every seed, loaded before any work: a missing or old one fails first
+        self.loaded = {seed: {s.name: load_stage(s, run.checkpoint(s.name, seed)) for s in self.stages}
+                       for seed in self.seeds}
+        _check_labels(run, self.loaded)
+        # the machine that predicts need not be the one that trained: auto picks its GPU if it has one
+        self.device = resolve_device(device or "auto")
+        self.replay = {s: info.replay for s, info in self.loaded[self.seeds[0]].items()}
+        self.causal = all(getattr(info.model.config, "causal", False)
+                          for s, info in self.loaded[self.seeds[0]].items() if run.graph[s].level == "conversation")
+        self._encoder = None
+        self._transcribers: dict = {}
+
+    @property
+    def reads(self) -> set[str]:
+        """The modalities the replayed stages read: {"text"}, {"audio"} or both."""
+        return {m for s in self.stages if s.level == "utterance" for m in s.modalities}
+
+    def speech_encoder(self):
+        """The speech encoder the speech stage's checkpoint names, built once."""
+        if self._encoder is None:
+            encoder_cfg = SpeechEncoderConfig(**self.replay[_reads(self.stages, "audio").name]["speech_encoder"])
+            self._encoder = build_speech_encoder(replace(encoder_cfg, device=self.device.type))
+        return self._encoder
+
+    def transcriber(self, asr: ASRConfig):
+        """A Whisper model for these ASR settings, loaded once per setting."""
+        from merits.asr.transcribe import Transcriber
+
+        key = json.dumps(dataclasses.asdict(asr), sort_keys=True, default=str)
+        if key not in self._transcribers:
+            self._transcribers[key] = Transcriber(asr)
+        return self._transcribers[key]
+
+    def predict(self, manifest: Manifest, work: str | Path, asr: ASRConfig | None = None, online: bool = False,
+                window: int | None = None) -> PredictResult:
+        """Every replayed stage on ``manifest``. ``work`` keeps what is made on the way (``asr/`` transcripts,
+        ``features/`` speech features; a rerun reuses them); nothing else is written.
+
+        online: predict each turn from the conversation up to it only (what a live system knows at that moment);
+        by default Stages II and III read the whole conversation, later turns included, as in training. A run whose
+        conversation stages are all causal (``causal: true``) is predicted online in one pass over each conversation
+        (its outputs at a turn never depend on later turns: linear in the length); a bidirectional run replays every
+        turn's prefix (quadratic), or with ``window`` only each turn's last ``window`` turns (linear, an approximation).
+        """
+        if window is not None and window < 1:
+            raise ConfigError(f"the online window must be at least 1 turn, got {window}")
+        work = Path(work)
+        work.mkdir(parents=True, exist_ok=True)
+        manifest, keep, store, notes, unusable = _inputs(self, relabel(manifest, self.run.labels), work, asr)
+        # what Stages II/III read: the conversations themselves, or (online) one prefix per turn; the same for every seed
+        if online and not self.causal:
+            turns, source, last = prefixes(keep, window)
+            view = View(keep, turns, source, features=store)
+        else:  # offline, or a causal run: the whole conversation at once is already each turn's online prediction
+            view, last = View(keep, features=store), None
+        per_seed = [_replay(self.run.graph, self.stages, self.loaded[seed], view, self.device, last)
+                    for seed in self.seeds]
+        outputs = {s.name: _average([p[s.name] for p in per_seed]) for s in self.stages}
+        table, summary, scores = _outputs(self.run, manifest, keep, outputs, self.stage, self.seeds, notes, online)
+        summary["online_mode"] = None if not online else "causal, one pass" if self.causal else (
+            f"prefix replay, window {window} turns" if window else "prefix replay, whole prefix")
+        summary["label_map"] = manifest.label_map  # how the input's gold labels were renamed, if they were
+        summary["left_out"] = sorted(unusable) + summary["left_out"]  # bad audio found by ASR, then by the encoder
+        return PredictResult(table, summary, work, outputs, scores)
+
+
 def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int | list[int] | None = None,
                 stage: str | None = None, device: str | None = None, asr: ASRConfig | None = None,
                 online: bool = False, window: int | None = None) -> PredictResult:
-    """Replay the run's stages (up to ``stage``, default its last) on ``manifest``; write predictions.csv and
-    summary.json into ``out``.
+    """Replay the run's stages (up to ``stage``, default its last) on ``manifest`` (see :class:`Predictor`); write
+    predictions.csv, summary.json, conversations.csv, timelines.png and, with gold labels, metrics.json and the
+    confusion matrices into ``out``."""
+    result = Predictor(run, seeds, stage, device).predict(manifest, out, asr, online, window)
+    write_outputs(result, run)
+    return result
 
-    seeds: one trained seed, or several: every stage's probabilities are then averaged over them (an ensemble).
-    Default: the run's first seed.
-    online: predict each turn from the conversation up to it only (what a live system knows at that moment);
-    by default Stages II and III read the whole conversation, later turns included, as in training. A run whose
-    conversation stages are all causal (``causal: true``) is predicted online in one pass over each conversation
-    (its outputs at a turn never depend on later turns: linear in the length); a bidirectional run replays every
-    turn's prefix (quadratic), or with ``window`` only each turn's last ``window`` turns (linear, an approximation).
-    """
-    cfg, out = run.cfg, Path(out)
-    seeds = [cfg.seeds[0]] if seeds is None else [seeds] if isinstance(seeds, int) else list(seeds)
-    stage = stage or run.final_stage()
-    stages = run.graph.chain(stage)
-    # every checkpoint of every seed, loaded before any work: a missing or old one fails first
-    loaded = {seed: {s.name: load_stage(s, run.checkpoint(s.name, seed)) for s in stages} for seed in seeds}
-    _check_labels(run, loaded)
-    out.mkdir(parents=True, exist_ok=True)
-    # the machine that predicts need not be the one that trained: auto picks its GPU if it has one
-    dev = resolve_device(device or "auto")
-    replay = {s: info.replay for s, info in loaded[seeds[0]].items()}
-    manifest, keep, store, notes, unusable = _inputs(run, relabel(manifest, run.labels), stages, replay, out, asr, dev)
-    # what Stages II/III read: the conversations themselves, or (online) one prefix per turn; the same for every seed
-    causal = all(getattr(info.model.config, "causal", False)
-                 for s, info in loaded[seeds[0]].items() if run.graph[s].level == "conversation")
-    if window is not None and window < 1:
-        raise ConfigError(f"the online window must be at least 1 turn, got {window}")
-    if online and not causal:
-        turns, source, last = prefixes(keep, window)
-        view = View(keep, turns, source, features=store)
-    else:  # offline, or a causal run: the whole conversation at once is already each turn's online prediction
-        view, last = View(keep, features=store), None
-    per_seed = [_replay(run.graph, stages, loaded[seed], view, dev, last) for seed in seeds]
-    outputs = {s.name: _average([p[s.name] for p in per_seed]) for s in stages}
-    table, summary, scores = _outputs(run, manifest, keep, outputs, stage, seeds, notes, online)
-    summary["online_mode"] = None if not online else "causal, one pass" if causal else (
-        f"prefix replay, window {window} turns" if window else "prefix replay, whole prefix")
-    summary["label_map"] = manifest.label_map  # how the input's gold labels were renamed, if they were
-    summary["left_out"] = sorted(unusable) + summary["left_out"]  # bad audio found by ASR, then by the speech encoder
-    table.to_csv(out / "predictions.csv", index=False)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    conversations(table, run.labels).to_csv(out / "conversations.csv", index=False)
-    plot_timelines(table, run.labels, out / "timelines.png")
-    if scores:  # gold labels given: e.g. a cross-corpus evaluation of the trained run
-        (out / "metrics.json").write_text(json.dumps(scores, indent=2))
-        for split, m in scores[stage].items():
+
+def write_outputs(result: PredictResult, run: TrainedRun) -> None:
+    """The files of a prediction, into ``result.directory``."""
+    out, stage = result.directory, result.summary["stage"]
+    result.table.to_csv(out / "predictions.csv", index=False)
+    (out / "summary.json").write_text(json.dumps(result.summary, indent=2))
+    conversations(result.table, run.labels).to_csv(out / "conversations.csv", index=False)
+    plot_timelines(result.table, run.labels, out / "timelines.png")
+    if result.scores:  # gold labels given: e.g. a cross-corpus evaluation of the trained run
+        (out / "metrics.json").write_text(json.dumps(result.scores, indent=2))
+        for split, m in result.scores[stage].items():
             plot_confusion(m, out / f"confusion_{split}.png", f"{run.graph[stage].label} on {split}: weighted F1 "
                                                                f"{m['weighted_f1']:.3f}")
-    return PredictResult(table, summary, out, outputs)
 
 
 def _reads(stages: list[Stage], modality: str) -> Stage | None:
@@ -166,13 +219,13 @@ def _reads(stages: list[Stage], modality: str) -> Stage | None:
     return next((s for s in stages if s.level == "utterance" and modality in s.modalities), None)
 
 
-def _inputs(run: TrainedRun, manifest: Manifest, stages: list[Stage], replay: dict[str, dict], out: Path,
-            asr: ASRConfig | None, device: torch.device):
+def _inputs(predictor: Predictor, manifest: Manifest, out: Path, asr: ASRConfig | None):
     """What the stages read, made once for every seed: transcripts (Whisper, where text is missing and a text stage
     runs; with ``asr.segment`` every recording is first cut into Whisper's segments) and speech features (with the
     speech encoder the speech stage's checkpoint names). Returns (manifest with transcripts, the
     utterances every stage can use, the feature store or None, notes, the input utterances ASR left out for bad
     audio)."""
+    run, stages, device = predictor.run, predictor.stages, predictor.device
     cfg, notes, store, unusable = run.cfg, [], None, []
     text, speech = _reads(stages, "text"), _reads(stages, "audio")
     audio_cfg = cfg.audio  # the run's audio policy (decoding, what bad audio does), in ASR as in the features
@@ -183,12 +236,22 @@ def _inputs(run: TrainedRun, manifest: Manifest, stages: list[Stage], replay: di
         log.info("%s into %s", "segmenting the recordings" if segmenting else "transcribing the utterances without text",
                  out / "asr")
         # bad audio is handled as the run handles it (audio.on_error), in ASR as in feature extraction
-        transcribed = transcribe_manifest(manifest, out / "asr", replace(asr or ASRConfig(), audio=audio_cfg,
-                                                                                 device=device.type))
+        asr = replace(asr or ASRConfig(), audio=audio_cfg, device=device.type)
+        if segmenting:
+            transcribed = transcribe_manifest(manifest, out / "asr", asr, predictor.transcriber(asr))
+            heard = transcribed.manifest
+        else:  # only the utterances without text: a transcript the input gives is kept, never replaced
+            t = manifest.table
+            silent = t["text"].str.strip() == ""
+            transcribed = transcribe_manifest(manifest.select(t.loc[silent, "utterance_id"]), out / "asr", asr,
+                                              predictor.transcriber(asr))
+            said = transcribed.manifest.table.set_index("utterance_id")["text"]
+            t = t.assign(text=t["text"].where(~silent, t["utterance_id"].map(said)))
+            heard = dataclasses.replace(manifest, table=t[t["text"].notna()])  # (NaN: left out for bad audio)
         unusable = [i["utterance_id"] for i in transcribed.report["skipped"]["items"]]
         if unusable:
             notes.append(f"left out for bad audio before transcription: {_listing(unusable)}")
-        manifest = relabel(transcribed.manifest, run.labels)
+        manifest = relabel(heard, run.labels)
         unheard = manifest.table.loc[manifest.table["text"].str.strip() == "", "utterance_id"]
         if len(unheard):
             alone = _last_without(run.graph, "text")
@@ -198,8 +261,7 @@ def _inputs(run: TrainedRun, manifest: Manifest, stages: list[Stage], replay: di
                             f"the input{audio_only}")
     keep = manifest
     if speech:
-        encoder_cfg = SpeechEncoderConfig(**replay[speech.name]["speech_encoder"])
-        encoder = build_speech_encoder(replace(encoder_cfg, device=device.type))
+        encoder = predictor.speech_encoder()
         silent = manifest.table.loc[manifest.table["audio_path"] == "", "utterance_id"]
         if encoder.needs_audio and len(silent):  # (a precomputed table is looked up by utterance id instead)
             alone = _last_without(run.graph, "audio")

@@ -3,6 +3,7 @@ TestClient; every kind of bad input answered with a 4xx while the server goes on
 live conversations equal to the online prediction; the web page driven in headless Chromium."""
 
 import json
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -57,6 +58,12 @@ def test_text_conversations_equal_merits_predict(iemocap_run, tmp_path):
         assert health["status"] == "ok" and health["labels"] == list(LABELS) and health["reads"] == ["text"]
         assert health["stages"] == {"stage1_text": "Text I", "stage2_text": "Text II"}
         answer = client.post("/v1/predict", json=CONVERSATIONS).json()
+        spec = client.get("/openapi.json").json()  # the docs: every endpoint, every schema they refer to
+        assert {"/v1/predict", "/v1/predict/audio", "/v1/conversations/{conversation_id}/turns",
+                "/v1/conversations/{conversation_id}", "/health"} <= set(spec["paths"])
+        refs = re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(spec))
+        assert "PredictIn" in refs and all(r in spec["components"]["schemas"] for r in refs)
+        assert client.get("/docs").status_code == 200 and 'id="predict-text"' in client.get("/").text
     assert [c["id"] for c in answer["conversations"]] == ["call-1", "conv-2"]
     turns = answer["conversations"][0]["turns"]
     assert [t["turn"] for t in turns] == [0, 1, 2] and turns[1]["gold"] == "neutral"

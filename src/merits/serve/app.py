@@ -26,6 +26,7 @@ from pathlib import Path
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
@@ -197,6 +198,13 @@ def create_app(run_dir: str | Path, cfg: ServeConfig | None = None) -> FastAPI:
     def delete_conversation(conversation_id: str) -> dict:
         return service.forget(conversation_id)
 
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = _schemas(get_openapi(title=app.title, version=app.version,
+                                                      description=app.description, routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
 
 
@@ -295,9 +303,23 @@ def _validation_message(errors: list[dict]) -> str:
     return "invalid request: " + "; ".join(parts) + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
 
 
+REF = "#/components/schemas/{model}"
+
+
+def _schemas(schema: dict) -> dict:
+    """The OpenAPI document with the JSON bodies' models among its components (the two bodies that are read by
+    hand, JSON or multipart, refer to them there)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (PredictIn, LiveTurnIn):
+        own = model.model_json_schema(ref_template=REF)
+        components.update(own.pop("$defs", {}))
+        components[model.__name__] = own
+    return schema
+
+
 def _predict_body() -> dict:
     return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": PredictIn.model_json_schema()},
+        "application/json": {"schema": {"$ref": REF.format(model="PredictIn")}},
         "multipart/form-data": {"schema": {"type": "object", "properties": {
             "conversations": {"type": "string", "description": "the JSON of PredictIn; turns name their audio"},
             "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
@@ -305,7 +327,7 @@ def _predict_body() -> dict:
 
 def _live_body() -> dict:
     return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": LiveTurnIn.model_json_schema()},
+        "application/json": {"schema": {"$ref": REF.format(model="LiveTurnIn")}},
         "multipart/form-data": {"schema": {"type": "object", "properties": {
             "text": {"type": "string"}, "label": {"type": "string"},
             "audio": {"type": "string", "format": "binary"}}}}}}}

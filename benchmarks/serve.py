@@ -77,6 +77,7 @@ def _bad_requests() -> dict[str, dict]:
     def named_missing():
         data = aiohttp.FormData()
         data.add_field("conversations", json.dumps({"conversations": [{"turns": [{"text": "hi", "audio": "x.wav"}]}]}))
+        data.add_field("files", _wav(0.5), filename="other.wav")  # a file, but not the one the turn names
         return data
 
     return {
@@ -87,6 +88,8 @@ def _bad_requests() -> dict[str, dict]:
                           "json": {"conversations": [{"turns": [{"text": "hi", "label": "happy"}]}]}},
         "too_many_turns": {"method": "POST", "url": "/v1/predict", "json": {"conversations": [{"turns": ["a"] * 51}]}},
         "text_too_long": {"method": "POST", "url": "/v1/predict", "json": {"conversations": [{"turns": ["a" * 2001]}]}},
+        "wrong_content_type": {"method": "POST", "url": "/v1/predict", "data": b"conversations=x",
+                               "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
         "unknown_conversation": {"method": "GET", "url": "/v1/conversations/nobody-here"},
         "bad_conversation_id": {"method": "POST", "url": "/v1/conversations/bad%20id!/turns", "json": {"text": "hi"}},
         "audio_not_uploaded": {"method": "POST", "url": "/v1/predict", "form": named_missing},

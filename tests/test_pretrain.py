@@ -107,3 +107,40 @@ def test_cli_pretrain(tmp_path, tiny_encoder, capsys):
     assert f"text_encoder.model={tmp_path / 'ft' / ENCODER}" in printed
     assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["utterances"]["train"] > 0
     assert main(["-q", "pretrain", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_pretrain_on_two_processes_matches_one(tmp_path, tiny_encoder):
+    """`torchrun --nproc_per_node 2 -m merits pretrain ...` (gloo, the Trainer's Accelerate support): each global
+    batch is sharded over the processes, rank 0 reports and writes once, and the encoder equals a one-process run's
+    (dropout off, so the only difference is the order of float sums)."""
+    import os
+    import subprocess
+    import sys
+
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    still = tmp_path / "tiny-no-dropout"  # the tiny encoder without dropout: both runs draw the same numbers
+    config = AutoConfig.from_pretrained(tiny_encoder, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    AutoModel.from_pretrained(tiny_encoder, config=config).save_pretrained(still)
+    AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(still)
+    m = unlabelled_meld(48)
+    with_labels(m, vader_labels(m.table["text"])).save(tmp_path / "labelled")
+    common = ["-m", "merits", "-q", "pretrain", str(tmp_path / "labelled"), f"text_encoder.model={still}",
+              "train.epochs=2", "train.batch_size=8", "train.dropout=0.0", "train.lr=1e-3", "device=cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MERITS_QUIET": "1"}
+    one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29736", *common, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("pretrained on ") == 1  # rank 0 reports
+    a = load_file(str(tmp_path / "one" / ENCODER / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / ENCODER / "model.safetensors"))
+    start = load_file(f"{still}/model.safetensors")
+    assert any(not torch.equal(a[k], start[k]) for k in start)  # it trained
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    ma, mb = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert ma["utterances"] == mb["utterances"]
+    assert mb["validation"]["weighted_f1"] == pytest.approx(ma["validation"]["weighted_f1"], abs=1e-6)

@@ -134,6 +134,7 @@ def test_bad_input_gets_a_clear_4xx_and_the_server_goes_on(iemocap_run, tmp_path
         check(client.post("/v1/predict", content=b'{"conversations": [', headers={"Content-Type": "application/json"}),
               400, "malformed JSON")
         check(client.post("/v1/predict", json={"conversations": [{"turns": ["  "]}]}), 422, "empty text", "turn 0")
+        check(client.post("/v1/predict", data={"conversations": "x"}), 415, "application/json")
         check(client.post("/v1/predict", json={"conversations": []}), 422, "no conversations")
         check(client.post("/v1/predict", json={"conversations": [{"turns": []}]}), 422, "has no turns")
         check(client.post("/v1/predict", json={"talks": []}), 422, "conversations", "Field required")

@@ -22,6 +22,7 @@ COMMANDS = (
     ("CARE pretraining", "merits care pretrain MANIFEST --out DIR key=value ...",
      "merits.care.pretrain:CarePretrainConfig"),
     ("Text-encoder pretraining", "merits pretrain MANIFEST --out DIR key=value ...", "merits.pretrain:PretrainConfig"),
+    ("The HTTP service", "merits serve RUN_DIR key=value ...", "merits.serve:ServeConfig"),
 )
 _FIELD = re.compile(r"^(\s+)(\w+)\s*:")
 

@@ -159,13 +159,14 @@ def _files(root) -> list[Path]:
 
 def build(root=None, max_segments: int | None = None, seed: int = 0, min_words: int = 3, merge: bool = True,
           max_gap: float = 1.0, max_seconds: float = 30.0, min_latin_share: float = 0.5,
-          keep_speaker: bool = True, name: str = CORPUS) -> Manifest:
+          keep_speaker: bool = True, drop_repeats: bool = True, name: str = CORPUS) -> Manifest:
     """Unlabelled manifest (split train) of the utterances of every episode under ``root``.
 
     max_segments: keep at most this many utterances, drawn uniformly with ``random.Random(seed)`` after filtering
     (then put back in episode order), e.g. 20000 for a pseudo-labelling run. min_words: drop shorter utterances.
     merge / max_gap / max_seconds: segmentation (module doc). min_latin_share: drop utterances whose letters are
     mostly not Latin script. keep_speaker: keep the speaker tag in the ``speaker`` column (reference only).
+    drop_repeats: drop an utterance identical to the one before (a Whisper loop); false keeps every cue.
     """
     if max_segments is not None and max_segments < 1:
         raise DataError(f"podcast_vtt max_segments must be >= 1 (or null for all), got {max_segments}")
@@ -175,7 +176,7 @@ def build(root=None, max_segments: int | None = None, seed: int = 0, min_words: 
         episode, previous = _episode(f), None
         for turn, u in enumerate(segment(read_vtt(f), merge, max_gap, max_seconds)):
             norm = _norm(u.text)
-            repeated, previous = norm == previous, norm
+            repeated, previous = drop_repeats and norm == previous, norm
             if repeated:
                 excluded["repeated utterance"] += 1
             elif len(u.text.split()) < min_words:

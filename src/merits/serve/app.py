@@ -282,7 +282,14 @@ def _duration(path: Path, name: str) -> float:
 
 # ---------------------------------------------------------------------------------------------- helpers
 def _is_multipart(request: Request) -> bool:
-    return request.headers.get("content-type", "").startswith("multipart/form-data")
+    """multipart/form-data, or JSON (application/json, or no content type); anything else is refused (415)."""
+    kind = request.headers.get("content-type", "")
+    if kind.startswith("multipart/form-data"):
+        return True
+    if kind and not kind.startswith("application/json"):
+        raise RequestError(f"content type {kind.split(';')[0]!r}: send application/json, or multipart/form-data "
+                           f"with audio files", 415)
+    return False
 
 
 def _parse(model: type[BaseModel], raw: str):

@@ -11,7 +11,7 @@ from merits.errors import ConfigError
 @dataclass
 class ServeConfig:
     host: str = "127.0.0.1"                 # the address to listen on (0.0.0.0: every interface)
-    port: int = 8000
+    port: int = 8000                        # the port to listen on
     seeds: list[int] | None = None          # trained seeds to replay (several: an ensemble); default the run's first
     stage: str | None = None                # answer with this stage (default the run's last)
     device: str = "auto"                    # cpu | cuda | auto (this machine's GPU if it has one)

@@ -9,8 +9,14 @@ let last = null;  // the last answer, for the CSV download
 
 const $ = (id) => document.getElementById(id);
 
+// the usual emotion and sentiment names get the colours readers expect; other classes take the palette in order
+const NAMED = {neutral: "#8a94a6", anger: "#d1495b", angry: "#d1495b", frustration: "#c0504d", joy: "#edae49",
+               happiness: "#edae49", happy: "#edae49", excited: "#f28f3b", sadness: "#30638e", sad: "#30638e",
+               fear: "#8e5572", surprise: "#00a6a6", disgust: "#6a994e", positive: "#4c9f70", negative: "#d1495b"};
+
 function colour(label) {
-  const i = labels.indexOf(label);
+  if (label && NAMED[label.toLowerCase()]) return NAMED[label.toLowerCase()];
+  const i = labels.filter((l) => !NAMED[l.toLowerCase()]).indexOf(label);
   return i < 0 ? "#777" : PALETTE[i % PALETTE.length];
 }
 

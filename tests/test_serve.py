@@ -225,6 +225,10 @@ def test_live_turns_are_their_online_predictions(iemocap_run, tmp_path, clips):
         assert abs(sum(kept["shares"].values()) - 1) < 1e-6
         assert client.delete("/v1/conversations/kitchen").json() == {"deleted": "kitchen"}
         assert client.get("/v1/conversations/kitchen").status_code == 404
+    with _client(root, tmp_path / "window", stage="stage2_text", live_window=2) as client:  # the last 2 turns only
+        last = [client.post("/v1/conversations/w/turns", json={"text": t}).json() for t in texts[:3]][-1]["turn"]
+    pair = predict_run(TrainedRun.open(root), manifest.select(["u1", "u2"]), tmp_path / "pair", stage="stage2_text")
+    assert last["probabilities"]["anger"] == pytest.approx(pair.table["p_anger"].iloc[-1], abs=1e-3)
     # an audio turn in the whole hierarchy: transcribed, kept while the conversation lives, then removed
     with _client(root, tmp_path) as client:
         first = client.post("/v1/conversations/call-7/turns", files={"audio": ("fox.wav", clips["fox"].read_bytes())})

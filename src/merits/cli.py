@@ -153,6 +153,10 @@ def cmd_pretrain(args) -> None:
 
     cfg = load_config(args.config, args.overrides, cls=PretrainConfig)
     m = pretrain(load_manifest_or_corpus(args.manifest), args.out, cfg)
+    from merits.training import Distributed
+
+    if not Distributed.current().is_main:  # several processes (torchrun / accelerate launch): rank 0 reports
+        return
     v = m["validation"]
     print(f"pretrained on {m['utterances']['train']} pseudo-labelled utterances "
           f"({m['dropped']['no_label']} without a valid label left out); validation on {m['utterances']['validation']}: "

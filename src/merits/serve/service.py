@@ -125,7 +125,12 @@ class Service:
         return self._live_answer(conversation, turns)
 
     def forget(self, conversation: str) -> dict:
+        """Forget a live conversation and the audio it kept (on the model thread: never while a turn of it is
+        being added)."""
         self._check_id(conversation)
+        return self._submit(_Job(None, lambda: self._forget(conversation)))
+
+    def _forget(self, conversation: str) -> dict:
         if not self.live.turns(conversation):
             raise RequestError(f"no live conversation {conversation!r}", 404)
         for path in self.live.delete(conversation):

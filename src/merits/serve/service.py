@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from merits.data.manifest import Manifest
-from merits.errors import DataError, MeritsError
+from merits.errors import MeritsError
 from merits.predict import Predictor, PredictResult, TrainedRun
 from merits.prediction_report import conversations as conversation_shares
 from merits.serve.config import ServeConfig
@@ -105,8 +105,7 @@ class Service:
             manifest = Manifest("upload", self.labels, pd.DataFrame(rows), source="merits serve").validate()
             with tempfile.TemporaryDirectory(prefix="merits-serve-") as work_dir:
                 result = self._predict(manifest, Path(work_dir), replace(self.cfg.asr, segment=True))
-            names = {name: name for name, _ in recordings}
-            return self._answer(result, names)
+            return self._answer(result)
         return self._submit(_Job(None, work))
 
     def add_turn(self, conversation: str, turn: Turn) -> dict:
@@ -250,7 +249,7 @@ class Service:
         manifest = Manifest("request", self.labels, pd.DataFrame(rows), source="merits serve").validate()
         with tempfile.TemporaryDirectory(prefix="merits-serve-") as work:
             result = self._predict(manifest, Path(work), self.cfg.asr, online)
-        answer = self._answer(result, {cid: cid for cid in names})
+        answer = self._answer(result)
         out: dict[str, dict] = {tag: {**{k: v for k, v in answer.items() if k != "conversations"},
                                       "conversations": []} for tag, _ in tagged}
         for conv in answer["conversations"]:
@@ -313,13 +312,13 @@ class Service:
                 "turns": [t["result"] for t in turns], **shares}
 
     # ------------------------------------------------------------------ answers
-    def _answer(self, result: PredictResult, names: dict[str, str]) -> dict:
-        """predictions.csv as JSON: per conversation its turns and shares."""
+    def _answer(self, result: PredictResult) -> dict:
+        """predictions.csv as JSON: per conversation (under its id in the input) its turns and shares."""
         table, stages = result.table, result.summary["stages"]
         shares = _shares(table, self.labels)
         convs = []
         for cid, g in table.groupby("conversation_id", sort=False):
-            convs.append({"id": names.get(cid, cid), "turns": _turn_rows(g, self.run, stages),
+            convs.append({"id": cid, "turns": _turn_rows(g, self.run, stages),
                           **shares.get(cid, {"shares": {n: 0.0 for n in self.labels}, "dominant": None, "tied": []})})
         s = result.summary
         return {"run": self.run.directory.name, "stage": s["stage"], "labels": list(self.labels),
@@ -365,4 +364,4 @@ def new_request_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-__all__ = ["Conversation", "DataError", "RequestError", "Service", "Turn"]
+__all__ = ["Conversation", "RequestError", "Service", "Turn"]

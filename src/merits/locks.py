@@ -44,3 +44,22 @@ def held(path: str | Path, what: str = "", wait: bool = True):
         yield
     finally:
         lock.release()
+
+
+def sqlite_wal(path: str | Path, timeout: float = 30.0, **options):
+    """A SQLite connection to ``path`` in WAL mode, for a file that other connections (threads, processes) open at
+    the same moment. Switching a new file to WAL takes a lock that SQLite does not wait for (SQLITE_BUSY comes back
+    at once, whatever ``timeout``): that one step is retried until ``timeout``. Other errors go to the caller."""
+    import sqlite3
+
+    db = sqlite3.connect(path, timeout=timeout, **options)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return db
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                db.close()
+                raise
+            time.sleep(0.05)

@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from merits.locks import sqlite_wal
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS turns (
     conversation TEXT NOT NULL,
@@ -35,8 +37,7 @@ class LiveStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # one connection, shared by the server's threads one at a time
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = sqlite_wal(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute(SCHEMA)
 
     def turns(self, conversation: str) -> list[dict]:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from merits.data.manifest import Manifest
 from merits.errors import DataError
+from merits.locks import sqlite_wal
 from merits.teach.prompt import SENTIMENTS
 
 SCHEMA = """
@@ -57,8 +58,7 @@ class LabelStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = sqlite_wal(self.path)  # two runs may open one store at the same moment
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
             self._migrate()

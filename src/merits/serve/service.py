@@ -73,6 +73,9 @@ class Service:
         self.run = TrainedRun.open(run_dir)
         self.predictor = Predictor(self.run, cfg.seeds, cfg.stage, cfg.device)
         self.labels = self.run.labels
+        # every turn must bring audio when a speech stage decodes it (a precomputed feature table looks ids up
+        # instead); the speech encoder is thereby built at start-up, not by the first request
+        self.needs_audio = "audio" in self.predictor.reads and self.predictor.speech_encoder().needs_audio
         store = Path(cfg.live_store) if cfg.live_store else self.run.directory / "serve" / "live.sqlite"
         self.live = LiveStore(store)
         self.live_audio = store.parent / "live-audio"  # the audio live turns keep (a run with a speech stage)
@@ -159,7 +162,6 @@ class Service:
         ids = [c.id for c in conversations]
         if len(set(ids)) < len(ids):
             raise RequestError(f"conversation ids repeat in one request: {sorted({i for i in ids if ids.count(i) > 1})}")
-        reads = self.predictor.reads
         for c in conversations:
             if not c.turns:
                 raise RequestError(f"conversation {c.id!r} has no turns")
@@ -170,7 +172,7 @@ class Service:
                                        f"{cfg.max_text_chars} per turn (max_text_chars)", 413)
                 if not t.text.strip() and not t.audio:
                     raise RequestError(f"{where}: empty text and no audio: nothing to predict from")
-                if "audio" in reads and not t.audio:
+                if self.needs_audio and not t.audio:
                     raise RequestError(f"{where}: no audio, and {self.describe()['final_stage_label']} of this run "
                                        f"needs audio for every turn")
                 if t.label and t.label not in labels:

@@ -5,7 +5,7 @@
 
 A fine-tuned Stage I is far better on its own training utterances than on unseen ones, so a Stage II trained on its
 training-set outputs learns to trust inputs that do not transfer. Per seed this trains the plain Stage I (the
-meld_text.py / mosi_hierarchy.py run) and K fold models (``stacking.folds``), then the later stages on three
+meld_text.py run; for MOSI, whose profile stacks, a run of its own) and K fold models (``stacking.folds``), then the later stages on three
 kinds of Stage I inputs:
 
 - ``plain``: every split from the one Stage I trained on all training data (the paper's hierarchy);
@@ -113,7 +113,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     profile, overrides = BENCH_RUNS[args.dataset]
-    plain = finished_run(profile, overrides)
+    # the plain hierarchy (Stage I on all training data); a profile that stacks (mosi-offline) has it in its own run
+    plain_overrides = [*overrides, "stacking.folds=0"]
+    if bench_config(profile, overrides).stacking.folds:
+        plain_overrides.append(f"name=bench-{args.dataset}-plain")
+    plain = finished_run(profile, plain_overrides)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(plain.cfg.seeds)
     stacked_cfg = bench_config(profile, [*overrides, f"name=bench-{args.dataset}-stacking",
                                          f"stacking.folds={args.folds}", f"threads={args.threads}" if args.threads

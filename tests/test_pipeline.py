@@ -105,6 +105,7 @@ def test_speech_branch_end_to_end_on_mosi(tmp_path):
     table = shared("mosi", "mosi_utterances.csv")
     cfg = load_config("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}", "modalities=[audio]",
                                        "data.max_conversations=3", "data.options.strict_counts=false",
+                                       "stacking.folds=0",  # the plain Stage I (the profile stacks: test_stacking)
                                        "stage1_audio.epochs=1", "stage2_audio.epochs=1", "seeds=[0]",
                                        f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=mosi"])
     result = run_experiment(cfg)

@@ -11,8 +11,10 @@ the mosi-offline-base profile (all-mpnet-base-v2) into mosi_hierarchy_base.json 
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -46,6 +48,14 @@ def logreg_references(cfg) -> dict:
             "concat_baseline_wf1": score(np.hstack([text, audio]))}
 
 
+def seconds_per_epoch(run_dir: str, stage: str, seed: int, metrics: dict) -> float:
+    """A stage's seconds per epoch; a stacked Stage I has none of its own: the median of its fold models'."""
+    if "seconds_per_epoch" in metrics:
+        return metrics["seconds_per_epoch"]
+    folds = sorted(Path(run_dir, stage, "folds", f"seed-{seed}").glob("fold-*/metrics.json"))
+    return float(np.median([json.loads(f.read_text())["seconds_per_epoch"] for f in folds]))
+
+
 def main() -> None:
     key, argv = tier("mosi", sys.argv[1:])
     profile, overrides = BENCH_RUNS[key]
@@ -62,14 +72,23 @@ def main() -> None:
             f"{stage}_validation_wf1_mean": mean_std([m["validation"]["weighted_f1"] for m in runs.values()])["mean"],
             # median over seeds: robust to a seed that shared the CPU with other work
             f"{stage}_seconds": float(np.median([m["stage_seconds"] for m in runs.values()])),
-            f"{stage}_seconds_per_epoch": float(np.median([m["seconds_per_epoch"] for m in runs.values()])),
+            f"{stage}_seconds_per_epoch": float(np.median([seconds_per_epoch(result["dir"], stage, seed, m)
+                                                            for seed, m in runs.items()])),
         })
     figures.update(logreg_references(cfg))
     best_stage2 = max(figures["stage2_text_wf1_mean"], figures["stage2_audio_wf1_mean"])
+    targets = {"stage3_above_best_stage2": figures["stage3_wf1_mean"] > best_stage2,
+               "stage3_above_concat": figures["stage3_wf1_mean"] > figures["concat_baseline_wf1"],
+               "hierarchical_above_combined": figures["stage3_wf1_mean"] > figures["combined_wf1_mean"]}
+    if key.endswith("_base"):  # the stronger tier's own target (the paper, RoBERTa-large: Text II 86.02)
+        targets["stage2_text_at_least_0.84"] = figures["stage2_text_wf1_mean"] >= 0.84
     figures.update(
-        targets={"stage3_above_best_stage2": figures["stage3_wf1_mean"] > best_stage2,
-                 "stage3_above_concat": figures["stage3_wf1_mean"] > figures["concat_baseline_wf1"],
-                 "hierarchical_above_combined": figures["stage3_wf1_mean"] > figures["combined_wf1_mean"]},
+        # each stage against the one it builds on, in points of weighted F1
+        stage2_text_minus_stage1_text_points=100 * (figures["stage2_text_wf1_mean"] - figures["stage1_text_wf1_mean"]),
+        stage2_audio_minus_stage1_audio_points=100 * (figures["stage2_audio_wf1_mean"] - figures["stage1_audio_wf1_mean"]),
+        stage3_minus_best_stage2_points=100 * (figures["stage3_wf1_mean"] - best_stage2),
+        stage3_minus_combined_points=100 * (figures["stage3_wf1_mean"] - figures["combined_wf1_mean"]),
+        text_encoder=cfg.text_encoder.model, targets=targets,
         paper_roberta_large={"stage1_text": 0.8541, "stage2_text": 0.8602},
         peak_rss_mb=peak_rss_mb(), overrides=overrides, table=result["table"])
     write_result("mosi_hierarchy" + ("_base" if key.endswith("_base") else ""), figures)

@@ -28,6 +28,7 @@ from common import MOSI_TABLE, bench_config, write_result
 from merits.data import prepare
 from merits.metrics import mean_std
 from merits.pipeline import run_experiment
+from merits.stages.text_utterance import labelled_rows, utterance_batches
 
 ENCODERS = ("all-MiniLM-L6-v2", "all-mpnet-base-v2")
 
@@ -42,13 +43,13 @@ def step_times(model: str, steps: int) -> dict:
     from merits.encoders.text import TextBatcher, load_tokenizer_and_encoder, pool
 
     tok, enc = load_tokenizer_and_encoder(model)
-    batcher = TextBatcher(tok, 128)
-    ids = batcher.tokenize(prepare("meld").split("train")["text"].tolist())
-    lengths, rng = np.array([len(t) for t in ids]), np.random.default_rng(0)
-    order = rng.permutation(len(ids))  # shuffled, then sorted inside pools of 50 batches (as Stage I batches)
-    rows = np.concatenate([p[np.argsort(lengths[p], kind="stable")] for p in np.split(order, range(1600, len(ids), 1600))])
-    picks = rng.choice(len(rows) // 32, steps + 1, replace=False)
-    batches = [batcher.pad([ids[i] for i in rows[32 * b:32 * b + 32]]) for b in picks]
+    batcher, manifest = TextBatcher(tok, 128), prepare("meld")
+    ids = batcher.tokenize(manifest.table["text"].tolist())
+    # Stage I's own training batches (length-bucketed, shuffled), of which steps + 1 are timed
+    batches = utterance_batches(batcher, manifest, ids, labelled_rows(manifest, "train"), np.array([len(t) for t in ids]),
+                                32, np.random.default_rng(0))
+    full = [b["inputs"] for b in batches if len(b["labels"]) == 32]  # not a pool's short last batch
+    batches = [full[b] for b in np.random.default_rng(1).choice(len(full), steps + 1, replace=False)]
     head = torch.nn.Linear(enc.config.hidden_size, 7)
     opt = torch.optim.AdamW([*enc.parameters(), *head.parameters()], lr=1e-5)
     enc.train()

@@ -1,14 +1,14 @@
 """Live use: what the conversation stages give when a turn may not see later turns.
 
-Three ways to get a turn's emotion, on the same Stage I embeddings (the runs of ``meld_text.py`` and
-``mosi_hierarchy.py``, every seed of each):
+Three ways to get a turn's emotion, on the same Stage I outputs (every run of ``common.BENCH_RUNS``: those of
+``meld_text.py`` and ``mosi_hierarchy.py``, with and without ``--base``; every seed of each):
 - ``bidirectional``: the paper's Stage II / III, reading the whole conversation (as trained and reported);
 - ``online``: the same trained models replayed on the conversation up to each turn (``merits predict --online``);
 - ``causal``: Stage II / III trained with ``causal: true`` (one-direction GRU of the same width, attention to
   earlier turns only), same settings otherwise.
 
-Keys: ``<dataset>_<stage>_wf1_<mode>_mean`` / ``_std`` / ``_values`` (test weighted F1) for stage in stage2_text,
-stage2_audio, stage3 (MOSI only for the last two), mode in bidirectional, online, causal.
+Keys: ``<run>_<stage>_wf1_<mode>_mean`` / ``_std`` / ``_values`` (test weighted F1) for stage in stage2_text,
+stage2_audio, stage3 (MOSI only for the last two), run in meld, mosi, meld_base, mosi_base, mode in bidirectional, online, causal.
 
     python benchmarks/causal_context.py
 """

@@ -28,7 +28,7 @@ from common import MOSI_TABLE, bench_config, write_result
 from merits.data import prepare
 from merits.metrics import mean_std
 from merits.pipeline import run_experiment
-from merits.stages.text_utterance import labelled_rows, utterance_batches
+from merits.stages.text_utterance import labelled_rows, text_inputs, utterance_batches
 
 ENCODERS = ("all-MiniLM-L6-v2", "all-mpnet-base-v2")
 
@@ -44,10 +44,9 @@ def step_times(model: str, steps: int) -> dict:
 
     tok, enc = load_tokenizer_and_encoder(model)
     batcher, manifest = TextBatcher(tok, 128), prepare("meld")
-    ids = batcher.tokenize(manifest.table["text"].tolist())
+    encoded = text_inputs(batcher, manifest, None)
     # Stage I's own training batches (length-bucketed, shuffled), of which steps + 1 are timed
-    batches = utterance_batches(batcher, manifest, ids, labelled_rows(manifest, "train"), np.array([len(t) for t in ids]),
-                                32, np.random.default_rng(0))
+    batches = utterance_batches(batcher, manifest, encoded, labelled_rows(manifest, "train"), 32, np.random.default_rng(0))
     full = [b["inputs"] for b in batches if len(b["labels"]) == 32]  # not a pool's short last batch
     batches = [full[b] for b in np.random.default_rng(1).choice(len(full), steps + 1, replace=False)]
     head = torch.nn.Linear(enc.config.hidden_size, 7)

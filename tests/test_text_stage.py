@@ -5,6 +5,7 @@ import pytest
 
 from merits.config import load_config
 from merits.data import prepare
+from merits.encoders.text_context import EncodedTurns
 from merits.runs import load_embeddings
 from merits.stages import text_utterance
 
@@ -16,16 +17,16 @@ def small():
 
 def test_training_batches_are_length_sorted_pools(small):
     class Batcher:
-        def pad(self, token_ids):
+        def pad(self, token_ids, spans=None):
             return {"n": len(token_ids)}
 
     lengths = np.arange(len(small.table))[::-1].copy()
-    token_ids = [[0] * n for n in lengths]
+    encoded = EncodedTurns([[0] * n for n in lengths])
     rows = text_utterance.rows_of(small, "train")
-    batches = text_utterance.utterance_batches(Batcher(), small, token_ids, rows, lengths, 4, np.random.default_rng(0))
+    batches = text_utterance.utterance_batches(Batcher(), small, encoded, rows, 4, np.random.default_rng(0))
     ids = [u for b in batches for u in b["utterance_ids"]]
     assert sorted(ids) == sorted(small.table["utterance_id"].to_numpy()[rows])  # every row exactly once
-    evaluation = text_utterance.utterance_batches(Batcher(), small, token_ids, rows, lengths, 4)
+    evaluation = text_utterance.utterance_batches(Batcher(), small, encoded, rows, 4)
     order = [u for b in evaluation for u in b["utterance_ids"]]
     index = {u: i for i, u in enumerate(small.table["utterance_id"])}
     assert [lengths[index[u]] for u in order] == sorted(lengths[rows])

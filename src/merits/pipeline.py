@@ -147,7 +147,7 @@ def run_experiment(cfg, seeds: list[int] | None = None) -> dict:
 
             run_cached(stage_dir(cfg.runs_dir, cfg.name, stage.name, seed), key, compute, stage.distributed)
     per_seed = finished_seeds(root, graph)
-    table = write_report(root, dataset_name(manifest.corpus), per_seed, graph, notes,
+    table = write_report(root, dataset_name(manifest.corpus, cfg), per_seed, graph, notes,
                          (cfg.metric, cfg.metric_classes)) if dist.is_main else ""
     return {"per_seed": per_seed, "table": table, "dir": str(root)}
 
@@ -162,11 +162,14 @@ def train_stage(cfg, name: str, manifest: Manifest, inputs: dict[str, Path], see
     return stage.train(cfg, TrainingData(manifest, features, manifest), inputs, seed, out)
 
 
-def dataset_name(corpus: str) -> str:
-    """The results table's heading: a shipped corpus in capitals (MELD, MOSI, IEMOCAP); your own data by its name."""
+def dataset_name(corpus: str, cfg=None) -> str:
+    """The results table's heading: a shipped corpus in capitals (MELD, MOSI, IEMOCAP); your own data by its name;
+    with the conversation window Stage I text reads, where it reads one (``MELD (Text I context: past 3, speakers)``)."""
     from merits.data import ADAPTERS
 
-    return corpus.upper() if corpus in ADAPTERS and corpus != "custom" else corpus
+    name = corpus.upper() if corpus in ADAPTERS and corpus != "custom" else corpus
+    context = cfg.stage1_text.context if cfg is not None and "text" in cfg.modalities else None
+    return f"{name} (Text I context: {context.describe()})" if context is not None and context.enabled else name
 
 
 def finished_seeds(root: Path, graph: Graph) -> dict[str, dict[int, dict]]:
@@ -195,7 +198,7 @@ def report_run(directory: str | Path, metric: str | None = None, classes: list[s
     manifest = Manifest.load(directory / "manifest")
     chosen = (metric or cfg.metric, list(classes if classes is not None else cfg.metric_classes if metric is None else []))
     _check_metric(*chosen, manifest.labels)
-    return write_report(directory, dataset_name(manifest.corpus), per_seed, graph, None, chosen)
+    return write_report(directory, dataset_name(manifest.corpus, cfg), per_seed, graph, None, chosen)
 
 
 def _check_metric(name: str, classes, labels) -> None:

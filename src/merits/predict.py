@@ -135,6 +135,24 @@ class Predictor:
         self._encoder = None
         self._transcribers: dict = {}
 
+    def contexts(self, online: bool = False) -> dict[str, dict]:
+        """Per utterance stage reading a conversation window: the window trained and the window replayed."""
+        from merits.stages.text_utterance import replay_context
+
+        out = {}
+        for name, info in self.loaded[self.seeds[0]].items():
+            if trained := replay_context(info.replay):
+                out[name] = {"trained": trained.describe(), "replayed": replay_context(info.replay, online).describe()}
+        return out
+
+    @property
+    def future_turns(self) -> tuple[str, int] | None:
+        """(stage, turns) of an utterance stage trained reading later turns of the conversation, if any."""
+        for name, info in self.loaded[self.seeds[0]].items():
+            if (info.replay.get("context") or {}).get("future"):
+                return name, info.replay["context"]["future"]
+        return None
+
     @property
     def reads(self) -> set[str]:
         """The modalities the replayed stages read: {"text"}, {"audio"} or both."""
@@ -175,9 +193,13 @@ class Predictor:
         # what Stages II/III read: the conversations themselves, or (online) one prefix per turn; the same for every seed
         if online and not self.causal:
             turns, source, last = prefixes(keep, window)
-            view = View(keep, turns, source, features=store)
+            view = View(keep, turns, source, features=store, online=True)
         else:  # offline, or a causal run: the whole conversation at once is already each turn's online prediction
-            view, last = View(keep, features=store), None
+            view, last = View(keep, features=store, online=online), None
+        if online and (ahead := self.future_turns):
+            notes.append(f"online: {self.run.graph[ahead[0]].label} was trained reading {ahead[1]} later turn(s) "
+                         "around each utterance; online it reads none (they are not known yet), so it is not "
+                         "replayed exactly as trained (train with stage1_text.context.future=0 for the live form)")
         per_seed = [_replay(self.run.graph, self.stages, self.loaded[seed], view, self.device, last)
                     for seed in self.seeds]
         outputs = {s.name: _average([p[s.name] for p in per_seed]) for s in self.stages}
@@ -185,6 +207,7 @@ class Predictor:
         summary["online_mode"] = None if not online else "causal, one pass" if self.causal else (
             f"prefix replay, window {window} turns" if window else "prefix replay, whole prefix")
         summary["label_map"] = manifest.label_map  # how the input's gold labels were renamed, if they were
+        summary["text_context"] = self.contexts(online)  # the conversation window each text stage read
         summary["left_out"] = sorted(unusable) + summary["left_out"]  # bad audio found by ASR, then by the encoder
         return PredictResult(table, summary, work, outputs, scores)
 
@@ -352,7 +375,8 @@ def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[
     scores (per class, confusion) per stage and split where the input has gold labels."""
     names = np.array(run.labels)
     t = manifest.table
-    columns = [c for c in ("utterance_id", "conversation_id", "turn", "split", "start", "end", "text", "audio_path", "label")
+    columns = [c for c in ("utterance_id", "conversation_id", "turn", "split", "start", "end", "speaker", "text",
+                           "audio_path", "label")
                if c == "label" or (t[c].notna() & (t[c] != "")).any()]  # start / end: where the input cut its audio
     table = manifest.table[columns].reset_index(drop=True)
     scores: dict[str, dict[str, dict]] = {}  # stage -> split -> all scores, where the input has gold labels

@@ -51,10 +51,20 @@ class TextBatcher:
         """Token ids per text, truncated to ``max_length``, unpadded."""
         return self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
 
-    def pad(self, token_ids) -> dict:
-        """A batch of token-id lists -> input_ids and attention_mask, (B, L) each, padded to the longest."""
+    def pad(self, token_ids, spans=None) -> dict:
+        """A batch of token-id lists -> input_ids and attention_mask, (B, L) each, padded to the longest. ``spans``
+        ([start, end) per input: its own turn inside a conversation window) adds pool_mask (B, L), True there."""
         enc = self.tokenizer.pad({"input_ids": list(token_ids)}, padding=True, return_tensors="pt")
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        if spans is not None:
+            width = out["input_ids"].shape[1]
+            left = self.tokenizer.padding_side == "left"
+            pool = torch.zeros_like(out["attention_mask"], dtype=torch.bool)
+            for b, ((start, end), ids) in enumerate(zip(spans, token_ids)):
+                shift = width - len(ids) if left else 0
+                pool[b, shift + start:shift + end] = True
+            out["pool_mask"] = pool
+        return out
 
     def encode(self, texts) -> dict:
         return self.pad(self.tokenize(texts))

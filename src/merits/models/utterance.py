@@ -50,10 +50,12 @@ class TextClassifier(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(hidden, config.num_classes)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> UtteranceOutput:
-        # input_ids, attention_mask: (B, L)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                pool_mask: torch.Tensor | None = None) -> UtteranceOutput:
+        # input_ids, attention_mask: (B, L); pool_mask (B, L): the utterance's own tokens inside a conversation
+        # window (merits.encoders.text_context), which mean pooling averages; None: every real token
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
-        emb = pool(states, attention_mask, self.config.pooling)  # (B, H)
+        emb = pool(states, attention_mask if pool_mask is None else pool_mask, self.config.pooling)  # (B, H)
         return UtteranceOutput(self.head(self.dropout(emb)), emb)
 
     # -------------------------------------------------------------- checkpoint

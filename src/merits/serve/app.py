@@ -49,6 +49,7 @@ class TurnIn(BaseModel):
     text: str = ""
     audio: str | None = Field(None, description="multipart only: the file name of a recording uploaded alongside")
     label: str | None = Field(None, description="a gold label, where known: the answer then includes scores")
+    speaker: str = Field("", description="who speaks: read by a run whose Stage I text was trained with speaker names")
 
 
 class ConversationIn(BaseModel):
@@ -64,6 +65,7 @@ class PredictIn(BaseModel):
 class LiveTurnIn(BaseModel):
     text: str = ""
     label: str | None = None
+    speaker: str = ""
 
 
 def create_app(run_dir: str | Path, cfg: ServeConfig | None = None) -> FastAPI:
@@ -152,7 +154,7 @@ def create_app(run_dir: str | Path, cfg: ServeConfig | None = None) -> FastAPI:
                             raise RequestError(f"conversation {c.id or f'conv-{i}'!r}, turn {k} names the audio "
                                                f"{t.audio!r}, which was not uploaded (uploaded: {sorted(files) or 'none'})")
                         audio = await run_in_threadpool(uploads.save, files[t.audio])
-                    turns.append(Turn(t.text, audio, t.label or ""))
+                    turns.append(Turn(t.text, audio, t.label or "", t.speaker))
                 convs.append(Conversation(c.id or f"conv-{i}", turns))
             return await run_in_threadpool(service.predict, convs, body.online)
 
@@ -180,15 +182,16 @@ def create_app(run_dir: str | Path, cfg: ServeConfig | None = None) -> FastAPI:
             if _is_multipart(request):
                 form = await request.form(max_files=1)
                 text, label, audio = form.get("text") or "", form.get("label") or "", ""
+                speaker = form.get("speaker") or ""
                 upload = form.get("audio")
                 if upload is not None and hasattr(upload, "filename"):
                     audio = await run_in_threadpool(uploads.save, upload)
-                if not isinstance(text, str) or not isinstance(label, str):
-                    raise RequestError("the 'text' and 'label' fields must be plain text")
+                if not all(isinstance(v, str) for v in (text, label, speaker)):
+                    raise RequestError("the 'text', 'label' and 'speaker' fields must be plain text")
             else:
                 body = _parse(LiveTurnIn, (await request.body()).decode("utf-8", "replace"))
-                text, label, audio = body.text, body.label or "", ""
-            return await run_in_threadpool(service.add_turn, conversation_id, Turn(text, audio, label))
+                text, label, audio, speaker = body.text, body.label or "", "", body.speaker
+            return await run_in_threadpool(service.add_turn, conversation_id, Turn(text, audio, label, speaker))
 
     @app.get("/v1/conversations/{conversation_id}")
     def get_conversation(conversation_id: str) -> dict:

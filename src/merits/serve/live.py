@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS turns (
     audio        TEXT NOT NULL,       -- the kept audio of the turn ('' when none was sent or none is kept)
     result       TEXT NOT NULL,       -- JSON: the turn's prediction when it was added (label, confidence, ...)
     created      REAL NOT NULL,
+    speaker      TEXT NOT NULL DEFAULT '',  -- who spoke, where the client said
     PRIMARY KEY (conversation, turn)
 )
 """
@@ -39,21 +40,25 @@ class LiveStore:
         self._lock = threading.Lock()  # one connection, shared by the server's threads one at a time
         self._db = sqlite_wal(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(turns)")}
+        if "speaker" not in columns:  # a store written before turns had speakers
+            self._db.execute("ALTER TABLE turns ADD COLUMN speaker TEXT NOT NULL DEFAULT ''")
 
     def turns(self, conversation: str) -> list[dict]:
         """The stored turns of a conversation in order ([] when unknown)."""
         with self._lock:
-            rows = self._db.execute("SELECT turn, text, audio, result, created FROM turns WHERE conversation = ? "
-                                    "ORDER BY turn", (conversation,)).fetchall()
-        return [{"turn": t, "text": text, "audio": audio, "result": json.loads(result), "created": created}
-                for t, text, audio, result, created in rows]
+            rows = self._db.execute("SELECT turn, text, audio, result, created, speaker FROM turns WHERE "
+                                    "conversation = ? ORDER BY turn", (conversation,)).fetchall()
+        return [{"turn": t, "text": text, "audio": audio, "result": json.loads(result), "created": created,
+                 "speaker": speaker} for t, text, audio, result, created, speaker in rows]
 
-    def add(self, conversation: str, turn: int, text: str, audio: str, result: dict) -> None:
+    def add(self, conversation: str, turn: int, text: str, audio: str, result: dict, speaker: str = "") -> None:
         """Store turn ``turn``; TurnConflict when it exists already (another server added it meanwhile)."""
         try:
             with self._lock:
-                self._db.execute("INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?)",
-                                 (conversation, turn, text, audio, json.dumps(result), time.time()))
+                self._db.execute("INSERT INTO turns (conversation, turn, text, audio, result, created, speaker) "
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (conversation, turn, text, audio, json.dumps(result), time.time(), speaker))
         except sqlite3.IntegrityError:
             raise TurnConflict(f"turn {turn} of conversation {conversation!r} was added meanwhile by another "
                                f"request; send the turn again") from None

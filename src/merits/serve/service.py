@@ -48,6 +48,7 @@ class Turn:
     text: str = ""
     audio: str = ""   # a decodable file on disk, or ""
     label: str = ""   # a gold label, where the caller knows it (then scored)
+    speaker: str = "" # who speaks, where known (a run trained with speaker names reads it)
 
 
 @dataclass
@@ -247,7 +248,8 @@ class Service:
                 cid = f"{tag}|{c.id}"
                 names[cid] = (tag, c.id)
                 rows += [{"utterance_id": f"{cid}|{k}", "conversation_id": cid, "turn": k, "split": "test",
-                          "text": t.text, "label": t.label, "audio_path": t.audio} for k, t in enumerate(c.turns)]
+                          "text": t.text, "label": t.label, "audio_path": t.audio, "speaker": t.speaker}
+                         for k, t in enumerate(c.turns)]
         manifest = Manifest("request", self.labels, pd.DataFrame(rows), source="merits serve").validate()
         with tempfile.TemporaryDirectory(prefix="merits-serve-") as work:
             result = self._predict(manifest, Path(work), self.cfg.asr, online)
@@ -281,13 +283,14 @@ class Service:
             folder.mkdir(parents=True, exist_ok=True)
             kept = str(folder / f"{k:05d}{Path(turn.audio).suffix}")
             shutil.copyfile(turn.audio, kept)
-        past = [Turn(s["text"], s["audio"]) for s in stored]
+        past = [Turn(s["text"], s["audio"], speaker=s["speaker"]) for s in stored]
         window = self.cfg.live_window
         context = past[-(window - 1):] if window and window > 1 else [] if window == 1 else past
-        turns = context + [Turn(turn.text, kept or turn.audio, turn.label)]
+        turns = context + [Turn(turn.text, kept or turn.audio, turn.label, turn.speaker)]
         first = k - len(context)  # the turn number of the first turn read
         rows = [{"utterance_id": f"{conversation}|{first + i}", "conversation_id": conversation, "turn": first + i,
-                 "split": "test", "text": t.text, "label": t.label, "audio_path": t.audio} for i, t in enumerate(turns)]
+                 "split": "test", "text": t.text, "label": t.label, "audio_path": t.audio, "speaker": t.speaker}
+                for i, t in enumerate(turns)]
         manifest = Manifest("live", self.labels, pd.DataFrame(rows), source="merits serve").validate()
         try:
             with tempfile.TemporaryDirectory(prefix="merits-live-") as work:
@@ -298,7 +301,7 @@ class Service:
             if not row["label"]:
                 raise RequestError(f"turn {k} of {conversation!r} could not be predicted: "
                                    + "; ".join(result.summary["notes"] or ["its audio is unusable"]))
-            self.live.add(conversation, k, row["text"], kept, row)
+            self.live.add(conversation, k, row["text"], kept, row, turn.speaker)
         except BaseException:
             if kept:
                 Path(kept).unlink(missing_ok=True)
@@ -337,7 +340,8 @@ def _turn_rows(table: pd.DataFrame, run: TrainedRun, stages: list[str]) -> list[
     rows = []
     for r in table.to_dict("records"):
         label = r["predicted"] or None
-        row = {"turn": int(r["turn"]), "text": r["text"], "label": label,
+        row = {"turn": int(r["turn"]), **({"speaker": r["speaker"]} if r.get("speaker") else {}),
+               "text": r["text"], "label": label,
                "confidence": float(r["confidence"]) if label else None,
                "probabilities": {n: float(r[f"p_{n}"]) for n in run.labels} if label else None,
                "stages": {s: r[f"predicted_{s}"] or None for s in stages}}

@@ -36,12 +36,15 @@ class View:
                    pseudo-conversation per turn prefix
     source         (N_conversation_rows,) the ``utterances`` row each ``conversations`` row copies
     features       the speech feature store, where an audio stage runs
+    online         each turn predicted from the turns up to it only: an utterance stage reading a conversation
+                   window leaves out the turns after it (they are not known yet in live use)
     """
 
     utterances: Manifest
     conversations: Manifest | None = None
     source: np.ndarray | None = None
     features: object | None = None
+    online: bool = False
 
     def __post_init__(self) -> None:
         if self.conversations is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +22,7 @@ import torch
 from merits.config import TextEncoderConfig
 from merits.data.manifest import Manifest
 from merits.encoders.text import TextBatcher, describe
+from merits.encoders.text_context import EncodedTurns, TextContextConfig, encode_turns, has_speakers
 from merits.errors import ConfigError, read_json
 from merits.faults import kill_point
 from merits.models.utterance import TextClassifier, TextClassifierConfig
@@ -44,12 +45,18 @@ class Stage1TextConfig(TrainerConfig):
     dropout: float = 0.1                       # before the classification head
     patience: int = 2
     eval_batch_size: int = 128                 # utterances per forward pass when exporting embeddings
+    # not in the paper: the turns around each utterance inside the encoder (merits.encoders.text_context);
+    # the default (no past, no future, no speakers) is the paper's utterance-only Stage I
+    context: TextContextConfig = field(default_factory=TextContextConfig)
 
 
-def utterance_batches(batcher: TextBatcher, manifest: Manifest, token_ids: list, rows: np.ndarray,
-                      lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None) -> list[dict]:
-    """Batches of the given manifest rows. Training (rng given): shuffled, then sorted by length inside pools of
-    50 batches, so that each batch pads little but the batch order stays random. Evaluation: sorted by length."""
+def utterance_batches(batcher: TextBatcher, manifest: Manifest, encoded: EncodedTurns, rows: np.ndarray,
+                      batch_size: int, rng: np.random.Generator | None = None) -> list[dict]:
+    """Batches of the given manifest rows (``encoded``: every row's token ids, see :func:`text_inputs`). Training
+    (rng given): shuffled, then sorted by length inside pools of 50 batches, so that each batch pads little but the
+    batch order stays random. Evaluation: sorted by length. Inputs read in a conversation window carry
+    ``pool_mask``, the row's own turn."""
+    lengths, token_ids, spans = encoded.lengths, encoded.ids, encoded.spans
     if rng is None:
         groups = [rows[np.argsort(lengths[rows], kind="stable")]]
     else:
@@ -61,7 +68,8 @@ def utterance_batches(batcher: TextBatcher, manifest: Manifest, token_ids: list,
         chunks = [chunks[i] for i in rng.permutation(len(chunks))]
     labels = manifest.label_ids()
     ids = manifest.table["utterance_id"].to_numpy()
-    return [{"inputs": batcher.pad([token_ids[i] for i in c]), "labels": torch.as_tensor(np.where(labels[c] >= 0, labels[c], IGNORE)),
+    return [{"inputs": batcher.pad([token_ids[i] for i in c], None if spans is None else [spans[i] for i in c]),
+             "labels": torch.as_tensor(np.where(labels[c] >= 0, labels[c], IGNORE)),
              "utterance_ids": list(ids[c])} for c in chunks]
 
 
@@ -90,8 +98,8 @@ def fine_tune(encoder: TextEncoderConfig, sc: Stage1TextConfig, manifest: Manife
                                                 encoder.pooling, sc.dropout))
     log.info("%s on %d utterances: %s", desc, len(manifest.table), describe(model.encoder))
     batcher = TextBatcher(model.tokenizer, encoder.max_length)
-    token_ids = batcher.tokenize(manifest.table["text"])  # once; every epoch's batches only pad
-    lengths = np.array([len(t) for t in token_ids])        # for length bucketing
+    context = getattr(sc, "context", None)
+    encoded = text_inputs(batcher, manifest, context, desc)  # once; every epoch's batches only pad
     decay = [p for n, p in model.encoder.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
     no_decay = [p for n, p in model.encoder.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     optimizer = torch.optim.AdamW([
@@ -102,13 +110,38 @@ def fine_tune(encoder: TextEncoderConfig, sc: Stage1TextConfig, manifest: Manife
     rng = np.random.default_rng(seed)
 
     def batches(rows, size, shuffle=None):
-        return utterance_batches(batcher, manifest, token_ids, rows, lengths, size, shuffle)
+        return utterance_batches(batcher, manifest, encoded, rows, size, shuffle)
 
     validation = batches(rows_of(manifest, "validation"), sc.eval_batch_size)
     trainer = Trainer(sc, device, desc)
     result = trainer.fit(model, lambda epoch: batches(labelled_rows(manifest, "train"), sc.batch_size, rng), lambda: validation,
                          optimizer, scheduler=linear_warmup(sc.warmup_ratio))
     return FineTuned(model, result, trainer, lambda split: batches(rows_of(manifest, split), sc.eval_batch_size))
+
+
+def text_inputs(batcher: TextBatcher, manifest: Manifest, context: TextContextConfig | None,
+                desc: str = "Stage I text") -> EncodedTurns:
+    """Every manifest row's encoder input: the utterance alone, or (``context`` enabled) its conversation window
+    (:mod:`merits.encoders.text_context`). Says what it reads, and when speakers were asked for but are unknown."""
+    if context is not None and context.enabled:
+        if context.speakers and not has_speakers(manifest.table):
+            log.warning("%s: context.speakers is set but %r names no speakers (no speaker column): turns are read "
+                        "without names", desc, manifest.corpus)
+        encoded = encode_turns(batcher.tokenizer, manifest.table, context, batcher.max_length)
+        lengths = encoded.lengths
+        log.info("%s reads each utterance in its conversation (%s): %.0f tokens on average, at most %d (max_tokens %d)",
+                 desc, context.describe(), lengths.mean() if len(lengths) else 0, lengths.max(initial=0),
+                 context.max_tokens)
+        return encoded
+    return encode_turns(batcher.tokenizer, manifest.table, None, batcher.max_length)
+
+
+def replay_context(replay: dict, online: bool = False) -> TextContextConfig | None:
+    """The context a checkpoint was trained with (None: utterance only); online, without the future turns."""
+    if not replay.get("context"):
+        return None
+    context = TextContextConfig(**replay["context"])
+    return context.causal() if online else context
 
 
 @register_stage
@@ -136,10 +169,9 @@ class TextUtteranceStage(Stage):
             if not trainer.dist.is_main:
                 return {}
             batcher = TextBatcher(model.tokenizer, cfg.text_encoder.max_length)
-            tokens = batcher.tokenize(manifest.table["text"])
-            lengths = np.array([len(t) for t in tokens])
-            split_batches = lambda split: utterance_batches(batcher, manifest, tokens, rows_of(manifest, split),  # noqa: E731
-                                                            lengths, sc.eval_batch_size)
+            encoded = text_inputs(batcher, manifest, sc.context, self.label)
+            split_batches = lambda split: utterance_batches(batcher, manifest, encoded, rows_of(manifest, split),  # noqa: E731
+                                                            sc.eval_batch_size)
         else:
             tuned = fine_tune(cfg.text_encoder, sc, manifest, seed, cfg.device, self.label)
             trainer, model, summary = tuned.trainer, tuned.model, fit_summary(tuned.result)
@@ -149,7 +181,9 @@ class TextUtteranceStage(Stage):
             model.save(out / "checkpoint")
             save_stage_info(out / "checkpoint", self, manifest.labels,
                             {"max_length": cfg.text_encoder.max_length, "batch_size": sc.eval_batch_size,
-                             "precision": sc.precision})
+                             "precision": sc.precision,
+                             # the conversation window it reads (None: utterance only), replayed as trained
+                             "context": asdict(sc.context) if sc.context.enabled else None})
             trained.write_text(json.dumps(summary))  # last: the checkpoint above is complete
             kill_point("stage1_text.trained")
         model.to(trainer.device)
@@ -166,8 +200,8 @@ class TextUtteranceStage(Stage):
         return TextClassifier.load(checkpoint)
 
     def batches(self, model, view, inputs, replay):
+        # the window it was trained with; online (view.online) the turns after each one are not known yet
         batcher = TextBatcher(model.tokenizer, replay["max_length"])
         utterances = view.utterances
-        tokens = batcher.tokenize(utterances.table["text"])
-        lengths = np.array([len(t) for t in tokens])
-        return utterance_batches(batcher, utterances, tokens, np.arange(len(tokens)), lengths, replay["batch_size"])
+        encoded = encode_turns(model.tokenizer, utterances.table, replay_context(replay, view.online), batcher.max_length)
+        return utterance_batches(batcher, utterances, encoded, np.arange(len(encoded.ids)), replay["batch_size"])

@@ -66,9 +66,7 @@ def train_one(encoder: str, setting: str, seed: int, threads: int | None) -> dic
     """One seed of one setting, trained (or read from its cache), as a record of ``runs``."""
     import resource
 
-    from merits.encoders.text_context import encode_turns
-    from merits.encoders.text import load_tokenizer_and_encoder
-    from merits.pipeline import build_manifest, run_experiment
+    from merits.pipeline import run_experiment
 
     profile, over = overrides_of(encoder, setting, threads)
     cfg = bench_config(profile, over)
@@ -76,10 +74,6 @@ def train_one(encoder: str, setting: str, seed: int, threads: int | None) -> dic
     result = run_experiment(cfg, seeds=[seed])
     wall = time.perf_counter() - start
     s1, s2 = result["per_seed"]["stage1_text"][seed], result["per_seed"]["stage2_text"][seed]
-    # the inputs' lengths, as Stage I read them (tokenised again: cheap beside training)
-    tokenizer, _ = load_tokenizer_and_encoder(cfg.text_encoder.model)
-    manifest = build_manifest(cfg)
-    lengths = encode_turns(tokenizer, manifest.table, cfg.stage1_text.context, cfg.text_encoder.max_length).lengths
     return {
         "stage1_text_wf1": s1["test"]["weighted_f1"], "stage2_text_wf1": s2["test"]["weighted_f1"],
         "stage1_text_validation_wf1": s1["validation"]["weighted_f1"],
@@ -87,7 +81,7 @@ def train_one(encoder: str, setting: str, seed: int, threads: int | None) -> dic
         "stage1_best_epoch": s1["best_epoch"], "seconds_per_epoch": s1["seconds_per_epoch"],
         "stage1_seconds": s1.get("stage_seconds"), "stage2_seconds": s2.get("stage_seconds"),
         "peak_rss_mb": max(s1.get("peak_rss_mb", 0), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "max_tokens": int(lengths.max()), "mean_tokens": float(lengths.mean()),
+        "max_tokens": s1["input_tokens_max"], "mean_tokens": s1["input_tokens_mean"],  # as Stage I read them
         "context": cfg.stage1_text.context.describe(), "precision": cfg.stage1_text.precision,
         "threads": threads, "wall_seconds_this_call": wall, "run": result["dir"],
         "command": " ".join(["python", "benchmarks/meld_context.py", *sys.argv[1:]]),

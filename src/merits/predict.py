@@ -146,14 +146,6 @@ class Predictor:
         return out
 
     @property
-    def future_turns(self) -> tuple[str, int] | None:
-        """(stage, turns) of an utterance stage trained reading later turns of the conversation, if any."""
-        for name, info in self.loaded[self.seeds[0]].items():
-            if (info.replay.get("context") or {}).get("future"):
-                return name, info.replay["context"]["future"]
-        return None
-
-    @property
     def reads(self) -> set[str]:
         """The modalities the replayed stages read: {"text"}, {"audio"} or both."""
         return {m for s in self.stages if s.level == "utterance" for m in s.modalities}
@@ -196,10 +188,13 @@ class Predictor:
             view = View(keep, turns, source, features=store, online=True)
         else:  # offline, or a causal run: the whole conversation at once is already each turn's online prediction
             view, last = View(keep, features=store, online=online), None
-        if online and (ahead := self.future_turns):
-            notes.append(f"online: {self.run.graph[ahead[0]].label} was trained reading {ahead[1]} later turn(s) "
-                         "around each utterance; online it reads none (they are not known yet), so it is not "
-                         "replayed exactly as trained (train with stage1_text.context.future=0 for the live form)")
+        contexts = self.contexts(online)
+        for name, c in contexts.items():
+            if c["trained"] != c["replayed"]:  # online, a window with later turns loses them
+                future = self.replay[name]["context"]["future"]
+                notes.append(f"online: {self.run.graph[name].label} was trained reading {future} later turn(s) "
+                             "around each utterance; online it reads none (they are not known yet), so it is not "
+                             "replayed exactly as trained (train with stage1_text.context.future=0 for the live form)")
         per_seed = [_replay(self.run.graph, self.stages, self.loaded[seed], view, self.device, last)
                     for seed in self.seeds]
         outputs = {s.name: _average([p[s.name] for p in per_seed]) for s in self.stages}
@@ -207,7 +202,7 @@ class Predictor:
         summary["online_mode"] = None if not online else "causal, one pass" if self.causal else (
             f"prefix replay, window {window} turns" if window else "prefix replay, whole prefix")
         summary["label_map"] = manifest.label_map  # how the input's gold labels were renamed, if they were
-        summary["text_context"] = self.contexts(online)  # the conversation window each text stage read
+        summary["text_context"] = contexts  # the conversation window each text stage read
         summary["left_out"] = sorted(unusable) + summary["left_out"]  # bad audio found by ASR, then by the encoder
         return PredictResult(table, summary, work, outputs, scores)
 

@@ -88,6 +88,7 @@ class FineTuned:
     result: FitResult
     trainer: Trainer
     batches: Callable[[str], list[dict]]  # split -> evaluation batches of that split's utterances
+    inputs: EncodedTurns                  # every manifest row's token ids, as the encoder read them
 
 
 def fine_tune(encoder: TextEncoderConfig, sc: Stage1TextConfig, manifest: Manifest, seed: int, device: str = "auto",
@@ -98,8 +99,7 @@ def fine_tune(encoder: TextEncoderConfig, sc: Stage1TextConfig, manifest: Manife
                                                 encoder.pooling, sc.dropout))
     log.info("%s on %d utterances: %s", desc, len(manifest.table), describe(model.encoder))
     batcher = TextBatcher(model.tokenizer, encoder.max_length)
-    context = getattr(sc, "context", None)
-    encoded = text_inputs(batcher, manifest, context, desc)  # once; every epoch's batches only pad
+    encoded = text_inputs(batcher, manifest, sc.context, desc)  # once; every epoch's batches only pad
     decay = [p for n, p in model.encoder.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
     no_decay = [p for n, p in model.encoder.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     optimizer = torch.optim.AdamW([
@@ -116,24 +116,22 @@ def fine_tune(encoder: TextEncoderConfig, sc: Stage1TextConfig, manifest: Manife
     trainer = Trainer(sc, device, desc)
     result = trainer.fit(model, lambda epoch: batches(labelled_rows(manifest, "train"), sc.batch_size, rng), lambda: validation,
                          optimizer, scheduler=linear_warmup(sc.warmup_ratio))
-    return FineTuned(model, result, trainer, lambda split: batches(rows_of(manifest, split), sc.eval_batch_size))
+    return FineTuned(model, result, trainer, lambda split: batches(rows_of(manifest, split), sc.eval_batch_size),
+                     encoded)
 
 
 def text_inputs(batcher: TextBatcher, manifest: Manifest, context: TextContextConfig | None,
                 desc: str = "Stage I text") -> EncodedTurns:
     """Every manifest row's encoder input: the utterance alone, or (``context`` enabled) its conversation window
     (:mod:`merits.encoders.text_context`). Says what it reads, and when speakers were asked for but are unknown."""
+    encoded = encode_turns(batcher.tokenizer, manifest.table, context, batcher.max_length)
     if context is not None and context.enabled:
         if context.speakers and not has_speakers(manifest.table):
             log.warning("%s: context.speakers is set but %r names no speakers (no speaker column): turns are read "
                         "without names", desc, manifest.corpus)
-        encoded = encode_turns(batcher.tokenizer, manifest.table, context, batcher.max_length)
-        lengths = encoded.lengths
         log.info("%s reads each utterance in its conversation (%s): %.0f tokens on average, at most %d (max_tokens %d)",
-                 desc, context.describe(), lengths.mean() if len(lengths) else 0, lengths.max(initial=0),
-                 context.max_tokens)
-        return encoded
-    return encode_turns(batcher.tokenizer, manifest.table, None, batcher.max_length)
+                 desc, context.describe(), encoded.lengths.mean(), encoded.lengths.max(), context.max_tokens)
+    return encoded
 
 
 def replay_context(replay: dict, online: bool = False) -> TextContextConfig | None:
@@ -175,7 +173,7 @@ class TextUtteranceStage(Stage):
         else:
             tuned = fine_tune(cfg.text_encoder, sc, manifest, seed, cfg.device, self.label)
             trainer, model, summary = tuned.trainer, tuned.model, fit_summary(tuned.result)
-            split_batches = tuned.batches  # tokenised once, for training and the exports
+            split_batches, encoded = tuned.batches, tuned.inputs  # tokenised once, for training and the exports
             if not trainer.dist.is_main:  # the weights are the same on every process: rank 0 writes them
                 return {}
             model.save(out / "checkpoint")
@@ -192,7 +190,9 @@ class TextUtteranceStage(Stage):
         for s in splits_present(manifest):
             preds[s] = predict(model, split_batches(s), trainer.device, f"{self.label} {s}", sc.precision)
             kill_point("stage1_text.exporting")
-        metrics = {**export(preds, manifest, out, self.label), **summary}
+        metrics = {**export(preds, manifest, out, self.label), **summary,
+                   # what the encoder read per utterance (longer with context: the cost of a setting)
+                   "input_tokens_mean": float(encoded.lengths.mean()), "input_tokens_max": int(encoded.lengths.max())}
         trained.unlink()
         return metrics
 

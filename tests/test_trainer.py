@@ -121,3 +121,55 @@ def test_merits_train_under_torchrun(tmp_path, tiny_encoder):
     replay = predict_run(TrainedRun.open(run), manifest.select(manifest.split("test")["utterance_id"]), tmp_path / "p")
     assert replay.summary["scores"]["stage2_text"]["test"]["weighted_f1"] == pytest.approx(
         json.loads((run / "stage2_text" / "seed-0" / "metrics.json").read_text())["test"]["weighted_f1"], abs=1e-9)
+
+
+def test_a_killed_fit_resumes_after_its_last_epoch(tmp_path, monkeypatch):
+    """The loop's state is saved after every epoch (weights, best weights, AdamW, warm-up scheduler, RNG, history);
+    a fit killed after epoch 2 of 5 and started again goes on at epoch 3 and ends with the weights, history and best
+    epoch of an uninterrupted fit (dropout on, shuffled batches: the replayed epochs advance the shuffling RNG)."""
+    import merits.training as training
+    from merits.models.context import ConversationModel, ConversationModelConfig
+
+    feats, labels, lengths = conversation_data(20, seed=5)
+    cfg = TrainerConfig(epochs=5, patience=5, lr=1e-2)
+
+    def fit(resume, die_after=None):
+        torch.manual_seed(0)
+        model = ConversationModel(ConversationModelConfig(input_dim=8, num_classes=3, hidden=4, heads=2, dropout=0.3))
+        rng = np.random.default_rng(0)
+
+        def train(epoch):
+            order = rng.permutation(len(lengths))
+            return global_batches(feats[order], labels[order], lengths[order], 4)
+
+        if die_after is not None:
+            calls = []
+
+            def kill(name):
+                if name == "trainer.epoch_saved":
+                    calls.append(name)
+                    if len(calls) == die_after:
+                        raise KeyboardInterrupt  # the process dies here
+            monkeypatch.setattr(training, "kill_point", kill)
+        validated = []
+
+        def validation():
+            validated.append(1)  # once per epoch trained
+            return global_batches(feats, labels, lengths, 4)
+
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        result = Trainer(cfg, "cpu").fit(model, train, validation, optimizer, linear_warmup(0.2), resume=resume)
+        monkeypatch.setattr(training, "kill_point", lambda name: None)
+        result.trained_epochs = len(validated)
+        return model.state_dict(), result
+
+    whole, expected = fit(None)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "epochs", die_after=2)
+    assert (tmp_path / "epochs" / training.EPOCH_STATE).is_file()
+    resumed, got = fit(tmp_path / "epochs")
+    assert max((whole[k] - resumed[k]).abs().max().item() for k in whole) < 1e-6
+    assert got.trained_epochs == 3 and expected.trained_epochs == 5  # really went on after epoch 2
+    assert got.best_epoch == expected.best_epoch and got.optimizer_steps == expected.optimizer_steps
+    assert [h["train_loss"] for h in got.history] == pytest.approx([h["train_loss"] for h in expected.history])
+    assert not (tmp_path / "epochs").exists()  # removed once the fit is over: the stage saves its model itself

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 KILL_POINTS = ("stage.computed", "stage1_text.trained", "stage1_text.exporting", "steps.checkpointed",
+               "trainer.epoch_saved",
                "pseudolabel.worker_batch")
 
 

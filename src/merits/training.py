@@ -281,11 +281,17 @@ class Trainer:
 
     def fit(self, model: nn.Module, train_batches: Callable[[int], Iterable[dict]],
             validation_batches: Callable[[], list[dict]], optimizer: torch.optim.Optimizer,
-            scheduler: SchedulerFactory | None = None) -> FitResult:
+            scheduler: SchedulerFactory | None = None, resume: Path | None = None) -> FitResult:
         """Train ``model`` in place and leave it holding the weights of the best validation epoch.
 
         train_batches(epoch) returns that epoch's (shuffled) global batches; validation_batches() the validation
         ones. The scheduler is built once the number of optimiser steps is known and stepped once per step.
+
+        resume: a directory for the state after every epoch (weights, best weights, optimiser, scheduler, scaler,
+        RNG, history; written atomically, removed at the end). A call that finds it goes on after the last saved
+        epoch, so a killed hour-long Stage I loses at most one epoch, and ends with the weights an uninterrupted
+        run gives: the epochs already done are replayed through ``train_batches`` (to advance its shuffling RNG)
+        without training.
         """
         cfg, dev, dist = self.cfg, self.device, self.dist
         model.to(dev)
@@ -294,13 +300,23 @@ class Trainer:
         sched, steps = None, 0
         best_state, best_wf1, best_epoch, stale = None, -1.0, -1, 0
         history, seconds = [], []
+        saved = _load_epochs(resume) if resume is not None else None
         for epoch in range(cfg.epochs):
+            if saved is not None and epoch < saved["epoch"]:  # done before the kill: only advance the shuffling
+                batches = list(train_batches(epoch))
+                if scheduler is not None and sched is None:
+                    sched = scheduler(optimizer, cfg.epochs * len(self._groups(batches)))
+                if epoch == saved["epoch"] - 1:
+                    steps, best_wf1, best_epoch, stale, history, seconds, best_state = _restore_epochs(
+                        saved, model, optimizer, sched, scaler, dev)
+                    log.info("%s: resuming after epoch %d from %s", self.desc, epoch + 1, resume)
+                    if stale >= cfg.patience:
+                        break
+                continue
             start = time.perf_counter()
             model.train()
             batches = list(train_batches(epoch))
-            if dist.world > 1:  # every process needs a non-empty shard of every batch it steps on
-                batches = [b for b in batches if len(b["labels"]) >= dist.world]
-            groups = [batches[i:i + cfg.accumulate] for i in range(0, len(batches), cfg.accumulate)]
+            groups = self._groups(batches)
             if scheduler is not None and sched is None:
                 sched = scheduler(optimizer, cfg.epochs * len(groups))
             total = torch.zeros((), device=dev)  # summed loss of the epoch, kept on the device: no per-step sync
@@ -331,12 +347,98 @@ class Trainer:
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             else:
                 stale += 1
-                if stale >= cfg.patience:
-                    log.info("%s: early stop after epoch %d (best %d)", self.desc, epoch + 1, best_epoch)
-                    break
+            if resume is not None and epoch + 1 < cfg.epochs and stale < cfg.patience:
+                if dist.is_main:
+                    _save_epochs(resume, {"epoch": epoch + 1, "steps": steps, "best_wf1": best_wf1,
+                                          "best_epoch": best_epoch, "stale": stale, "history": history,
+                                          "seconds": seconds}, model, best_state, optimizer, sched, scaler)
+                dist.barrier()
+            if stale >= cfg.patience:
+                log.info("%s: early stop after epoch %d (best %d)", self.desc, epoch + 1, best_epoch)
+                break
         if best_state is not None:
             model.load_state_dict(best_state)
+        if resume is not None and dist.is_main:
+            shutil.rmtree(resume, ignore_errors=True)  # the stage saves the trained model itself
         return FitResult(best_epoch, best_wf1, history, float(np.mean(seconds)) if seconds else 0.0, steps)
+
+    def _groups(self, batches: list[dict]) -> list[list[dict]]:
+        """An epoch's batches as optimiser steps of ``accumulate`` batches each."""
+        if self.dist.world > 1:  # every process needs a non-empty shard of every batch it steps on
+            batches = [b for b in batches if len(b["labels"]) >= self.dist.world]
+        return [batches[i:i + self.cfg.accumulate] for i in range(0, len(batches), self.cfg.accumulate)]
+
+
+# ------------------------------------------------------------------------------------------------ epoch state
+EPOCH_STATE = "epoch_state.pt"   # optimiser, scheduler, scaler, RNG, counters, history (tensors + plain data)
+EPOCH_WEIGHTS = "model.safetensors"
+BEST_WEIGHTS = "best.safetensors"
+
+
+def _save_epochs(directory: Path, counters: dict, model, best_state, optimizer, sched, scaler) -> None:
+    """The loop's state after an epoch, written beside the previous one and swapped in (never half of one)."""
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / EPOCH_WEIGHTS))
+        if best_state is not None:
+            save_file({k: v.contiguous() for k, v in best_state.items()}, str(tmp / BEST_WEIGHTS))
+        torch.save({**counters, "optimizer": optimizer.state_dict(),
+                    "scheduler": sched.state_dict() if sched else None, "scaler": scaler.state_dict(),
+                    "rng": _rng_state()}, tmp / EPOCH_STATE)
+
+    _swap_in(Path(directory), write)
+    kill_point("trainer.epoch_saved")
+
+
+def _load_epochs(directory: Path) -> dict | None:
+    for candidate in (directory, directory.with_name(directory.name + ".old")):  # .old: killed mid-swap
+        if (candidate / EPOCH_STATE).is_file() and (candidate / EPOCH_WEIGHTS).is_file():
+            state = torch.load(candidate / EPOCH_STATE, map_location="cpu", weights_only=True)
+            return {**state, "directory": candidate}
+    return None
+
+
+def _restore_epochs(saved: dict, model, optimizer, sched, scaler, device):
+    from merits.errors import load_safetensors
+
+    where = saved["directory"]
+    model.load_state_dict(load_safetensors(where / EPOCH_WEIGHTS, "pt", "delete it to start over"))
+    model.to(device)
+    best = where / BEST_WEIGHTS
+    best_state = load_safetensors(best, "pt", "delete it to start over") if best.is_file() else None
+    optimizer.load_state_dict(saved["optimizer"])
+    if sched is not None and saved["scheduler"] is not None:
+        sched.load_state_dict(saved["scheduler"])
+    scaler.load_state_dict(saved["scaler"])
+    _set_rng_state(saved["rng"])
+    return (int(saved["steps"]), float(saved["best_wf1"]), int(saved["best_epoch"]), int(saved["stale"]),
+            list(saved["history"]), list(saved["seconds"]), best_state)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _swap_in(directory: Path, write: Callable[[Path], None]) -> None:
+    """Write a checkpoint directory under a temporary name, then swap it for the old one: a kill at any moment
+    leaves the previous checkpoint or this one (``<dir>.old`` while swapping), never half of one."""
+    tmp = directory.with_name(directory.name + ".saving")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------ step-based
@@ -396,19 +498,13 @@ def fit_steps(trainer: Trainer, model: nn.Module, batch_at: Callable[[int], dict
 def _save_steps(directory: Path, step: int, model, optimizer, sched, scaler, history) -> None:
     from safetensors.torch import save_file
 
-    tmp = directory.with_name(directory.name + ".saving")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / STEP_WEIGHTS))
-    rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict() if sched else None,
-                "scaler": scaler.state_dict(), "rng": rng, "history": history}, tmp / STEP_STATE)
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)  # a kill at any moment leaves the previous checkpoint or this one, never half of one
-    shutil.rmtree(old, ignore_errors=True)
+    def write(tmp: Path) -> None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / STEP_WEIGHTS))
+        torch.save({"step": step, "optimizer": optimizer.state_dict(),
+                    "scheduler": sched.state_dict() if sched else None, "scaler": scaler.state_dict(),
+                    "rng": _rng_state(), "history": history}, tmp / STEP_STATE)
+
+    _swap_in(directory, write)
     kill_point("steps.checkpointed")
 
 
@@ -423,9 +519,7 @@ def _resume_steps(directory: Path, model, optimizer, sched, scaler, device) -> t
             if sched is not None and state["scheduler"] is not None:
                 sched.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["rng"]["torch"])
-            if state["rng"]["cuda"]:
-                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            _set_rng_state(state["rng"])
             model.to(device)
             log.info("resuming at step %d from %s", state["step"], candidate)
             return int(state["step"]), list(state["history"])

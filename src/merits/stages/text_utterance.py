@@ -92,9 +92,10 @@ class FineTuned:
 
 
 def fine_tune(encoder: TextEncoderConfig, sc: Stage1TextConfig, manifest: Manifest, seed: int, device: str = "auto",
-              desc: str = "Stage I text") -> FineTuned:
+              desc: str = "Stage I text", resume: Path | None = None) -> FineTuned:
     """Fine-tune ``encoder`` + a linear head on the manifest's train split, selecting the epoch on its validation
-    split (weighted F1). Used by Stage I text and by the pseudo-label pretraining ("RoBERTa-FT")."""
+    split (weighted F1). Used by Stage I text and by the pseudo-label pretraining ("RoBERTa-FT"). ``resume``: where
+    the loop keeps its state after every epoch, so that a killed run goes on from its last epoch."""
     model = TextClassifier(TextClassifierConfig(encoder.model, len(manifest.labels), tuple(manifest.labels),
                                                 encoder.pooling, sc.dropout))
     log.info("%s on %d utterances: %s", desc, len(manifest.table), describe(model.encoder))
@@ -115,7 +116,7 @@ def fine_tune(encoder: TextEncoderConfig, sc: Stage1TextConfig, manifest: Manife
     validation = batches(rows_of(manifest, "validation"), sc.eval_batch_size)
     trainer = Trainer(sc, device, desc)
     result = trainer.fit(model, lambda epoch: batches(labelled_rows(manifest, "train"), sc.batch_size, rng), lambda: validation,
-                         optimizer, scheduler=linear_warmup(sc.warmup_ratio))
+                         optimizer, scheduler=linear_warmup(sc.warmup_ratio), resume=resume)
     return FineTuned(model, result, trainer, lambda split: batches(rows_of(manifest, split), sc.eval_batch_size),
                      encoded)
 
@@ -171,7 +172,9 @@ class TextUtteranceStage(Stage):
             split_batches = lambda split: utterance_batches(batcher, manifest, encoded, rows_of(manifest, split),  # noqa: E731
                                                             sc.eval_batch_size)
         else:
-            tuned = fine_tune(cfg.text_encoder, sc, manifest, seed, cfg.device, self.label)
+            # the loop's state after each epoch lives in the stage's .partial directory: a run killed mid-stage
+            # (an hour per seed with context on 2 cores) resumes after its last finished epoch
+            tuned = fine_tune(cfg.text_encoder, sc, manifest, seed, cfg.device, self.label, out / "epochs")
             trainer, model, summary = tuned.trainer, tuned.model, fit_summary(tuned.result)
             split_batches, encoded = tuned.batches, tuned.inputs  # tokenised once, for training and the exports
             if not trainer.dist.is_main:  # the weights are the same on every process: rank 0 writes them

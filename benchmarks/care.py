@@ -32,7 +32,7 @@ from merits.encoders.speech import SpeechEncoderConfig, build_speech_encoder
 from merits.features import extract_features
 from merits.metrics import classification_metrics, mean_std
 from merits.stages.speech_utterance import EVAL_BATCH, feature_batches, train_head
-from merits.training import seed_everything
+from merits.runtime import seed_everything
 
 WORK = PROJECT / "runs" / "bench-care"
 

@@ -30,7 +30,7 @@ from merits.features import extract_features
 from merits.metrics import classification_metrics, mean_std
 from merits.models.utterance import SpeechHeadConfig
 from merits.stages.speech_utterance import EVAL_BATCH, SpeechHeadTrainConfig, feature_batches, train_head
-from merits.training import seed_everything
+from merits.runtime import seed_everything
 
 EMODB = Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "features"

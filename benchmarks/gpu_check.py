@@ -30,7 +30,8 @@ def stage1(precision: str, device: str, train_utterances: int | None, epochs: in
     from merits.data import prepare
     from merits.metrics import weighted_f1
     from merits.stages.text_utterance import Stage1TextConfig, fine_tune
-    from merits.training import predict, seed_everything
+    from merits.training import predict
+    from merits.runtime import seed_everything
 
     meld = prepare("meld")
     if train_utterances:

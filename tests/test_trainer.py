@@ -89,13 +89,13 @@ def test_scheduler_gets_the_loops_step_count():
 
 
 def test_trainer_config_errors_name_the_key():
-    from merits.config import load_config
+    from merits.experiment import load_experiment
     from merits.errors import ConfigError
 
     with pytest.raises(ConfigError, match="stage1_text.precision"):
-        load_config("offline", ["stage1_text.precision=fp8"])
+        load_experiment("offline", ["stage1_text.precision=fp8"])
     with pytest.raises(ConfigError, match="stage2_text.accumulate must be >= 1"):
-        load_config("offline", ["stage2_text.accumulate=0"])
+        load_experiment("offline", ["stage2_text.accumulate=0"])
 
 
 def test_merits_train_under_torchrun(tmp_path, tiny_encoder):
@@ -127,7 +127,7 @@ def test_a_killed_fit_resumes_after_its_last_epoch(tmp_path, monkeypatch):
     """The loop's state is saved after every epoch (weights, best weights, AdamW, warm-up scheduler, RNG, history);
     a fit killed after epoch 2 of 5 and started again goes on at epoch 3 and ends with the weights, history and best
     epoch of an uninterrupted fit (dropout on, shuffled batches: the replayed epochs advance the shuffling RNG)."""
-    import merits.training as training
+    import merits.training.loop as training
     from merits.models.context import ConversationModel, ConversationModelConfig
 
     feats, labels, lengths = conversation_data(20, seed=5)

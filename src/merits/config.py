@@ -1,6 +1,7 @@
 """One config system: typed dataclasses, loaded from YAML, every field overridable as ``key=value``.
 
-    cfg = load_config("offline", ["stage1_text.epochs=1", "seeds=[0]"])
+    cfg = load_config("asr/paper", ["batch_size=4"], cls=ASRConfig)
+    cfg = load_experiment("offline", ["stage1_text.epochs=1", "seeds=[0]"])   # merits.experiment: cls=ExperimentConfig
 
 Unknown keys and ill-typed values are errors that name the key. ``config_hash`` gives the content hash
 that decides whether a stage must run again.
@@ -173,11 +174,9 @@ def read_profile(path: Path, seen: tuple = ()) -> dict:
     return _merge(read_profile(base, (*seen, path.resolve())), values)
 
 
-def load_config(path=None, overrides=(), cls=None):
+def load_config(path=None, overrides=(), *, cls):
     """Load a YAML profile (or the defaults when ``path`` is None) and apply ``key=value`` overrides into ``cls``
-    (default: :class:`merits.experiment.ExperimentConfig`); a config with a ``check()`` method is checked."""
-    if cls is None:
-        from merits.experiment import ExperimentConfig as cls
+    (an experiment: :func:`merits.experiment.load_experiment`); a config with a ``check()`` method is checked."""
     values: dict = {}
     profile = None
     if path is not None:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from merits.audio import AudioConfig
-from merits.config import MODALITIES, DataConfig, TextEncoderConfig
+from merits.config import MODALITIES, DataConfig, TextEncoderConfig, load_config
 from merits.encoders.speech import SpeechEncoderConfig
 from merits.errors import ConfigError
 from merits.metrics import check_metric
@@ -102,5 +102,11 @@ class ExperimentConfig:
         except ValueError as e:
             raise ConfigError(f"metric: {e}") from None
         for stage in build_graph(self):
-            stage.check(self)
+            stage.check(stage.settings(self))
         return self
+
+
+def load_experiment(path=None, overrides=()) -> ExperimentConfig:
+    """An experiment's config: a shipped profile name or a YAML path (None: the defaults) with ``key=value``
+    overrides, checked (:meth:`ExperimentConfig.check`)."""
+    return load_config(path, overrides, cls=ExperimentConfig)

@@ -44,9 +44,11 @@ from merits.metrics import classification_metrics, plot_confusion
 from merits.pipeline import load_run_config
 from merits.prediction_report import conversations, plot_timelines
 from merits.runs import DONE
-from merits.stages.base import Loaded, Stage, View, load_stage, upstream_arrays
+from merits.stages.base import Loaded, Stage, View, load_stage
+from merits.stages.common import upstream_arrays
 from merits.stages.graph import Graph, build_graph
-from merits.training import Predictions, predict, resolve_device
+from merits.training import Predictions, predict
+from merits.runtime import Runtime
 
 log = logging.getLogger("merits")
 
@@ -128,7 +130,8 @@ class Predictor:
                        for seed in self.seeds}
         _check_labels(run, self.loaded)
         # the machine that predicts need not be the one that trained: auto picks its GPU if it has one
-        self.device = resolve_device(device or "auto")
+        self.runtime = Runtime.create(device or "auto")
+        self.device = self.runtime.device
         self.replay = {s: info.replay for s, info in self.loaded[self.seeds[0]].items()}
         self.causal = all(getattr(info.model.config, "causal", False)
                           for s, info in self.loaded[self.seeds[0]].items() if run.graph[s].level == "conversation")
@@ -137,24 +140,23 @@ class Predictor:
 
     def contexts(self, online: bool = False) -> dict[str, dict]:
         """Per utterance stage reading a conversation window: the window trained and the window replayed."""
-        from merits.stages.text_utterance import replay_context
-
         out = {}
         for name, info in self.loaded[self.seeds[0]].items():
-            if trained := replay_context(info.replay):
-                out[name] = {"trained": trained.describe(), "replayed": replay_context(info.replay, online).describe()}
+            window = getattr(info.replay, "window", None)  # the replay of a stage that reads a window (Text I)
+            if window is not None and (trained := window()):
+                out[name] = {"trained": trained.describe(), "replayed": window(online).describe()}
         return out
 
     @property
-    def reads(self) -> set[str]:
+    def modalities(self) -> set[str]:
         """The modalities the replayed stages read: {"text"}, {"audio"} or both."""
         return {m for s in self.stages if s.level == "utterance" for m in s.modalities}
 
     def speech_encoder(self):
         """The speech encoder the speech stage's checkpoint names, built once."""
         if self._encoder is None:
-            encoder_cfg = SpeechEncoderConfig(**self.replay[_reads(self.stages, "audio").name]["speech_encoder"])
-            self._encoder = build_speech_encoder(replace(encoder_cfg, device=self.device.type))
+            encoder_cfg = SpeechEncoderConfig(**self.replay[_utterance_stage(self.stages, "audio").name].speech_encoder)
+            self._encoder = build_speech_encoder(replace(encoder_cfg, device=str(self.device)))  # whole: cuda:1
         return self._encoder
 
     def transcriber(self, asr: ASRConfig):
@@ -191,7 +193,7 @@ class Predictor:
         contexts = self.contexts(online)
         for name, c in contexts.items():
             if c["trained"] != c["replayed"]:  # online, a window with later turns loses them
-                future = self.replay[name]["context"]["future"]
+                future = self.replay[name].context["future"]
                 notes.append(f"online: {self.run.graph[name].label} was trained reading {future} later turn(s) "
                              "around each utterance; online it reads none (they are not known yet), so it is not "
                              "replayed exactly as trained (train with stage1_text.context.future=0 for the live form)")
@@ -232,7 +234,7 @@ def write_outputs(result: PredictResult, run: TrainedRun) -> None:
                                                                f"{m['weighted_f1']:.3f}")
 
 
-def _reads(stages: list[Stage], modality: str) -> Stage | None:
+def _utterance_stage(stages: list[Stage], modality: str) -> Stage | None:
     """The utterance stage of ``stages`` that reads ``modality`` (text, audio), if any."""
     return next((s for s in stages if s.level == "utterance" and modality in s.modalities), None)
 
@@ -245,7 +247,7 @@ def _inputs(predictor: Predictor, manifest: Manifest, out: Path, asr: ASRConfig 
     audio)."""
     run, stages, device = predictor.run, predictor.stages, predictor.device
     cfg, notes, store, unusable = run.cfg, [], None, []
-    text, speech = _reads(stages, "text"), _reads(stages, "audio")
+    text, speech = _utterance_stage(stages, "text"), _utterance_stage(stages, "audio")
     audio_cfg = cfg.audio  # the run's audio policy (decoding, what bad audio does), in ASR as in the features
     segmenting = asr is not None and asr.segment  # whole recordings -> Whisper segments as utterances
     if segmenting or (text and (manifest.table["text"].str.strip() == "").any()):
@@ -254,7 +256,7 @@ def _inputs(predictor: Predictor, manifest: Manifest, out: Path, asr: ASRConfig 
         log.info("%s into %s", "segmenting the recordings" if segmenting else "transcribing the utterances without text",
                  out / "asr")
         # bad audio is handled as the run handles it (audio.on_error), in ASR as in feature extraction
-        asr = replace(asr or ASRConfig(), audio=audio_cfg, device=device.type)
+        asr = replace(asr or ASRConfig(), audio=audio_cfg, device=str(device))
         if segmenting:
             transcribed = transcribe_manifest(manifest, out / "asr", asr, predictor.transcriber(asr))
             heard = transcribed.manifest
@@ -317,9 +319,10 @@ def _replay(graph: Graph, stages: list[Stage], loaded: dict[str, Loaded], view: 
     preds: dict[str, Predictions] = {}
     for stage in stages:
         info = loaded[stage.name]
-        arrays = upstream_arrays(stage, graph.levels, preds, view, info.replay.get("reads"))
+        arrays = upstream_arrays(stage, graph.levels, preds, view, info.replay.reads)
         batches = stage.batches(info.model, view, arrays, info.replay)
-        preds[stage.name] = predict(info.model.to(dev), batches, dev, stage.label)
+        # in the precision it was trained and exported in: replay equals training (bf16 included)
+        preds[stage.name] = predict(info.model.to(dev), batches, dev, stage.label, info.replay.precision)
     if last is not None:
         preds = {s: p if graph[s].level == "utterance" else _at(p, last) for s, p in preds.items()}
     return preds

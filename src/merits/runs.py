@@ -24,7 +24,7 @@ from merits.errors import damaged, load_safetensors, read_json
 
 from merits.faults import kill_point
 from merits.locks import held
-from merits.training import Distributed, alone
+from merits.distributed import Distributed, alone
 
 log = logging.getLogger("merits")
 DONE = "done.json"

@@ -30,7 +30,7 @@ from merits.pretrain.config import PretrainConfig
 from merits.runs import DONE, run_cached
 from merits.stages.common import fit_summary
 from merits.stages.text_utterance import fine_tune
-from merits.training import seed_everything
+from merits.runtime import seed_everything
 
 log = logging.getLogger("merits")
 ENCODER = Path("checkpoint") / "encoder"

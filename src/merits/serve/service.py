@@ -76,7 +76,7 @@ class Service:
         self.labels = self.run.labels
         # every turn must bring audio when a speech stage decodes it (a precomputed feature table looks ids up
         # instead); the speech encoder is thereby built at start-up, not by the first request
-        self.needs_audio = "audio" in self.predictor.reads and self.predictor.speech_encoder().needs_audio
+        self.needs_audio = "audio" in self.predictor.modalities and self.predictor.speech_encoder().needs_audio
         store = Path(cfg.live_store) if cfg.live_store else self.run.directory / "serve" / "live.sqlite"
         self.live = LiveStore(store)
         self.live_audio = store.parent / "live-audio"  # the audio live turns keep (a run with a speech stage)
@@ -89,7 +89,7 @@ class Service:
     def describe(self) -> dict:
         graph = self.run.graph
         return {"run": self.run.directory.name, "labels": list(self.labels), "stage": self.predictor.stage,
-                "stages": {s.name: s.label for s in self.predictor.stages}, "reads": sorted(self.predictor.reads),
+                "stages": {s.name: s.label for s in self.predictor.stages}, "reads": sorted(self.predictor.modalities),
                 "seeds": self.predictor.seeds, "device": str(self.predictor.device),
                 "causal": self.predictor.causal, "final_stage_label": graph[self.predictor.stage].label}
 
@@ -278,7 +278,7 @@ class Service:
         stored = self.live.turns(conversation)
         k = stored[-1]["turn"] + 1 if stored else 0
         kept = ""
-        if turn.audio and "audio" in self.predictor.reads:  # later turns' predictions read this audio again
+        if turn.audio and "audio" in self.predictor.modalities:  # later turns' predictions read this audio again
             folder = self.live_audio / conversation
             folder.mkdir(parents=True, exist_ok=True)
             kept = str(folder / f"{k:05d}{Path(turn.audio).suffix}")

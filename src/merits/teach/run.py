@@ -171,7 +171,7 @@ def report(manifest: Manifest, teacher: Teacher, store: LabelStore, sel: Selecti
 
 def _label(manifest: Manifest, teacher: Teacher, store: LabelStore, splits, limit, retry_errors, retry_refused,
            show_progress) -> LabelRun:
-    from merits.training import progress
+    from merits.progress import progress
 
     sel = select(manifest, teacher, store, splits, limit, retry_errors, retry_refused)
     pending = sel.pending

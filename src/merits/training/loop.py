@@ -1,4 +1,4 @@
-"""The ONE training loop every stage uses (and pretraining).
+"""The ONE training loop every stage uses (and pretraining): epochs, validation, the best epoch, early stop.
 
 A stage hands the :class:`Trainer` a model, batch iterators, an optimiser and a scheduler factory; the loop trains
 with cross-entropy, evaluates weighted F1 on the validation split after every epoch, keeps the best weights (never
@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import random
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -35,16 +33,19 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from merits.data.manifest import NO_LABEL
+from merits.distributed import shard
 from merits.errors import ConfigError
 from merits.faults import kill_point
 from merits.metrics import weighted_f1
+from merits.progress import progress
+from merits.runtime import Runtime
+from merits.training.checkpoint import rng_state, set_rng_state, swap_in
+from merits.training.prediction import PRECISIONS, Predictions, autocast, predict, to_device
 
 log = logging.getLogger("merits")
 IGNORE = NO_LABEL  # the loss' ignore_index: the one "no label" class id (merits.data.manifest.NO_LABEL)
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -70,109 +71,6 @@ class TrainerConfig:
             raise ConfigError(f"precision: {self.precision!r} is not one of {list(PRECISIONS)}")
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def progress(iterable, **kwargs):
-    """tqdm that stays quiet when MERITS_QUIET is set (tests, benchmarks writing logs) and off rank 0."""
-    quiet = bool(os.environ.get("MERITS_QUIET")) or not Distributed.current().is_main
-    return tqdm(iterable, disable=quiet, dynamic_ncols=True, leave=False, **kwargs)
-
-
-def _to(batch_inputs: dict, device) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch_inputs.items()}
-
-
-# ------------------------------------------------------------------------------------------------ processes
-@dataclass(frozen=True)
-class Distributed:
-    """This process' place among the data-parallel processes (one, unless started by accelerate launch / torchrun)."""
-
-    rank: int = 0
-    world: int = 1
-    device: torch.device | None = None  # the device Accelerate assigned (its local GPU, or cpu)
-
-    @staticmethod
-    def current() -> "Distributed":
-        if _ALONE or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-            return Distributed()
-        from accelerate import PartialState  # initialises the process group (nccl on GPUs, gloo on CPUs) once
-
-        state = PartialState(cpu=not torch.cuda.is_available())  # cpu: MULTI_CPU over gloo
-        return Distributed(state.process_index, state.num_processes, state.device)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def gather(self, obj) -> list:
-        """Every process' ``obj``, in rank order (on every process)."""
-        if self.world == 1:
-            return [obj]
-        out = [None] * self.world
-        torch.distributed.all_gather_object(out, obj)
-        return out
-
-
-_ALONE: list = []  # non-empty while this process works alone (see alone())
-
-
-@contextlib.contextmanager
-def alone():
-    """Inside: this process trains and predicts by itself, even when started among several (a stage that rank 0
-    computes while the others wait must not wait for them in a collective)."""
-    _ALONE.append(True)
-    try:
-        yield
-    finally:
-        _ALONE.pop()
-
-
-def shard(batch: dict, rank: int, world: int) -> dict:
-    """This process' slice of a global batch: the rows (dim 0) of every tensor in it (inputs, labels, mask,
-    targets; one level of nesting) split into ``world`` contiguous parts; other values are dropped."""
-    part = lambda t: torch.tensor_split(t, world)[rank]  # noqa: E731
-    out = {}
-    for key, value in batch.items():
-        if torch.is_tensor(value):
-            out[key] = part(value)
-        elif isinstance(value, dict):
-            out[key] = {k: part(v) if torch.is_tensor(v) else v for k, v in value.items()}
-    return out
-
-
-# ------------------------------------------------------------------------------------------------ results
-@dataclass
-class Predictions:
-    utterance_ids: list
-    labels: np.ndarray       # (N,) class ids, IGNORE where unknown
-    logits: np.ndarray       # (N, C)
-    embeddings: np.ndarray   # (N, D)
-
-    @property
-    def predicted(self) -> np.ndarray:
-        return self.logits.argmax(-1)
-
-    @staticmethod
-    def concat(parts: list["Predictions"]) -> "Predictions":
-        parts = [p for p in parts if len(p.utterance_ids)]
-        return Predictions([u for p in parts for u in p.utterance_ids], np.concatenate([p.labels for p in parts]),
-                           np.concatenate([p.logits for p in parts]), np.concatenate([p.embeddings for p in parts]))
-
-
 @dataclass
 class FitResult:
     best_epoch: int
@@ -182,33 +80,6 @@ class FitResult:
     optimizer_steps: int = 0
 
 
-def _autocast(device: torch.device, precision: str):
-    dtype = PRECISIONS[precision]
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
-@torch.no_grad()
-def predict(model: nn.Module, batches: Iterable[dict], device, desc: str = "predict",
-            precision: str = "fp32") -> Predictions:
-    """Run the model over batches; gather logits and embeddings of the real utterances only (as float32)."""
-    device = torch.device(device)
-    model.eval()
-    ids, labels, logits, embeddings = [], [], [], []
-    for batch in progress(batches, desc=desc):
-        with _autocast(device, precision):
-            out = model(**_to(batch["inputs"], device))
-        lab = batch["labels"]
-        mask = batch.get("mask", torch.ones_like(lab, dtype=torch.bool))
-        logits.append(out.logits[mask.to(device)].float().cpu())        # (n_real, C)
-        embeddings.append(out.embeddings[mask.to(device)].float().cpu())  # (n_real, D)
-        labels.append(lab[mask])
-        ids.extend(batch["utterance_ids"])
-    if not ids:
-        return Predictions([], np.zeros(0, np.int64), np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32))
-    return Predictions(ids, torch.cat(labels).numpy(), torch.cat(logits).numpy(), torch.cat(embeddings).numpy())
-
-
-# ------------------------------------------------------------------------------------------------ the loop
 SchedulerFactory = Callable[[torch.optim.Optimizer, int], object]  # (optimizer, total optimiser steps) -> scheduler
 # (model output, batch, device) -> (loss summed over the batch's real items, {name: summed part, for logs})
 LossFn = Callable[[object, dict, torch.device], tuple[torch.Tensor, dict]]
@@ -224,11 +95,10 @@ def classification_loss(out, batch: dict, device) -> tuple[torch.Tensor, dict]:
 class Trainer:
     """Trains one model with the settings of a :class:`TrainerConfig` on this process' device(s)."""
 
-    def __init__(self, cfg: TrainerConfig, device: str | torch.device = "auto", desc: str = "train"):
+    def __init__(self, cfg: TrainerConfig, runtime: "Runtime | str | torch.device" = "auto", desc: str = "train"):
         self.cfg, self.desc = cfg, desc
-        self.dist = Distributed.current()
-        # several processes: each uses the device Accelerate gave it (its own GPU), whatever "auto" says
-        self.device = self.dist.device if self.dist.world > 1 else resolve_device(str(device))
+        self.runtime = Runtime.of(runtime)
+        self.dist, self.device = self.runtime.dist, self.runtime.device
 
     def predict(self, model: nn.Module, batches: list[dict], desc: str | None = None) -> Predictions:
         """Predictions on every process for all ``batches``: each process predicts every world-th batch and the
@@ -236,16 +106,6 @@ class Trainer:
         mine = batches[self.dist.rank::self.dist.world]
         local = predict(model, mine, self.device, desc or f"{self.desc} predict", self.cfg.precision)
         return Predictions.concat(self.dist.gather(local)) if self.dist.world > 1 else local
-
-    def _wrap(self, model: nn.Module) -> nn.Module:
-        """The module the optimiser steps through: DistributedDataParallel (via Accelerate) on several processes."""
-        if self.dist.world == 1:
-            return model
-        from accelerate import Accelerator, DistributedDataParallelKwargs
-
-        # find_unused_parameters: a Hugging Face encoder's pooler takes no part in the loss
-        accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-        return accelerator.prepare_model(model)
 
     def step(self, net: nn.Module, model: nn.Module, group: list[dict], n: int, loss_of: "LossFn",
              optimizer: torch.optim.Optimizer, scaler, sched=None) -> tuple[torch.Tensor, dict]:
@@ -262,8 +122,8 @@ class Trainer:
             # DDP averages gradients over processes: scale by world so that the result is sum / n
             sync = contextlib.nullcontext() if last or dist.world == 1 else net.no_sync()
             with sync:
-                with _autocast(dev, cfg.precision):
-                    out = net(**_to(batch["inputs"], dev))
+                with autocast(dev, cfg.precision):
+                    out = net(**to_device(batch["inputs"], dev))
                 loss, named = loss_of(out, batch, dev)
                 scaler.scale(loss * (dist.world / n)).backward()
             total += loss.detach()
@@ -295,7 +155,7 @@ class Trainer:
         """
         cfg, dev, dist = self.cfg, self.device, self.dist
         model.to(dev)
-        net = self._wrap(model)
+        net = dist.wrap(model)
         scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
         sched, steps = None, 0
         best_state, best_wf1, best_epoch, stale = None, -1.0, -1, 0
@@ -369,7 +229,6 @@ class Trainer:
         return [batches[i:i + self.cfg.accumulate] for i in range(0, len(batches), self.cfg.accumulate)]
 
 
-# ------------------------------------------------------------------------------------------------ epoch state
 EPOCH_STATE = "epoch_state.pt"   # optimiser, scheduler, scaler, RNG, counters, history (tensors + plain data)
 EPOCH_WEIGHTS = "model.safetensors"
 BEST_WEIGHTS = "best.safetensors"
@@ -385,9 +244,9 @@ def _save_epochs(directory: Path, counters: dict, model, best_state, optimizer, 
             save_file({k: v.contiguous() for k, v in best_state.items()}, str(tmp / BEST_WEIGHTS))
         torch.save({**counters, "optimizer": optimizer.state_dict(),
                     "scheduler": sched.state_dict() if sched else None, "scaler": scaler.state_dict(),
-                    "rng": _rng_state()}, tmp / EPOCH_STATE)
+                    "rng": rng_state()}, tmp / EPOCH_STATE)
 
-    _swap_in(Path(directory), write)
+    swap_in(Path(directory), write)
     kill_point("trainer.epoch_saved")
 
 
@@ -411,137 +270,6 @@ def _restore_epochs(saved: dict, model, optimizer, sched, scaler, device):
     if sched is not None and saved["scheduler"] is not None:
         sched.load_state_dict(saved["scheduler"])
     scaler.load_state_dict(saved["scaler"])
-    _set_rng_state(saved["rng"])
+    set_rng_state(saved["rng"])
     return (int(saved["steps"]), float(saved["best_wf1"]), int(saved["best_epoch"]), int(saved["stale"]),
             list(saved["history"]), list(saved["seconds"]), best_state)
-
-
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def _set_rng_state(rng: dict) -> None:
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"]:
-        torch.cuda.set_rng_state_all(rng["cuda"])
-
-
-def _swap_in(directory: Path, write: Callable[[Path], None]) -> None:
-    """Write a checkpoint directory under a temporary name, then swap it for the old one: a kill at any moment
-    leaves the previous checkpoint or this one (``<dir>.old`` while swapping), never half of one."""
-    tmp = directory.with_name(directory.name + ".saving")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-# ------------------------------------------------------------------------------------------------ step-based
-STEP_STATE = "trainer_state.pt"   # optimiser, scheduler, scaler, RNG states, step, history (tensors + plain data)
-STEP_WEIGHTS = "model.safetensors"
-
-
-def fit_steps(trainer: Trainer, model: nn.Module, batch_at: Callable[[int], dict], loss_of: LossFn,
-              optimizer: torch.optim.Optimizer, steps: int, directory: Path, checkpoint_every: int,
-              validate: Callable[[nn.Module], dict] | None = None, validate_every: int = 0,
-              scheduler: SchedulerFactory | None = None) -> list[dict]:
-    """Step-based training for pretraining (no epochs, no classes): ``steps`` optimiser steps of ``accumulate``
-    global batches each, ``batch_at(k)`` giving the k-th global batch (deterministic in k: the data position is the
-    step count). Every ``checkpoint_every`` steps (and at the end) the model (safetensors), the optimiser, scheduler
-    and scaler states, the RNG states, the step and the history are written to ``directory`` (atomically); a call
-    that finds them resumes there, so a kill loses at most ``checkpoint_every`` steps and the result equals an
-    uninterrupted run's. ``validate(model)`` every ``validate_every`` steps returns {name: value}. Returns the
-    history: per logged step, the mean of each loss part since the previous log, steps/s, validation values."""
-    cfg, dev, dist = trainer.cfg, trainer.device, trainer.dist
-    directory = Path(directory)
-    model.to(dev)
-    net = trainer._wrap(model)
-    scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
-    sched = scheduler(optimizer, steps) if scheduler is not None else None
-    start, history = _resume_steps(directory, model, optimizer, sched, scaler, dev)
-    log_every = max(1, min(checkpoint_every, validate_every or checkpoint_every, 50))
-    parts: dict[str, torch.Tensor] = {}
-    count, clock = 0, time.perf_counter()
-    bar = progress(range(start, steps), desc=trainer.desc, initial=start, total=steps)
-    for step in bar:
-        model.train()
-        group = [batch_at(step * cfg.accumulate + j) for j in range(cfg.accumulate)]
-        n = sum(int(b["n"]) for b in group)  # real items of the step, all processes
-        _, named = trainer.step(net, model, group, n, loss_of, optimizer, scaler, sched)
-        for k, v in named.items():
-            parts[k] = parts.get(k, 0) + v
-        count += n
-        done = step + 1
-        if done % log_every == 0 or done == steps:
-            record = {"step": done, **{k: sum(dist.gather(float(v))) / max(count, 1) for k, v in parts.items()},
-                      "steps_per_s": (done - (history[-1]["step"] if history else start)) / (time.perf_counter() - clock)}
-            if validate is not None and validate_every and (done % validate_every == 0 or done == steps):
-                model.eval()
-                record.update({f"validation_{k}": v for k, v in validate(model).items()})
-            history.append(record)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"})
-            log.info("%s step %d/%d: %s", trainer.desc, done, steps,
-                     ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
-            parts, count, clock = {}, 0, time.perf_counter()
-        if done % checkpoint_every == 0 or done == steps:
-            if dist.is_main:
-                _save_steps(directory, done, model, optimizer, sched, scaler, history)
-            dist.barrier()
-    return history
-
-
-def _save_steps(directory: Path, step: int, model, optimizer, sched, scaler, history) -> None:
-    from safetensors.torch import save_file
-
-    def write(tmp: Path) -> None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / STEP_WEIGHTS))
-        torch.save({"step": step, "optimizer": optimizer.state_dict(),
-                    "scheduler": sched.state_dict() if sched else None, "scaler": scaler.state_dict(),
-                    "rng": _rng_state(), "history": history}, tmp / STEP_STATE)
-
-    _swap_in(directory, write)
-    kill_point("steps.checkpointed")
-
-
-def _resume_steps(directory: Path, model, optimizer, sched, scaler, device) -> tuple[int, list]:
-    for candidate in (directory, directory.with_name(directory.name + ".old")):  # .old: killed mid-rename
-        if (candidate / STEP_STATE).is_file() and (candidate / STEP_WEIGHTS).is_file():
-            from merits.errors import load_safetensors
-
-            model.load_state_dict(load_safetensors(candidate / STEP_WEIGHTS, "pt", "delete it to start over"))
-            state = torch.load(candidate / STEP_STATE, map_location="cpu", weights_only=True)
-            optimizer.load_state_dict(state["optimizer"])
-            if sched is not None and state["scheduler"] is not None:
-                sched.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            _set_rng_state(state["rng"])
-            model.to(device)
-            log.info("resuming at step %d from %s", state["step"], candidate)
-            return int(state["step"]), list(state["history"])
-    return 0, []
-
-
-def linear_warmup(warmup_ratio: float) -> SchedulerFactory:
-    """A scheduler factory: linear warm-up to the base learning rate over ``warmup_ratio`` of the steps, then
-    linear decay to zero."""
-
-    def build(optimizer, total_steps: int):
-        warmup = max(1, int(total_steps * warmup_ratio))
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-    return build
-
-
-__all__ = ["Distributed", "alone", "FitResult", "IGNORE", "Predictions", "Trainer", "TrainerConfig", "linear_warmup", "predict",
-           "progress", "resolve_device", "seed_everything", "shard"]

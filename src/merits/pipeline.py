@@ -26,6 +26,7 @@ from merits.experiment import load_experiment
 from merits.features import FeatureStore, extract_features
 from merits.metrics import check_metric
 from merits.report import write_report
+from merits import runs
 from merits.runs import DONE, run_cached, stage_dir
 from merits.stages.base import Stage, TrainingData
 from merits.stages.graph import Graph, build_graph
@@ -169,11 +170,9 @@ def finished_seeds(root: Path, graph: Graph) -> dict[str, dict[int, dict]]:
 
     out: dict[str, dict[int, dict]] = {}
     for stage in graph:
-        for done in sorted((root / stage.name).glob(f"seed-*/{DONE}")):
-            seed = int(done.parent.name.split("-", 1)[1])
-            out.setdefault(stage.name, {})[seed] = json.loads(done.read_text())["metrics"]
-        if stage.name in out:
-            out[stage.name] = dict(sorted(out[stage.name].items()))
+        done = runs.finished_seeds(root, stage.name)
+        if done:
+            out[stage.name] = {seed: json.loads((d / DONE).read_text())["metrics"] for seed, d in done.items()}
     return out
 
 

@@ -43,7 +43,7 @@ from merits.features import extract_features
 from merits.metrics import classification_metrics, plot_confusion
 from merits.pipeline import load_run_config
 from merits.prediction_report import conversations, plot_timelines
-from merits.runs import DONE
+from merits.runs import DONE, finished_seeds, seed_dir
 from merits.stages.base import Loaded, Stage, View, load_stage
 from merits.stages.common import upstream_arrays
 from merits.stages.graph import Graph, build_graph
@@ -74,9 +74,9 @@ class TrainedRun:
 
     def checkpoint(self, stage: str, seed: int) -> Path:
         """The checkpoint of a finished stage; a clear error naming the seeds that are finished."""
-        path = self.directory / stage / f"seed-{seed}"
+        path = seed_dir(self.directory, stage, seed)
         if not (path / DONE).is_file():
-            done = sorted(int(p.parent.name.split("-")[1]) for p in (self.directory / stage).glob(f"seed-*/{DONE}"))
+            done = list(finished_seeds(self.directory, stage))
             raise ConfigError(f"{self.directory} has no finished {stage} for seed {seed}"
                               + (f" (finished seeds: {done})" if done else "; train it first (merits train)"))
         return path / "checkpoint"
@@ -96,12 +96,31 @@ class StageOutput:
 
 
 @dataclass
+class TurnPrediction:
+    """One turn's prediction, as ``merits serve`` answers it (``predictions.csv`` holds the same per row)."""
+
+    utterance_id: str
+    conversation_id: str
+    turn: int
+    text: str
+    label: str | None                          # the final stage's label; None: the turn was left out (bad audio)
+    confidence: float | None                   # its probability (rounded to 4 places, as in predictions.csv)
+    probabilities: dict[str, float] | None     # class -> probability, mean over the seeds replayed
+    stages: dict[str, str | None]              # every replayed stage -> its label
+    gold: str | None = None                    # the input's own label, where it has one
+    speaker: str | None = None
+    start: float | None = None                 # seconds into its recording, where the input cut the audio
+    end: float | None = None
+
+
+@dataclass
 class PredictResult:
     table: pd.DataFrame                      # predictions.csv
     summary: dict                            # summary.json
     directory: Path
     stages: dict[str, StageOutput] = field(default_factory=dict)
     scores: dict = field(default_factory=dict)  # stage -> split -> every score, where the input has gold labels
+    turns: list[TurnPrediction] = field(default_factory=list)  # every input turn, in the input's order
 
 
 def relabel(manifest: Manifest, labels: tuple[str, ...]) -> Manifest:
@@ -201,12 +220,13 @@ class Predictor:
                     for seed in self.seeds]
         outputs = {s.name: _average([p[s.name] for p in per_seed]) for s in self.stages}
         table, summary, scores = _outputs(self.run, manifest, keep, outputs, self.stage, self.seeds, notes, online)
+        turns = _turns(self.run.labels, manifest, outputs, self.stage)
         summary["online_mode"] = None if not online else "causal, one pass" if self.causal else (
             f"prefix replay, window {window} turns" if window else "prefix replay, whole prefix")
         summary["label_map"] = manifest.label_map  # how the input's gold labels were renamed, if they were
         summary["text_context"] = contexts  # the conversation window each text stage read
         summary["left_out"] = sorted(unusable) + summary["left_out"]  # bad audio found by ASR, then by the encoder
-        return PredictResult(table, summary, work, outputs, scores)
+        return PredictResult(table, summary, work, outputs, scores, turns)
 
 
 def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int | list[int] | None = None,
@@ -365,6 +385,26 @@ def _average(per_seed: list[Predictions]) -> StageOutput:
         rows = [order[u] for u in p.utterance_ids]
         probs[rows] += torch.softmax(torch.from_numpy(p.logits).double(), -1).numpy()
     return StageOutput(list(first.utterance_ids), first.labels, probs / len(per_seed))
+
+
+def _turns(labels: tuple[str, ...], manifest: Manifest, outputs: dict[str, StageOutput],
+           final: str) -> list[TurnPrediction]:
+    """Every input turn's prediction, typed, from the stages' outputs (a turn left out has no label)."""
+    names = np.array(labels)
+    label_of = {s: dict(zip(o.utterance_ids, names[o.predicted])) for s, o in outputs.items()}
+    probs_of = dict(zip(outputs[final].utterance_ids, outputs[final].probs))
+    turns = []
+    for r in manifest.table.to_dict("records"):
+        u, p = r["utterance_id"], probs_of.get(r["utterance_id"])
+        known = lambda key: r.get(key) is not None and pd.notna(r.get(key)) and r.get(key) != ""  # noqa: E731
+        turns.append(TurnPrediction(
+            u, str(r["conversation_id"]), int(r["turn"]), r["text"], label_of[final].get(u),
+            round(float(p.max()), 4) if p is not None else None,
+            {n: round(float(x), 4) for n, x in zip(labels, p)} if p is not None else None,
+            {s: label_of[s].get(u) for s in outputs}, r["label"] if known("label") else None,
+            r["speaker"] if known("speaker") else None, float(r["start"]) if known("start") else None,
+            float(r["end"]) if known("end") else None))
+    return turns
 
 
 def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[str, StageOutput], final: str,

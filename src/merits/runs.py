@@ -33,7 +33,19 @@ EMBEDDINGS = "embeddings.safetensors"
 
 
 def stage_dir(runs_dir: str | Path, experiment: str, stage: str, seed: int) -> Path:
-    return Path(runs_dir) / experiment / stage / f"seed-{seed}"
+    return seed_dir(Path(runs_dir) / experiment, stage, seed)
+
+
+def seed_dir(run: Path, stage: str, seed: int) -> Path:
+    """``<run>/<stage>/seed-<k>``: one seed of one stage of a run directory."""
+    return Path(run) / stage / f"seed-{seed}"
+
+
+def finished_seeds(run: Path, stage: str) -> dict[int, Path]:
+    """{seed: its directory} of every finished seed of ``stage`` in ``run`` (those with their done.json), by seed."""
+    found = {int(done.parent.name.removeprefix("seed-")): done.parent
+             for done in (Path(run) / stage).glob(f"seed-*/{DONE}") if done.parent.name.removeprefix("seed-").isdigit()}
+    return dict(sorted(found.items()))
 
 
 def is_done(path: Path, key: str) -> bool:

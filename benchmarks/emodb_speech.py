@@ -82,7 +82,7 @@ def main() -> None:
                     features = torch.from_numpy(store.get(ids))  # (N, L, D) in manifest order
                     model, _, trainer, rows = train_head(HEAD, manifest, features, seed, "cpu", f"EmoDB {name} fold {i + 1}")
                     pred = trainer.predict(model, feature_batches(features, manifest.label_ids(), ids, rows["test"], EVAL_BATCH))
-                    y_true += list(pred.labels)
+                    y_true += list(pred.label_ids)
                     y_pred += list(pred.predicted)
                 m = classification_metrics(y_true, y_pred, folds[0].labels)
                 m["uar"] = float(np.mean([c["recall"] for c in m["per_class"].values()]))

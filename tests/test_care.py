@@ -92,10 +92,10 @@ def test_a_care_checkpoint_feeds_stage_one_speech_end_to_end(tmp_path):
                           "audio_path": [str(shared("emodb", "wav", f)) for f in labels["file"]]})
     table.sort_values("conversation_id", kind="stable").to_csv(tmp_path / "emodb.csv", index=False)
     cfg = load_experiment("offline", ["data.corpus=custom", f"data.root={tmp_path / 'emodb.csv'}", "modalities=[audio]",
-                                       "speech_encoder.kind=care", f"speech_encoder.model={tmp_path / 'care'}",
-                                       "speech_encoder.device=cpu", "stage1_audio.epochs=2", "stage2_audio.epochs=2",
-                                       "seeds=[0]", f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}",
-                                       "name=care"])
+                                           "speech_encoder.kind=care", f"speech_encoder.model={tmp_path / 'care'}",
+                                           "speech_encoder.device=cpu", "stage1_audio.epochs=2", "stage2_audio.epochs=2",
+                                           "seeds=[0]", f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}",
+                                           "name=care"])
     run_experiment(cfg)
     m = json.loads((tmp_path / "runs" / "care" / "stage1_audio" / "seed-0" / "metrics.json").read_text())
     assert len(m["layer_weights"]) == 6 and abs(sum(m["layer_weights"]) - 1) < 1e-5  # softmax over CARE's rows

@@ -33,7 +33,7 @@ def test_every_shipped_config_is_valid(path):
 
 def test_overrides_apply_and_are_typed():
     cfg = load_experiment("offline", ["stage1_text.epochs=2", "seeds=[3, 4]", "stage1_text.lr=1e-4",
-                                  "data.options.strict_counts=false", "data.max_conversations=5"])
+                                      "data.options.strict_counts=false", "data.max_conversations=5"])
     assert cfg.stage1_text.epochs == 2 and cfg.seeds == [3, 4]
     assert cfg.stage1_text.lr == pytest.approx(1e-4)
     assert cfg.data.options == {"strict_counts": False} and cfg.data.max_conversations == 5

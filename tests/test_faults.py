@@ -109,8 +109,8 @@ def test_cli_shows_no_traceback_for_a_damaged_run(tmp_path, capsys, tiny_encoder
     from merits.pipeline import run_experiment
 
     cfg = load_experiment("offline", ["data.max_conversations=2", "data.options.strict_counts=false", "stage1_text.epochs=1",
-                                  "stage2_text.epochs=1", "seeds=[0]", f"text_encoder.model={tiny_encoder}",
-                                  f"runs_dir={tmp_path / 'runs'}", "name=d"])
+                                      "stage2_text.epochs=1", "seeds=[0]", f"text_encoder.model={tiny_encoder}",
+                                      f"runs_dir={tmp_path / 'runs'}", "name=d"])
     run_experiment(cfg)
     weights = tmp_path / "runs" / "d" / "stage2_text" / "seed-0" / "checkpoint" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])

@@ -24,10 +24,10 @@ from merits.stages.graph import build_graph
 def mosi(tmp_path, name, *extra):
     table = shared("mosi", "mosi_utterances.csv")
     return load_experiment("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}", "data.max_conversations=3",
-                                        "data.options.strict_counts=false", "stage1_text.epochs=1", "stage2_text.epochs=3",
-                                        "stage1_audio.epochs=3", "stage2_audio.epochs=3", "stage3.epochs=3", "seeds=[0]",
-                                        f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", f"name={name}",
-                                        *extra])
+                                            "data.options.strict_counts=false", "stage1_text.epochs=1", "stage2_text.epochs=3",
+                                            "stage1_audio.epochs=3", "stage2_audio.epochs=3", "stage3.epochs=3", "seeds=[0]",
+                                            f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", f"name={name}",
+                                            *extra])
 
 
 def test_graph_follows_the_config():

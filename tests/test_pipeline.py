@@ -104,10 +104,10 @@ def test_speech_branch_end_to_end_on_mosi(tmp_path):
 
     table = shared("mosi", "mosi_utterances.csv")
     cfg = load_experiment("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}", "modalities=[audio]",
-                                       "data.max_conversations=3", "data.options.strict_counts=false",
-                                       "stacking.folds=0",  # the plain Stage I (the profile stacks: test_stacking)
-                                       "stage1_audio.epochs=1", "stage2_audio.epochs=1", "seeds=[0]",
-                                       f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=mosi"])
+                                           "data.max_conversations=3", "data.options.strict_counts=false",
+                                           "stacking.folds=0",  # the plain Stage I (the profile stacks: test_stacking)
+                                           "stage1_audio.epochs=1", "stage2_audio.epochs=1", "seeds=[0]",
+                                           f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=mosi"])
     result = run_experiment(cfg)
     assert "| Audio I |" in result["table"] and "| Audio II |" in result["table"]
     assert "Text" not in result["table"]
@@ -127,10 +127,10 @@ def test_whole_hierarchy_on_mosi(tmp_path):
 
     table = shared("mosi", "mosi_utterances.csv")
     cfg = load_experiment("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}",
-                                       "data.max_conversations=2", "data.options.strict_counts=false",
-                                       "stage1_text.epochs=1", "stage2_text.epochs=1", "stage1_audio.epochs=1",
-                                       "stage2_audio.epochs=1", "stage3.epochs=1", "seeds=[0]",
-                                       f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=all"])
+                                           "data.max_conversations=2", "data.options.strict_counts=false",
+                                           "stage1_text.epochs=1", "stage2_text.epochs=1", "stage1_audio.epochs=1",
+                                           "stage2_audio.epochs=1", "stage3.epochs=1", "seeds=[0]",
+                                           f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=all"])
     table_md = run_experiment(cfg)["table"]
     for row in ("Audio I", "Audio II", "Text I", "Text II", "Audio+Text III"):
         assert f"| {row} |" in table_md
@@ -156,11 +156,11 @@ def test_causal_run_predicts_online_by_construction(tmp_path):
 
     table = shared("mosi", "mosi_utterances.csv")
     cfg = load_experiment("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}",
-                                       "data.max_conversations=2", "data.options.strict_counts=false",
-                                       "stage1_text.epochs=1", "stage2_text.epochs=1", "stage1_audio.epochs=1",
-                                       "stage2_audio.epochs=1", "stage3.epochs=1", "seeds=[0]",
-                                       "stage2_text.model.causal=true", "stage2_audio.model.causal=true", "stage3.model.causal=true",
-                                       f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=live"])
+                                           "data.max_conversations=2", "data.options.strict_counts=false",
+                                           "stage1_text.epochs=1", "stage2_text.epochs=1", "stage1_audio.epochs=1",
+                                           "stage2_audio.epochs=1", "stage3.epochs=1", "seeds=[0]",
+                                           "stage2_text.model.causal=true", "stage2_audio.model.causal=true", "stage3.model.causal=true",
+                                           f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=live"])
     run_experiment(cfg)
     run = TrainedRun.open(tmp_path / "runs" / "live")
     saved = Manifest.load(run.directory / "manifest")

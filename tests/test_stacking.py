@@ -19,10 +19,10 @@ from merits.stages.stacking import assign_folds, fold_manifest
 def mosi_audio(tmp_path, name, *extra):
     table = shared("mosi", "mosi_utterances.csv")
     return load_experiment("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}", "modalities=[audio]",
-                                        "data.max_conversations=9", "data.options.strict_counts=false",
-                                        "stage1_audio.epochs=3", "stage2_audio.epochs=2", "seeds=[0]",
-                                        f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}",
-                                        f"name={name}", "stacking.folds=3", *extra])
+                                            "data.max_conversations=9", "data.options.strict_counts=false",
+                                            "stage1_audio.epochs=3", "stage2_audio.epochs=2", "seeds=[0]",
+                                            f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}",
+                                            f"name={name}", "stacking.folds=3", *extra])
 
 
 def test_folds_are_whole_conversations_seeded_and_held_out():
@@ -106,8 +106,8 @@ def test_text_stage_one_out_of_fold_with_stage_two_on_embeddings_and_logits(tmp_
     """Stage I text out of fold (2 folds, the fine-tuned encoder per fold), Stage II reading embeddings + logits
     side by side; the replay through the ensemble of fold encoders gives the recorded scores."""
     cfg = load_experiment("offline", ["data.max_conversations=6", "data.options.strict_counts=false", "stage1_text.epochs=1",
-                                  "stage2_text.epochs=2", "seeds=[0]", f"text_encoder.model={tiny_encoder}",
-                                  f"runs_dir={tmp_path}", "name=text-oof", "stacking.folds=2", "stage2_text.reads=both"])
+                                      "stage2_text.epochs=2", "seeds=[0]", f"text_encoder.model={tiny_encoder}",
+                                      f"runs_dir={tmp_path}", "name=text-oof", "stacking.folds=2", "stage2_text.reads=both"])
     run_experiment(cfg)
     root = tmp_path / "text-oof"
     ids, arrays = load_embeddings(root / "stage1_text" / "seed-0" / "embeddings.safetensors")

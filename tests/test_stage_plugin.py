@@ -105,8 +105,8 @@ def test_a_stage_added_in_one_file_trains_reports_predicts_and_serves(plugged, t
     from merits.serve import ServeConfig, create_app
 
     cfg = load_experiment("offline", ["data.max_conversations=4", "data.options.strict_counts=false",
-                                      f"text_encoder.model={tiny_encoder}", "stage1_text.epochs=1",
-                                      "stage2_text.epochs=1", "seeds=[0]", f"runs_dir={tmp_path}", "name=plug"])
+                                          f"text_encoder.model={tiny_encoder}", "stage1_text.epochs=1",
+                                          "stage2_text.epochs=1", "seeds=[0]", f"runs_dir={tmp_path}", "name=plug"])
     result = run_experiment(cfg)
     assert "Text II cal" in result["table"] and 0 in result["per_seed"]["recalibrated"]
     run = TrainedRun.open(tmp_path / "plug")

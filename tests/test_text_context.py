@@ -131,8 +131,8 @@ QUICK = ["data.max_conversations=6", "data.options.strict_counts=false", "stage1
 def context_run(tmp_path_factory, tiny_encoder):
     runs = tmp_path_factory.mktemp("runs")
     cfg = load_experiment("offline", QUICK + [f"text_encoder.model={tiny_encoder}", f"runs_dir={runs}", "name=ctx",
-                                          "stage1_text.context.past=2", "stage1_text.context.future=1",
-                                          "stage1_text.context.speakers=true", "stage1_text.context.max_tokens=96"])
+                                              "stage1_text.context.past=2", "stage1_text.context.future=1",
+                                              "stage1_text.context.speakers=true", "stage1_text.context.max_tokens=96"])
     return cfg, run_experiment(cfg), runs / "ctx"
 
 
@@ -190,16 +190,16 @@ def test_the_context_is_in_the_cache_key(context_run, monkeypatch):
     run_experiment(cfg)
     assert calls == []
     other = load_experiment("offline", QUICK + [f"text_encoder.model={cfg.text_encoder.model}", f"runs_dir={cfg.runs_dir}",
-                                            "name=ctx", "stage1_text.context.past=1", "stage1_text.context.speakers=true",
-                                            "stage1_text.context.max_tokens=96"])
+                                                "name=ctx", "stage1_text.context.past=1", "stage1_text.context.speakers=true",
+                                                "stage1_text.context.max_tokens=96"])
     assert "past 1, speakers" in run_experiment(other)["table"]
     assert calls == [1]
 
 
 def test_stacking_keeps_working_with_context(tmp_path, tiny_encoder):
     cfg = load_experiment("offline", QUICK + [f"text_encoder.model={tiny_encoder}", f"runs_dir={tmp_path}", "name=ctx-oof",
-                                          "stacking.folds=2", "stage1_text.context.past=1",
-                                          "stage1_text.context.future=1"])
+                                              "stacking.folds=2", "stage1_text.context.past=1",
+                                              "stage1_text.context.future=1"])
     run_experiment(cfg)
     root = tmp_path / "ctx-oof"
     member = json.loads((root / "stage1_text" / "folds" / "seed-0" / "fold-0" / "checkpoint" / "stage.json").read_text())

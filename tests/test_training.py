@@ -149,5 +149,5 @@ def test_fit_restores_best_validation_weights():
     pred = predict(model, [wrong], "cpu")
     assert pred.logits.shape == (16, 2)
     # the restored model scores exactly the best recorded validation wF1, which beats the last epoch's
-    assert weighted_f1(pred.labels, pred.predicted) == pytest.approx(res.best_validation_wf1)
+    assert weighted_f1(pred.label_ids, pred.predicted) == pytest.approx(res.best_validation_wf1)
     assert res.best_validation_wf1 > res.history[-1]["validation_wf1"]

@@ -87,7 +87,7 @@ class StageOutput:
     """One stage's predictions on the input, averaged over the seeds replayed."""
 
     utterance_ids: list[str]
-    labels: np.ndarray  # (N,) gold class ids, -1 / -100 where unlabelled
+    label_ids: np.ndarray  # (N,) gold class ids, -1 / -100 where unlabelled
     probs: np.ndarray   # (N, C) softmax probabilities, mean over seeds
 
     @property
@@ -373,7 +373,7 @@ def prefixes(keep: Manifest, window: int | None = None) -> tuple[Manifest, np.nd
 def _at(p: Predictions, last: dict[str, str]) -> Predictions:
     """The rows of prefix predictions that end their prefix, under the utterance's own id."""
     rows = [i for i, u in enumerate(p.utterance_ids) if u in last]
-    return Predictions([last[p.utterance_ids[i]] for i in rows], p.labels[rows], p.logits[rows], p.embeddings[rows])
+    return Predictions([last[p.utterance_ids[i]] for i in rows], p.label_ids[rows], p.logits[rows], p.embeddings[rows])
 
 
 def _average(per_seed: list[Predictions]) -> StageOutput:
@@ -384,7 +384,7 @@ def _average(per_seed: list[Predictions]) -> StageOutput:
     for p in per_seed:
         rows = [order[u] for u in p.utterance_ids]
         probs[rows] += torch.softmax(torch.from_numpy(p.logits).double(), -1).numpy()
-    return StageOutput(list(first.utterance_ids), first.labels, probs / len(per_seed))
+    return StageOutput(list(first.utterance_ids), first.label_ids, probs / len(per_seed))
 
 
 def _turns(labels: tuple[str, ...], manifest: Manifest, outputs: dict[str, StageOutput],
@@ -424,9 +424,9 @@ def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[
         table[f"predicted_{s}"] = table["utterance_id"].map(by_id).fillna("")
         splits = np.array([split_of[u] for u in o.utterance_ids])
         for split in dict.fromkeys(splits):
-            known = (o.labels >= 0) & (splits == split)
+            known = (o.label_ids >= 0) & (splits == split)
             if known.any():
-                scores.setdefault(s, {})[split] = classification_metrics(o.labels[known], o.predicted[known], run.labels)
+                scores.setdefault(s, {})[split] = classification_metrics(o.label_ids[known], o.predicted[known], run.labels)
     probs = pd.DataFrame(outputs[final].probs, index=outputs[final].utterance_ids, columns=[f"p_{n}" for n in run.labels])
     table.insert(len(columns), "predicted", table[f"predicted_{final}"])
     table.insert(len(columns) + 1, "confidence", table["utterance_id"].map(probs.max(axis=1)).round(4))

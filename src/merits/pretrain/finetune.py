@@ -86,7 +86,7 @@ def pretrain(manifest: Manifest, out: str | Path, cfg: PretrainConfig | None = N
         tuned.model.save(directory / "checkpoint")
         data.table[["utterance_id", "split"]].to_csv(directory / "split.csv", index=False)
         counts = data.table.groupby(["split", "label"]).size().unstack(fill_value=0)
-        return {"validation": classification_metrics(preds.labels, preds.predicted, data.labels),
+        return {"validation": classification_metrics(preds.label_ids, preds.predicted, data.labels),
                 "utterances": {s: int((data.table["split"] == s).sum()) for s in ("train", "validation")},
                 "label_counts": {s: {k: int(v) for k, v in row.items()} for s, row in counts.iterrows()},
                 "dropped": dropped, "source": {"corpus": manifest.corpus, "fingerprint": manifest.fingerprint()},

@@ -95,16 +95,16 @@ def export(preds: dict[str, Predictions], manifest: Manifest, out_dir: Path, sta
     names = manifest.labels
     rows = []
     for split, p in preds.items():
-        for u, y, yhat, logit in zip(p.utterance_ids, p.labels, p.predicted, p.logits):
+        for u, y, yhat, logit in zip(p.utterance_ids, p.label_ids, p.predicted, p.logits):
             prob = np.exp(logit - logit.max())
             rows.append({"utterance_id": u, "split": split, "label": names[y] if y >= 0 else "",
                          "predicted": names[yhat], "confidence": float(prob.max() / prob.sum())})
     pd.DataFrame(rows).to_csv(out_dir / "predictions.csv", index=False)
     metrics = {}
     for split, p in preds.items():
-        known = p.labels >= 0
+        known = p.label_ids >= 0
         if known.any():
-            metrics[split] = classification_metrics(p.labels[known], p.predicted[known], names)
+            metrics[split] = classification_metrics(p.label_ids[known], p.predicted[known], names)
     if "test" in metrics:
         plot_confusion(metrics["test"], out_dir / "confusion_test.png",
                        f"{stage}: test weighted F1 {metrics['test']['weighted_f1']:.3f}")

@@ -74,7 +74,7 @@ class Graph:
         return [(s.label if hierarchy else s.ablation_row, s.name) for s in self if s.hierarchy == hierarchy]
 
     @property
-    def labels(self) -> dict[str, str]:
+    def stage_labels(self) -> dict[str, str]:
         """stage name -> its short name in plots and per-class tables."""
         return {s.name: s.label for s in self}
 

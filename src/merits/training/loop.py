@@ -196,7 +196,7 @@ class Trainer:
             # this process' summed loss over its shards; all of them: the mean over the real utterances
             epoch_loss = sum(dist.gather(float(total))) / max(count, 1)
             pred = self.predict(model, validation_batches(), f"{self.desc} validation")
-            wf1 = weighted_f1(pred.labels, pred.predicted)
+            wf1 = weighted_f1(pred.label_ids, pred.predicted)
             seconds.append(train_seconds)
             history.append({"epoch": epoch + 1, "train_loss": epoch_loss, "validation_wf1": wf1,
                             "train_seconds": train_seconds})

@@ -19,7 +19,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 @dataclass
 class Predictions:
     utterance_ids: list
-    labels: np.ndarray       # (N,) class ids, IGNORE where unknown
+    label_ids: np.ndarray    # (N,) class ids, IGNORE where unknown
     logits: np.ndarray       # (N, C)
     embeddings: np.ndarray   # (N, D)
 
@@ -30,7 +30,7 @@ class Predictions:
     @staticmethod
     def concat(parts: list["Predictions"]) -> "Predictions":
         parts = [p for p in parts if len(p.utterance_ids)]
-        return Predictions([u for p in parts for u in p.utterance_ids], np.concatenate([p.labels for p in parts]),
+        return Predictions([u for p in parts for u in p.utterance_ids], np.concatenate([p.label_ids for p in parts]),
                            np.concatenate([p.logits for p in parts]), np.concatenate([p.embeddings for p in parts]))
 
 

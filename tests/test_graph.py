@@ -128,11 +128,13 @@ def test_runs_of_older_versions_say_to_retrain(tmp_path):
         load_stage(graph["stage2_text"], tmp_path / "ckpt")
 
 
-@pytest.mark.parametrize("point", ["stage1_text.trained", "stage1_text.exporting", "stage.computed"])
+@pytest.mark.parametrize("point", ["stage1_text.trained", "stage1_text.exporting", "stage.computed",
+                                   "trainer.epoch_saved"])
 def test_a_kill_at_each_point_resumes_to_identical_results(tmp_path, tiny_encoder, point):
     """A run killed at a named point (MERITS_KILL_AT) and rerun gives the metrics of an uninterrupted run; a kill
-    after Stage I text saved its model does not train it again."""
-    overrides = ["data.max_conversations=3", "data.options.strict_counts=false", "stage1_text.epochs=1",
+    after Stage I text saved its model does not train it again; a stage finished before the kill is kept, not
+    computed again; a kill after an epoch goes on at the next epoch."""
+    overrides = ["data.max_conversations=3", "data.options.strict_counts=false", "stage1_text.epochs=2",
                  "stage2_text.epochs=2", "seeds=[0]", f"text_encoder.model={tiny_encoder}", "threads=1"]
     env = {**os.environ, "MERITS_QUIET": "1", "OMP_NUM_THREADS": "1"}
 
@@ -150,6 +152,11 @@ def test_a_kill_at_each_point_resumes_to_identical_results(tmp_path, tiny_encode
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     if point.startswith("stage1_text"):
         assert "resuming from the trained checkpoint" in resumed.stderr and "Text I epoch 1:" not in resumed.stderr
+    if point == "stage.computed":  # Stage I text finished, killed before its rename: kept as it is
+        assert "was finished before the process stopped" in resumed.stderr and "Text I epoch 1:" not in resumed.stderr
+    if point == "trainer.epoch_saved":  # killed after Stage I's first epoch: epoch 2 only
+        assert "Text I: resuming after epoch 1" in resumed.stderr and "Text I epoch 1:" not in resumed.stderr
+        assert "Text I epoch 2:" in resumed.stderr
     for stage in ("stage1_text", "stage2_text"):
         a, b = (json.loads((tmp_path / n / "k" / stage / "seed-0" / "metrics.json").read_text()) for n in ("whole", "killed"))
         assert a["test"] == b["test"] and a["validation"] == b["validation"], (point, stage)

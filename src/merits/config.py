@@ -131,7 +131,13 @@ def parse_overrides(overrides) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value")
         key, raw = item.split("=", 1)
-        _set(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:  # seeds=[0 (unclosed), name=!!python/... (a tag safe_load refuses)
+            problem = str(getattr(e, "problem", None) or e).splitlines()[0]
+            raise ConfigError(f"override {item!r}: {raw!r} is not a YAML value ({problem}); quote a string, close "
+                              "a list: key=value, key=[a, b], key='text'") from None
+        _set(tree, key.strip(), value)
     return tree
 
 
@@ -168,6 +174,8 @@ def read_profile(path: Path, seen: tuple = ()) -> dict:
     parent = values.pop("extends", None)
     if parent is None:
         return values
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: {parent!r} is not a profile name or path (e.g. extends: offline)")
     base = resolve_config_path(parent)
     if base.resolve() in seen or base.resolve() == path.resolve():
         raise ConfigError(f"{path}: extends {parent!r}, which extends it back")

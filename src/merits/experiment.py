@@ -91,6 +91,9 @@ class ExperimentConfig:
             raise ConfigError(f"data.corpus: unknown corpus {self.data.corpus!r}; known: {sorted(ADAPTERS)}")
         if not self.seeds:
             raise ConfigError("seeds: give at least one seed")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads: {self.threads} (give a positive number of CPU threads, or null for torch's "
+                              "default)")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: {self.seeds} repeats a seed")
         if not self.modalities or set(self.modalities) - set(MODALITIES):

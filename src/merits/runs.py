@@ -92,14 +92,19 @@ def _compute(path: Path, key: str, compute: Callable[[Path], dict], dist) -> dic
     # done.json is written last: a directory without it never counts as finished
     (partial / DONE).write_text(json.dumps({"key": key, "metrics": metrics, "outputs": outputs}, indent=2))
     kill_point("stage.computed")
-    # replace atomically: the old directory is renamed aside first, so no kill leaves a finished-looking mix
+    _promote(partial, path)
+    return metrics
+
+
+def _promote(partial: Path, path: Path) -> None:
+    """Put a finished ``.partial`` in the stage's place atomically: the old directory is renamed aside first, so no
+    kill leaves a finished-looking mix."""
     old = path.with_name(path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():
         path.rename(old)
     partial.rename(path)
     shutil.rmtree(old, ignore_errors=True)
-    return metrics
 
 
 def run_cached(path: Path, key: str, compute: Callable[[Path], dict], distributed: bool = False) -> dict:
@@ -113,6 +118,12 @@ def run_cached(path: Path, key: str, compute: Callable[[Path], dict], distribute
     metrics = None
     # rank 0's lock, for the whole group; kept in <stage>/.locks/ so that the stage folder lists only seeds
     with held(path.parent / ".locks" / path.name, f"stage {path}") if dist.is_main else nullcontext():
+        partial = path.with_name(path.name + ".partial")
+        if dist.is_main and not is_done(path, key) and is_done(partial, key):
+            # killed after the computation finished (done.json written) but before the rename: promote it, never
+            # compute it again
+            log.info("%s was finished before the process stopped: kept, not computed again", path)
+            _promote(partial, path)
         done = dist.gather(is_done(path, key) if dist.is_main else None)[0]
         if done:
             if dist.is_main:

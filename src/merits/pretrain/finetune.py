@@ -78,7 +78,8 @@ def pretrain(manifest: Manifest, out: str | Path, cfg: PretrainConfig | None = N
 
     def train(directory: Path) -> dict:
         seed_everything(cfg.seed)
-        tuned = fine_tune(cfg.text_encoder, cfg.train, data, cfg.seed, cfg.device, "Pretraining")
+        # its state after every epoch in the .partial directory: a killed pretraining goes on at its next epoch
+        tuned = fine_tune(cfg.text_encoder, cfg.train, data, cfg.seed, cfg.device, "Pretraining", directory / "epochs")
         # every process predicts its share of the validation split; rank 0 alone writes
         preds = tuned.trainer.predict(tuned.model, tuned.batches("validation"), "Pretraining validation")
         if not tuned.trainer.dist.is_main:

@@ -134,7 +134,7 @@ def train_on_conversations(stage, model, sc, manifest: Manifest, features: dict[
     rng = np.random.default_rng(seed)
     validation = conversation_batches(manifest, "validation", features, sc.batch_size)
     result = trainer.fit(model, lambda epoch: conversation_batches(manifest, "train", features, sc.batch_size, rng),
-                         lambda: validation, adamw(model, sc.lr, sc.weight_decay))
+                         lambda: validation, adamw(model, sc.lr, sc.weight_decay), resume=out_dir / "epochs")
     save_model(model, out_dir / "checkpoint")
     save_stage_info(out_dir / "checkpoint", stage, manifest.labels,
                     stage.replay_type(batch_size=sc.batch_size, precision=sc.precision, reads=reads or {}))

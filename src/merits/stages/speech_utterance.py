@@ -47,8 +47,9 @@ def feature_batches(features: torch.Tensor, labels: np.ndarray, ids: np.ndarray,
 
 
 def train_head(sc: SpeechHeadTrainConfig, manifest, features: torch.Tensor, seed: int, runtime="auto",
-               desc: str = "Stage I audio"):
-    """Train the head on (N, L, D) features in manifest order; returns (model, FitResult, Trainer, rows per split)."""
+               desc: str = "Stage I audio", resume: Path | None = None):
+    """Train the head on (N, L, D) features in manifest order; returns (model, FitResult, Trainer, rows per split).
+    ``resume``: where the loop keeps its state after every epoch (a killed run goes on at its next epoch)."""
     table = manifest.table
     labels, ids = manifest.label_ids(), table["utterance_id"].to_numpy()
     split = table["split"].to_numpy()
@@ -61,7 +62,7 @@ def train_head(sc: SpeechHeadTrainConfig, manifest, features: torch.Tensor, seed
     validation = feature_batches(features, labels, ids, rows["validation"], EVAL_BATCH)
     trainer = Trainer(sc, runtime, desc)
     result = trainer.fit(model, lambda epoch: feature_batches(features, labels, ids, train, sc.batch_size, rng),
-                         lambda: validation, adamw(model, sc.lr, sc.weight_decay))
+                         lambda: validation, adamw(model, sc.lr, sc.weight_decay), resume=resume)
     return model, result, trainer, rows
 
 
@@ -96,7 +97,7 @@ class SpeechUtteranceStage(Stage):
         sc, manifest, store = s.train, data.manifest(self), data.features
         table = manifest.table
         features = torch.from_numpy(store.get(table["utterance_id"]))  # (N, L, D) in manifest order
-        model, result, trainer, rows = train_head(sc, manifest, features, seed, runtime, self.label)
+        model, result, trainer, rows = train_head(sc, manifest, features, seed, runtime, self.label, out / "epochs")
         save_model(model, out / "checkpoint")
         save_stage_info(out / "checkpoint", self, manifest.labels,
                         SpeechReplay(batch_size=EVAL_BATCH, precision=sc.precision, speech_encoder=asdict(s.encoder)))

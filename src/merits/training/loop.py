@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -141,19 +142,23 @@ class Trainer:
 
     def fit(self, model: nn.Module, train_batches: Callable[[int], Iterable[dict]],
             validation_batches: Callable[[], list[dict]], optimizer: torch.optim.Optimizer,
-            scheduler: SchedulerFactory | None = None, resume: Path | None = None) -> FitResult:
+            scheduler: SchedulerFactory | None = None, resume: Path | None = None,
+            checkpoint_seconds: float | None = None) -> FitResult:
         """Train ``model`` in place and leave it holding the weights of the best validation epoch.
 
         train_batches(epoch) returns that epoch's (shuffled) global batches; validation_batches() the validation
         ones. The scheduler is built once the number of optimiser steps is known and stepped once per step.
 
-        resume: a directory for the state after every epoch (weights, best weights, optimiser, scheduler, scaler,
-        RNG, history; written atomically, removed at the end). A call that finds it goes on after the last saved
-        epoch, so a killed hour-long Stage I loses at most one epoch, and ends with the weights an uninterrupted
-        run gives: the epochs already done are replayed through ``train_batches`` (to advance its shuffling RNG)
-        without training.
+        resume: a directory for the loop's state (weights, best weights, optimiser, scheduler, scaler, RNG, counters,
+        history; written atomically, removed at the end), saved after every epoch and, inside an epoch, every
+        ``checkpoint_seconds`` (default ``MERITS_CHECKPOINT_SECONDS`` or 600). A call that finds it goes on where it
+        stopped, so a kill loses at most that long, and ends with the weights an uninterrupted run gives: the epochs
+        already done are replayed through ``train_batches`` (to advance its shuffling RNG) without training, and an
+        epoch cut short skips the steps it had made.
         """
         cfg, dev, dist = self.cfg, self.device, self.dist
+        if checkpoint_seconds is None:
+            checkpoint_seconds = float(os.environ.get("MERITS_CHECKPOINT_SECONDS", CHECKPOINT_SECONDS))
         model.to(dev)
         net = dist.wrap(model)
         scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
@@ -161,28 +166,40 @@ class Trainer:
         best_state, best_wf1, best_epoch, stale = None, -1.0, -1, 0
         history, seconds = [], []
         saved = _load_epochs(resume) if resume is not None else None
+
+        def save(done_epochs: int, group: int, total: float, count: int) -> None:
+            if dist.is_main:
+                _save_epochs(resume, {"epoch": done_epochs, "group": group, "total": total, "count": count,
+                                      "steps": steps, "best_wf1": best_wf1, "best_epoch": best_epoch, "stale": stale,
+                                      "history": history, "seconds": seconds}, model, best_state, optimizer, sched,
+                             scaler)
+            dist.barrier()
+
         for epoch in range(cfg.epochs):
             if saved is not None and epoch < saved["epoch"]:  # done before the kill: only advance the shuffling
                 batches = list(train_batches(epoch))
                 if scheduler is not None and sched is None:
                     sched = scheduler(optimizer, cfg.epochs * len(self._groups(batches)))
-                if epoch == saved["epoch"] - 1:
-                    steps, best_wf1, best_epoch, stale, history, seconds, best_state = _restore_epochs(
-                        saved, model, optimizer, sched, scaler, dev)
-                    log.info("%s: resuming after epoch %d from %s", self.desc, epoch + 1, resume)
-                    if stale >= cfg.patience:
-                        break
                 continue
             start = time.perf_counter()
-            model.train()
             batches = list(train_batches(epoch))
             groups = self._groups(batches)
             if scheduler is not None and sched is None:
                 sched = scheduler(optimizer, cfg.epochs * len(groups))
             total = torch.zeros((), device=dev)  # summed loss of the epoch, kept on the device: no per-step sync
-            count = 0
-            bar = progress(groups, desc=f"{self.desc} epoch {epoch + 1}/{cfg.epochs}")
-            for g, group in enumerate(bar):
+            count, first = 0, 0
+            if saved is not None:  # the state saved before the kill: at this epoch's start or inside it
+                (steps, best_wf1, best_epoch, stale, history, seconds, best_state, done, count,
+                 first) = _restore_epochs(saved, model, optimizer, sched, scaler, dev)
+                total += done
+                log.info("%s: resuming %s from %s", self.desc, f"after epoch {epoch}" if not first else
+                         f"in epoch {epoch + 1} after {first} of its {len(groups)} steps", resume)
+                saved = None
+            model.train()
+            last_save = time.perf_counter()
+            bar = progress(groups[first:], desc=f"{self.desc} epoch {epoch + 1}/{cfg.epochs}", initial=first,
+                           total=len(groups))
+            for g, group in enumerate(bar, start=first):
                 # the real utterances of the whole step over all processes: known on the host, before sharding
                 n = sum(int((b["labels"] != IGNORE).sum()) for b in group)
                 if n == 0:
@@ -192,6 +209,11 @@ class Trainer:
                 steps += 1
                 if g % 50 == 49:  # a host sync now and then, for the progress bar only
                     bar.set_postfix(loss=f"{float(total) * dist.world / max(count, 1):.4f}")
+                if resume is not None and g % CHECK_EVERY == CHECK_EVERY - 1 and g + 1 < len(groups):
+                    due = time.perf_counter() - last_save >= checkpoint_seconds
+                    if dist.gather(due)[0]:  # rank 0 decides for all: every process saves at the same step
+                        save(epoch, g + 1, float(total), count)
+                        last_save = time.perf_counter()
             train_seconds = time.perf_counter() - start
             # this process' summed loss over its shards; all of them: the mean over the real utterances
             epoch_loss = sum(dist.gather(float(total))) / max(count, 1)
@@ -208,11 +230,7 @@ class Trainer:
             else:
                 stale += 1
             if resume is not None and epoch + 1 < cfg.epochs and stale < cfg.patience:
-                if dist.is_main:
-                    _save_epochs(resume, {"epoch": epoch + 1, "steps": steps, "best_wf1": best_wf1,
-                                          "best_epoch": best_epoch, "stale": stale, "history": history,
-                                          "seconds": seconds}, model, best_state, optimizer, sched, scaler)
-                dist.barrier()
+                save(epoch + 1, 0, 0.0, 0)
             if stale >= cfg.patience:
                 log.info("%s: early stop after epoch %d (best %d)", self.desc, epoch + 1, best_epoch)
                 break
@@ -229,6 +247,8 @@ class Trainer:
         return [batches[i:i + self.cfg.accumulate] for i in range(0, len(batches), self.cfg.accumulate)]
 
 
+CHECKPOINT_SECONDS = 600.0  # inside an epoch, the loop's state is saved at least this often (resume=...)
+CHECK_EVERY = 10  # steps between two looks at the clock (a collective among several processes)
 EPOCH_STATE = "epoch_state.pt"   # optimiser, scheduler, scaler, RNG, counters, history (tensors + plain data)
 EPOCH_WEIGHTS = "model.safetensors"
 BEST_WEIGHTS = "best.safetensors"
@@ -272,4 +292,5 @@ def _restore_epochs(saved: dict, model, optimizer, sched, scaler, device):
     scaler.load_state_dict(saved["scaler"])
     set_rng_state(saved["rng"])
     return (int(saved["steps"]), float(saved["best_wf1"]), int(saved["best_epoch"]), int(saved["stale"]),
-            list(saved["history"]), list(saved["seconds"]), best_state)
+            list(saved["history"]), list(saved["seconds"]), best_state, float(saved.get("total", 0.0)),
+            int(saved.get("count", 0)), int(saved.get("group", 0)))

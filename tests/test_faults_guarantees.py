@@ -43,3 +43,19 @@ def test_bad_overrides_are_named_errors(argv, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
     assert any(word in err for word in ("override", "threads:", "extends:"))
+
+
+def test_text_that_a_spreadsheet_would_run_is_escaped(tmp_path):
+    """OWASP CSV injection: a transcript beginning with =, +, -, @, tab or CR is written with a leading quote in the
+    CSVs people open (predictions.csv, conversations.csv); numbers stay numbers."""
+    import pandas as pd
+
+    from merits.spreadsheet import write_csv
+
+    texts = ['=HYPERLINK("http://x")', "+1", "-2 apples", "@SUM(A1)", "\tcell", "\rcell", "fine", "it's -not- a formula"]
+    write_csv(pd.DataFrame({"text": texts, "confidence": [-0.5] * len(texts)}), tmp_path / "p.csv")
+    back = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
+    assert back["text"].tolist()[:6] == ["'" + t for t in texts[:6]] and back["text"].tolist()[6:] == texts[6:]
+    assert back["confidence"].tolist() == [-0.5] * len(texts)
+    unescaped = sum(str(v).startswith(("=", "+", "-", "@", "\t", "\r")) for v in back["text"])
+    assert unescaped == 0

@@ -44,6 +44,7 @@ from merits.metrics import classification_metrics, plot_confusion
 from merits.pipeline import load_run_config
 from merits.prediction_report import conversations, plot_timelines
 from merits.runs import DONE, finished_seeds, seed_dir
+from merits.spreadsheet import write_csv
 from merits.stages.base import Loaded, Stage, View, load_stage
 from merits.stages.common import upstream_arrays
 from merits.stages.graph import Graph, build_graph
@@ -243,9 +244,9 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int
 def write_outputs(result: PredictResult, run: TrainedRun) -> None:
     """The files of a prediction, into ``result.directory``."""
     out, stage = result.directory, result.summary["stage"]
-    result.table.to_csv(out / "predictions.csv", index=False)
+    write_csv(result.table, out / "predictions.csv")  # text cells that would be spreadsheet formulas escaped
     (out / "summary.json").write_text(json.dumps(result.summary, indent=2))
-    conversations(result.table, run.labels).to_csv(out / "conversations.csv", index=False)
+    write_csv(conversations(result.table, run.labels), out / "conversations.csv")
     plot_timelines(result.table, run.labels, out / "timelines.png")
     if result.scores:  # gold labels given: e.g. a cross-corpus evaluation of the trained run
         (out / "metrics.json").write_text(json.dumps(result.scores, indent=2))

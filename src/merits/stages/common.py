@@ -14,6 +14,7 @@ from merits.metrics import classification_metrics, plot_confusion
 from merits.models.checkpoint import save_model
 from merits.runs import EMBEDDINGS, load_embeddings, save_embeddings
 from merits.runtime import Runtime
+from merits.spreadsheet import write_csv
 from merits.stages.base import Replay, Stage, View, save_stage_info
 from merits.training import IGNORE, FitResult, Predictions, Trainer, adamw
 
@@ -99,7 +100,7 @@ def export(preds: dict[str, Predictions], manifest: Manifest, out_dir: Path, sta
             prob = np.exp(logit - logit.max())
             rows.append({"utterance_id": u, "split": split, "label": names[y] if y >= 0 else "",
                          "predicted": names[yhat], "confidence": float(prob.max() / prob.sum())})
-    pd.DataFrame(rows).to_csv(out_dir / "predictions.csv", index=False)
+    write_csv(pd.DataFrame(rows), out_dir / "predictions.csv")
     metrics = {}
     for split, p in preds.items():
         known = p.label_ids >= 0

@@ -131,8 +131,11 @@ function render(answer) {
 }
 
 function csvCell(v) {
-  const s = v === null || v === undefined ? "" : String(v);
-  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  let s = v === null || v === undefined ? "" : String(v);
+  // text a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a leading quote (OWASP), as in
+  // merits predict's predictions.csv
+  if (typeof v === "string" && /^[=+\-@\t\r]/.test(s)) s = "'" + s;
+  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
 function download() {

@@ -117,7 +117,8 @@ def test_a_stage_added_in_one_file_trains_reports_predicts_and_serves(plugged, t
     recorded = result["per_seed"]["recalibrated"][0]["test"]["weighted_f1"]
     assert replay.summary["stage"] == "recalibrated"
     assert replay.summary["scores"]["recalibrated"]["test"]["weighted_f1"] == pytest.approx(recorded, abs=1e-9)
-    with TestClient(create_app(tmp_path / "plug", ServeConfig(live_store=str(tmp_path / "live.sqlite")))) as client:
+    app = create_app(tmp_path / "plug", ServeConfig(live_store=str(tmp_path / "live.sqlite")))
+    with TestClient(app, base_url="http://localhost") as client:
         answer = client.post("/v1/predict", json={"conversations": [
             {"id": "c", "turns": [{"text": "I can't believe it!"}, {"text": "That's wonderful news."}]}]}).json()
     turns = answer["conversations"][0]["turns"]

@@ -148,7 +148,7 @@ class Service:
 
     # ------------------------------------------------------------------ checks (in the request's own thread)
     def _check_id(self, conversation: str) -> None:
-        if not CONVERSATION_ID.match(conversation):
+        if not CONVERSATION_ID.fullmatch(conversation):  # match() let "abc\n" through ($ matches before \n)
             raise RequestError(f"conversation id {conversation!r}: use 1-128 letters, digits, '.', '_', ':' or '-', "
                                f"starting with a letter or digit")
 

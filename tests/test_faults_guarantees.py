@@ -59,3 +59,56 @@ def test_text_that_a_spreadsheet_would_run_is_escaped(tmp_path):
     assert back["confidence"].tolist() == [-0.5] * len(texts)
     unescaped = sum(str(v).startswith(("=", "+", "-", "@", "\t", "\r")) for v in back["text"])
     assert unescaped == 0
+
+
+def test_no_command_writes_over_its_input_or_a_trained_run(tmp_path):
+    """`merits teach … export=M` with M the input manifest replaced its gold labels by teacher sentiments; `merits
+    predict … --out RUN/stage2_text/seed-0` overwrote a stage's predictions. Both are named errors now."""
+    from merits.cli import main
+    from merits.data import prepare
+
+    manifest = prepare("meld").subset(2)
+    src = tmp_path / "m"
+    manifest.save(src)
+    before = (src / "manifest.csv").read_bytes()
+    assert main(["teach", "teach-vader", f"manifest={src}", f"store={tmp_path / 's.sqlite'}", f"export={src}"]) == 2
+    assert (src / "manifest.csv").read_bytes() == before
+    run = tmp_path / "run"
+    (run / "manifest").mkdir(parents=True)
+    (run / "manifest" / "manifest.json").write_text("{}")
+    (run / "config.yaml").write_text("name: run\n")
+    from merits.runs import check_output
+    from merits.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="inside the trained run"):
+        check_output(run / "stage2_text" / "seed-0", [src])
+    with pytest.raises(ConfigError, match="the input .* itself"):
+        check_output(src, [src / "manifest.json"])
+    check_output(tmp_path / "elsewhere", [src])  # anywhere else is fine
+
+
+def test_a_run_whose_config_outran_its_models_says_which_stage_is_stale(tmp_path, tiny_encoder, caplog):
+    """A kill while retraining Stage II with a new learning rate left config.yaml with the new settings while report
+    and predict used the old model, silently. Each finished stage records the hash of its settings; predict refuses
+    a stale stage and report names it."""
+    import yaml
+
+    from merits.data.manifest import Manifest
+    from merits.errors import ConfigError
+    from merits.experiment import load_experiment
+    from merits.pipeline import report_run, run_experiment
+    from merits.predict import Predictor, TrainedRun
+
+    cfg = load_experiment("offline", ["data.max_conversations=2", "data.options.strict_counts=false",
+                                      f"text_encoder.model={tiny_encoder}", "stage1_text.epochs=1",
+                                      "stage2_text.epochs=1", "seeds=[0]", f"runs_dir={tmp_path}", "name=r"])
+    run_experiment(cfg)
+    Predictor(TrainedRun.open(tmp_path / "r"))  # consistent: fine
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    saved["stage2_text"]["lr"] = 0.5  # what `merits train ... stage2_text.lr=0.5` writes before it retrains
+    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(ConfigError, match="stage2_text/seed-0 trained with other settings"):
+        Predictor(TrainedRun.open(tmp_path / "r"))
+    Predictor(TrainedRun.open(tmp_path / "r"), stage="stage1_text")  # Stage I is what config.yaml says
+    report_run(tmp_path / "r")
+    assert "stage2_text/seed-0 trained with other settings" in caplog.text

@@ -105,9 +105,9 @@ def cmd_asr(args) -> None:
     if args.segment:
         overrides.append("segment=true")
     cfg = load_config(args.config, overrides, cls=ASRConfig)
-    source = Path(args.manifest)
-    if source.is_dir() and source.resolve() == Path(args.out).resolve():
-        raise MeritsError(f"--out {args.out} is the input manifest's own directory; the input must stay untouched")
+    from merits.runs import check_output
+
+    check_output(args.out, [args.manifest])  # never over the input, never inside a trained run
     manifest = load_manifest_or_corpus(args.manifest, args.root, **_options(args.option))
     result = transcribe_manifest(manifest, args.out, cfg)
     r = result.report
@@ -251,6 +251,9 @@ def cmd_predict(args) -> None:
     asr = load_config(None, ([f"model={args.asr_model}"] if args.asr_model else [])
                       + (["segment=true"] if args.segment else []), cls=ASRConfig)
     out = args.out or str(Path("predictions") / Path(args.input.rstrip("/")).stem)
+    from merits.runs import check_output
+
+    check_output(out, [args.input])  # never over the input, never inside a trained run (its stage files)
     seeds = None
     if args.seed:  # "all", or seed numbers; several are an ensemble (probabilities averaged)
         seeds = list(run.cfg.seeds) if args.seed == ["all"] else [_seed(v) for v in args.seed]

@@ -104,6 +104,26 @@ def stage_key(stage: Stage, settings, data: TrainingData, needs: dict[str, str],
                        seed)
 
 
+def settings_hash(stage: Stage, cfg) -> str:
+    """The hash of the config a stage was trained with (its own sections), recorded in its metrics."""
+    return config_hash(stage.settings(cfg))
+
+
+def stale_stages(directory: Path, cfg, graph: Graph) -> list[str]:
+    """``<stage>/seed-<k>`` of every finished seed trained with other settings than the run's config.yaml says (a
+    ``merits train`` with new settings killed before it retrained them); runs of older versions record none."""
+    import json
+
+    stale = []
+    for stage in graph:
+        want = settings_hash(stage, cfg)
+        for seed, folder in runs.finished_seeds(directory, stage.name).items():
+            got = json.loads((folder / DONE).read_text())["metrics"].get("settings_hash")
+            if got is not None and got != want:
+                stale.append(f"{stage.name}/seed-{seed}")
+    return stale
+
+
 def run_experiment(cfg, seeds: list[int] | None = None) -> dict:
     """Run every stage of ``cfg`` for ``seeds`` (default: all of ``cfg.seeds``); return {"per_seed": ...,
     "table": markdown, "dir": ...}. The report covers every seed finished on disk, from this or other processes."""
@@ -134,7 +154,9 @@ def run_experiment(cfg, seeds: list[int] | None = None) -> dict:
 
             def compute(out, stage=stage, settings=settings, seed=seed, inputs=inputs):
                 seed_everything(seed)
-                return stage.train(settings, data, inputs, seed, out, runtime)
+                metrics = stage.train(settings, data, inputs, seed, out, runtime)
+                # what it was trained with: merits predict and report check it against the run's config.yaml
+                return {**metrics, "settings_hash": settings_hash(stage, cfg)} if metrics else metrics
 
             run_cached(stage_dir(cfg.runs_dir, cfg.name, stage.name, seed), key, compute, stage.distributed)
     per_seed = finished_seeds(root, graph)
@@ -185,6 +207,10 @@ def report_run(directory: str | Path, metric: str | None = None, classes: list[s
     per_seed = finished_seeds(directory, graph)
     if not per_seed:
         raise ConfigError(f"{directory} has no finished stage yet")
+    stale = stale_stages(directory, cfg, graph)
+    if stale:
+        log.warning("%s: %s trained with other settings than its config.yaml (a merits train interrupted while "
+                    "retraining?); rerun merits train to finish them", directory, ", ".join(stale))
     manifest = Manifest.load(directory / "manifest")
     chosen = (metric or cfg.metric, list(classes if classes is not None else cfg.metric_classes if metric is None else []))
     _check_metric(*chosen, manifest.labels)

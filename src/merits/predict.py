@@ -41,7 +41,7 @@ from merits.encoders.speech import SpeechEncoderConfig, build_speech_encoder
 from merits.errors import ConfigError, DataError, read_json
 from merits.features import extract_features
 from merits.metrics import classification_metrics, plot_confusion
-from merits.pipeline import load_run_config
+from merits.pipeline import load_run_config, stale_stages
 from merits.prediction_report import conversations, plot_timelines
 from merits.runs import DONE, finished_seeds, seed_dir
 from merits.spreadsheet import write_csv
@@ -145,6 +145,12 @@ class Predictor:
         self.seeds = [cfg.seeds[0]] if seeds is None else [seeds] if isinstance(seeds, int) else list(seeds)
         self.stage = stage or run.final_stage()
         self.stages = run.graph.chain(self.stage)
+        stale = [s for s in stale_stages(run.directory, cfg, run.graph)
+                 if s.split("/")[0] in {st.name for st in self.stages} and int(s.rsplit("-", 1)[1]) in self.seeds]
+        if stale:  # the models would not be the ones config.yaml describes
+            raise ConfigError(f"{run.directory}: {', '.join(stale)} trained with other settings than the run's "
+                              "config.yaml (a merits train with new settings stopped before it retrained them): "
+                              "rerun that merits train to finish it")
         # every checkpoint of every seed, loaded before any work: a missing or old one fails first
         self.loaded = {seed: {s.name: load_stage(s, run.checkpoint(s.name, seed)) for s in self.stages}
                        for seed in self.seeds}

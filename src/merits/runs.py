@@ -139,6 +139,27 @@ def run_cached(path: Path, key: str, compute: Callable[[Path], dict], distribute
     return metrics
 
 
+def check_output(out: str | Path, inputs=(), what: str = "--out") -> None:
+    """Refuse to write where writing would destroy something: into an input's own directory, or into a trained run
+    (its stage files are results and cache keys: a command writing over them corrupts the run). A named error."""
+    from merits.errors import ConfigError
+
+    target = Path(out).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        folder = source if source.is_dir() else source.parent if source.suffix.lower() in (".json", ".csv") and (
+            source.parent / "manifest.json").is_file() else None
+        if target == source or (folder is not None and target == folder):
+            raise ConfigError(f"{what} {out} is the input {given} itself; the input must stay untouched: write "
+                              "somewhere else")
+    for folder in (target, *target.parents):
+        if (folder / "config.yaml").is_file() and (folder / "manifest" / "manifest.json").is_file():
+            raise ConfigError(f"{what} {out} is inside the trained run {folder}; writing there would replace the "
+                              "run's own files: write somewhere else")
+
+
 def save_embeddings(path: str | Path, utterance_ids, embeddings: np.ndarray, **extra: np.ndarray) -> None:
     """One safetensors file: ``embeddings`` (N, D) float32 (+ extra (N, ...) arrays), ids in its metadata."""
     ids = [str(u) for u in utterance_ids]

@@ -211,6 +211,10 @@ def load_manifest(cfg: TeachConfig) -> Manifest:
 def run_teach(cfg: TeachConfig) -> LabelRun:
     """``merits teach``: label the configured manifest, then export the pseudo-labelled manifest if asked."""
     manifest = load_manifest(cfg)
+    if cfg.export:  # the 3-class export must never replace its own input (its gold labels) or a run's files
+        from merits.runs import check_output
+
+        check_output(cfg.export, [cfg.manifest], "export")
     teacher = build_teacher(cfg)
     with LabelStore(cfg.store) as store:
         run = label_manifest(manifest, teacher, store, splits=cfg.splits or None, limit=cfg.limit,

@@ -31,7 +31,12 @@ def resolve_device(name: "str | torch.device | None" = "auto") -> torch.device:
 class Runtime:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     threads: int | None = None
-    dist: Distributed = field(default_factory=Distributed)
+
+    @property
+    def dist(self) -> Distributed:
+        """This process' place among the data-parallel processes, now: alone inside ``merits.distributed.alone()``
+        (a stage rank 0 computes while the others wait must not wait for them in a collective)."""
+        return Distributed.current()
 
     @classmethod
     def create(cls, device: "str | torch.device | None" = "auto", threads: int | None = None) -> "Runtime":
@@ -41,7 +46,7 @@ class Runtime:
         if threads:
             torch.set_num_threads(threads)
         chosen = dist.device if dist.world > 1 and dist.device is not None else resolve_device(device)
-        return cls(chosen, threads, dist)
+        return cls(chosen, threads)
 
     @classmethod
     def of(cls, device: "Runtime | str | torch.device | None") -> "Runtime":

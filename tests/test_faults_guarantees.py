@@ -112,3 +112,34 @@ def test_a_run_whose_config_outran_its_models_says_which_stage_is_stale(tmp_path
     Predictor(TrainedRun.open(tmp_path / "r"), stage="stage1_text")  # Stage I is what config.yaml says
     report_run(tmp_path / "r")
     assert "stage2_text/seed-0 trained with other settings" in caplog.text
+
+
+def test_an_answer_bought_once_is_never_bought_again(tmp_path):
+    """Two custom corpora whose files share a stem share a corpus name: B's answers replaced A's rows, and going back
+    to A re-bought every label. Answers are also kept by what was asked (teacher, prompt, text): A's come back from
+    there, and nothing is asked again."""
+    import pandas as pd
+
+    from merits.data.manifest import Manifest
+    from merits.teach.base import Answer
+    from merits.teach.label_store import LabelStore
+    from merits.teach.run import select
+    from merits.teach.vader import VaderTeacher
+
+    teacher = VaderTeacher()
+
+    def corpus(word):
+        return Manifest("calls", (), pd.DataFrame({
+            "utterance_id": [f"calls-{i}" for i in range(5)], "conversation_id": "c", "turn": range(5), "split": "train",
+            "text": [f"a {word} day {i}" for i in range(5)], "label": ""})).validate()
+
+    with LabelStore(tmp_path / "s.sqlite") as store:
+        for word in ("sunny", "rainy"):  # A, then B under the same corpus name and ids
+            sel = select(corpus(word), teacher, store)
+            assert len(sel.pending) == 5
+            for i in sel.pending:
+                store.put("calls", sel.ids[i], teacher.name, teacher.prompt_hash, sel.hashes[i],
+                          Answer(raw="positive", label="positive", status="ok", latency_s=0.0, attempts=1))
+        again = select(corpus("sunny"), teacher, store)  # back to A
+        assert again.pending == []
+        assert set(store.table("calls")["text_hash"]) == set(again.hashes)  # A's rows are A's again

@@ -146,6 +146,13 @@ def select(manifest: Manifest, teacher: Teacher, store: LabelStore, splits=None,
                           include_refused=not retry_refused)
     pending = [i for i, (u, h) in enumerate(zip(ids, hashes)) if stored.get(u) != h]
     stale = sum(1 for i in pending if ids[i] in stored)
+    # the same text already answered by this teacher and prompt (another corpus, another utterance, a row another
+    # corpus of the same name replaced): stored for these rows without paying again
+    reused = store.reuse(manifest.corpus, teacher.name, teacher.prompt_hash, [(ids[i], hashes[i]) for i in pending])
+    if reused:
+        log.info("%d utterances reuse an answer already bought for the same text: not asked again", len(reused))
+        pending = [i for i in pending if ids[i] not in reused]
+        stale = sum(1 for i in pending if ids[i] in stored)
     if stale:
         log.info("%d utterances changed text since they were labelled: asking again", stale)
     return Selection(t, int(empty.sum()), ids, texts, hashes, pending)

@@ -2,7 +2,7 @@
 ``merits predict``'s Predictor on its own manifest gives, stage by stage, the probabilities its training exported,
 in fp32 and in bf16 (every stage's ``precision``; the replay reads it back from stage.json).
 
-    python benchmarks/replay.py [--meld-epochs 1] [--threads 1]
+    python benchmarks/replay.py [--meld-epochs 1] [--threads 1] [--precisions fp32,bf16]
 
 Runs: MELD on the offline profile (utterance-only Text I and Text II; Stage I limited to ``--meld-epochs`` epochs on
 these CPUs: replay fidelity does not depend on how long it trained) and CMU-MOSI on mosi-offline as it ships
@@ -80,9 +80,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--meld-epochs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--precisions", default="fp32,bf16", help="comma-separated: the precisions to train and replay")
     a = ap.parse_args()
     figures: dict = {"meld_stage1_epochs": a.meld_epochs, "runs": {}}
-    for precision in ("fp32", "bf16"):
+    for precision in a.precisions.split(","):
         worst = 0.0
         for corpus in ("mosi", "meld"):
             r = figures["runs"][f"{corpus}_{precision}"] = one(corpus, precision, a.meld_epochs, a.threads)
@@ -99,7 +100,8 @@ def main() -> None:
                                "asked": "cpu:1 (a second device faked on CPU)", "output": test.stdout.strip()[-300:],
                                "seconds": time.perf_counter() - start}
     figures["tolerance"] = 1e-6
-    figures["equal_within_tolerance"] = all(figures[f"replay_{p}_max_abs_diff"] < 1e-6 for p in ("fp32", "bf16"))
+    figures["precisions_run"] = a.precisions.split(",")
+    figures["equal_within_tolerance"] = all(figures[f"replay_{p}_max_abs_diff"] < 1e-6 for p in a.precisions.split(","))
     write_result("replay", figures)
 
 

@@ -32,7 +32,7 @@ from merits.encoders.speech import SpeechEncoderConfig, build_speech_encoder
 from merits.features import extract_features
 from merits.metrics import classification_metrics, mean_std
 from merits.stages.speech_utterance import EVAL_BATCH, feature_batches, train_head
-from merits.training import seed_everything
+from merits.runtime import seed_everything
 
 WORK = PROJECT / "runs" / "bench-care"
 
@@ -73,7 +73,7 @@ def emodb_accuracy(model_dir: Path, seeds: list[int], tmp: Path) -> dict:
             features = torch.from_numpy(store.get(ids))
             model, _, trainer, rows = train_head(HEAD, manifest, features, seed, "cpu", f"EmoDB CARE fold {i + 1}")
             pred = trainer.predict(model, feature_batches(features, manifest.label_ids(), ids, rows["test"], EVAL_BATCH))
-            y_true += list(pred.labels)
+            y_true += list(pred.label_ids)
             y_pred += list(pred.predicted)
         accuracy.append(classification_metrics(y_true, y_pred, folds[0].labels)["accuracy"])
     return mean_std(accuracy)

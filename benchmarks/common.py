@@ -34,10 +34,10 @@ def project_paths(profile: str | None) -> list[str]:
 
 
 def bench_config(profile: str | None, overrides=()):
-    """``load_config(profile, overrides)`` with :func:`project_paths` first (so given overrides still win)."""
-    from merits.config import load_config
+    """``load_experiment(profile, overrides)`` with :func:`project_paths` first (so given overrides still win)."""
+    from merits.experiment import load_experiment
 
-    return load_config(profile, project_paths(profile) + list(overrides))
+    return load_experiment(profile, project_paths(profile) + list(overrides))
 
 
 def machine() -> dict:

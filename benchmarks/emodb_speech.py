@@ -30,7 +30,7 @@ from merits.features import extract_features
 from merits.metrics import classification_metrics, mean_std
 from merits.models.utterance import SpeechHeadConfig
 from merits.stages.speech_utterance import EVAL_BATCH, SpeechHeadTrainConfig, feature_batches, train_head
-from merits.training import seed_everything
+from merits.runtime import seed_everything
 
 EMODB = Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "features"
@@ -82,7 +82,7 @@ def main() -> None:
                     features = torch.from_numpy(store.get(ids))  # (N, L, D) in manifest order
                     model, _, trainer, rows = train_head(HEAD, manifest, features, seed, "cpu", f"EmoDB {name} fold {i + 1}")
                     pred = trainer.predict(model, feature_batches(features, manifest.label_ids(), ids, rows["test"], EVAL_BATCH))
-                    y_true += list(pred.labels)
+                    y_true += list(pred.label_ids)
                     y_pred += list(pred.predicted)
                 m = classification_metrics(y_true, y_pred, folds[0].labels)
                 m["uar"] = float(np.mean([c["recall"] for c in m["per_class"].values()]))

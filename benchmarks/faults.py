@@ -13,7 +13,17 @@
   no traceback);
 - a key and a credentialed URL through every teach path, then every file and output scanned:
   ``secrets_found_in_outputs``;
-- ``merits predict --online`` on one 2,000-turn conversation with a causal run: ``online_2000_turns_seconds``.
+- ``merits predict --online`` on one 2,000-turn conversation with a causal run: ``online_2000_turns_seconds``;
+- (issue 25) two ``merits teach`` runs on one store, one naming it through a symlink, and two custom corpora whose files
+  share a stem labelled one after the other and then the first again: ``paid_twice_cases_tried``,
+  ``paid_twice_requests`` (requests beyond one per distinct text and teacher); ``merits teach export=`` its own input
+  and ``merits predict --out`` inside a run: ``inputs_overwritten``; the bad overrides of the probe:
+  ``tracebacks`` (over every bad input, old and new); hostile requests to a ``merits serve`` with keys:
+  ``serve_hostile_cases_tried``, ``serve_unauthorised_accepted``; formula-like transcripts through ``merits predict``:
+  ``csv_formula_cells_unescaped``; the work a kill loses: ``work_lost_seconds_max`` (killed + resumed wall time minus
+  the uninterrupted run's, over the kill points: process start-up included).
+
+    python benchmarks/faults.py [--parts kill_points,paid_twice,...]   # default: every part; keys of other parts kept
 """
 
 from __future__ import annotations
@@ -50,17 +60,31 @@ def merits(*args, env=None, timeout=900) -> subprocess.CompletedProcess:
 def kill_points(tmp: Path) -> dict:
     from merits.faults import KILL_POINTS
 
-    assert merits("-q", "train", "offline", *SMALL, f"runs_dir={tmp / 'whole'}", "name=k").returncode == 0
-    identical = 0
-    for point in KILL_POINTS:
-        runs = tmp / point
-        killed = merits("-q", "train", "offline", *SMALL, f"runs_dir={runs}", "name=k", env={"MERITS_KILL_AT": point})
-        resumed = merits("-q", "train", "offline", *SMALL, f"runs_dir={runs}", "name=k")
+    # Stage I text with 2 epochs of 2-utterance batches: the epoch checkpoint and (MERITS_CHECKPOINT_SECONDS=0) the
+    # checkpoints inside an epoch are reached, so a kill lands mid-epoch of Stage I and of Stage II
+    small = [*SMALL, "stage1_text.epochs=2", "stage1_text.batch_size=2"]
+    started = time.perf_counter()
+    assert merits("-q", "train", "offline", *small, f"runs_dir={tmp / 'whole'}", "name=k").returncode == 0
+    whole = time.perf_counter() - started
+    identical, lost, tried = 0, {}, []
+    points = [p for p in KILL_POINTS if p not in ("steps.checkpointed", "pseudolabel.worker_batch")]  # CARE / Ray's
+    cases = [(p, {}) for p in points] + [("trainer.epoch_saved", {"MERITS_CHECKPOINT_SECONDS": "0"})]
+    for point, extra in cases:
+        name = point + (" (inside an epoch)" if extra else "")
+        runs = tmp / name.replace(" ", "_")
+        started = time.perf_counter()
+        killed = merits("-q", "train", "offline", *small, f"runs_dir={runs}", "name=k",
+                        env={"MERITS_KILL_AT": point, **extra})
+        resumed = merits("-q", "train", "offline", *small, f"runs_dir={runs}", "name=k", env=extra)
+        lost[name] = time.perf_counter() - started - whole
         same = killed.returncode == 137 and resumed.returncode == 0 and all(
             _scores(tmp / "whole" / "k" / s) == _scores(runs / "k" / s) for s in ("stage1_text", "stage2_text"))
         identical += same
-        print("kill point", point, "resumed identical" if same else "DIFFERENT", flush=True)
-    return {"kill_points_tried": len(KILL_POINTS), "kill_points_resumed_identical": identical}
+        tried.append(name)
+        print("kill point", name, "resumed identical" if same else "DIFFERENT", flush=True)
+    return {"kill_points_tried": len(tried), "kill_points_resumed_identical": identical, "kill_points": tried,
+            "uninterrupted_seconds": whole, "work_lost_seconds": lost, "work_lost_seconds_max": max(lost.values()),
+            "checkpoint_seconds_default": 600}
 
 
 def _scores(stage_dir: Path) -> dict:
@@ -233,16 +257,133 @@ def online_long(tmp: Path) -> dict:
             "online_2000_turns_mode": summary["online_mode"]}
 
 
+def paid_twice(tmp: Path) -> dict:
+    """The probe's two ways to pay twice: one store through a symlink, two corpora whose files share a stem."""
+    from mock_chat_server import MockChatServer
+
+    n = 100
+    data = tmp / "texts.csv"
+    pd.DataFrame({"conversation_id": [f"c{i}" for i in range(n)], "text": [f"a fine day number {i}" for i in range(n)],
+                  "split": "train"}).to_csv(data, index=False)
+    (tmp / "alias.sqlite").symlink_to(tmp / "labels.sqlite")
+    cases = {}
+    with MockChatServer(delay_s=0.02) as server:
+        def teach(root, store):
+            return subprocess.Popen([PY, "-m", "merits", "-q", "teach", "teach-openai", "data.corpus=custom",
+                                     f"data.root={root}", f"chat.base_url={server.url}", "chat.api_key_env=null",
+                                     "splits=[train]", f"store={store}", "export=null"], env=ENV,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs = [teach(data, tmp / "labels.sqlite"), teach(data, tmp / "alias.sqlite")]
+        [p.wait(timeout=300) for p in procs]
+        cases["one store, one name a symlink"] = len(server.requests) - n
+        # two corpora named alike (a/calls.csv, b/calls.csv), then the first again
+        first = len(server.requests)
+        for folder, word in (("a", "sunny"), ("b", "rainy"), ("a", "sunny")):
+            (tmp / folder).mkdir(exist_ok=True)
+            pd.DataFrame({"conversation_id": [f"c{i}" for i in range(n)], "text": [f"a {word} day {i}" for i in range(n)],
+                          "split": "train"}).to_csv(tmp / folder / "calls.csv", index=False)
+            teach(tmp / folder / "calls.csv", tmp / "stems.sqlite").wait(timeout=300)
+        cases["two corpora sharing a file stem, then the first again"] = len(server.requests) - first - 2 * n
+    return {"paid_twice_cases_tried": len(cases), "paid_twice_requests": int(sum(cases.values())),
+            "paid_twice": cases}
+
+
+def overwritten(tmp: Path) -> dict:
+    """Commands pointed at their own input or into a trained run: how many files they changed."""
+    from merits.data import prepare
+
+    src = tmp / "m"
+    prepare("meld").subset(2).save(src)
+    run = tmp.parent / "kills" / "whole" / "k"
+    if not run.is_dir():
+        assert merits("-q", "train", "offline", *SMALL, f"runs_dir={tmp.parent / 'kills' / 'whole'}", "name=k").returncode == 0
+    watched = [*src.rglob("*"), *(run / "stage2_text").rglob("*")]
+    before = {f: f.read_bytes() for f in watched if f.is_file()}
+    new = tmp / "new.csv"
+    pd.DataFrame({"conversation_id": ["a"], "text": ["hello"]}).to_csv(new, index=False)
+    codes = [merits("-q", "teach", "teach-vader", f"manifest={src}", f"store={tmp / 's.sqlite'}", f"export={src}").returncode,
+             merits("-q", "predict", str(run), str(new), "--out", str(run / "stage2_text" / "seed-0")).returncode]
+    changed = sum(1 for f, b in before.items() if not f.is_file() or f.read_bytes() != b)
+    return {"inputs_overwritten": changed, "inputs_overwrite_exit_codes": codes}
+
+
+def bad_overrides(tmp: Path) -> dict:
+    """The probe's overrides and options that were tracebacks."""
+    (tmp / "ext.yaml").write_text("extends: 5\n")
+    cases = {"name=!!python/...": ["train", "offline", 'name=!!python/object/apply:os.system ["true"]'],
+             "seeds=[0": ["train", "offline", "seeds=[0"], "threads=-3": ["train", "offline", "threads=-3"],
+             "extends: 5": ["train", str(tmp / "ext.yaml")], "prepare -o labels=[a": ["prepare", "meld", "-o", "labels=[a"]}
+    tracebacks, failures = 0, {}
+    for name, argv in cases.items():
+        r = merits("-q", *argv)
+        if "Traceback" in r.stderr or r.returncode != 2:
+            tracebacks += 1
+            failures[name] = r.stderr[-300:]
+    return {"bad_overrides_tried": len(cases), "bad_overrides_tracebacks": tracebacks, "bad_overrides_failures": failures}
+
+
+def serve_hostile(tmp: Path) -> dict:
+    """Hostile requests (tests/test_serve_security.py's list) to a service with keys: how many were let in."""
+    from fastapi.testclient import TestClient
+    from test_serve_security import KEY, hostile_requests
+
+    from merits.serve import ServeConfig, create_app
+
+    run = tmp.parent / "kills" / "whole" / "k"
+    if not run.is_dir():
+        assert merits("-q", "train", "offline", *SMALL, f"runs_dir={tmp.parent / 'kills' / 'whole'}", "name=k").returncode == 0
+    os.environ["MERITS_SERVE_API_KEYS"] = KEY
+    try:
+        app = create_app(run, ServeConfig(live_store=str(tmp / "live.sqlite"), max_upload_mb=0.01))
+        with TestClient(app, base_url="http://localhost") as client:
+            got = hostile_requests(client)
+    finally:
+        os.environ.pop("MERITS_SERVE_API_KEYS")
+    return {"serve_hostile_cases_tried": len(got), "serve_unauthorised_accepted": sum(200 <= c < 300 for c in got.values()),
+            "serve_hostile_statuses": got}
+
+
+def csv_formulas(tmp: Path) -> dict:
+    """Transcripts a spreadsheet would run, through merits predict: cells left unescaped in its CSVs."""
+    run = tmp.parent / "kills" / "whole" / "k"
+    if not run.is_dir():
+        assert merits("-q", "train", "offline", *SMALL, f"runs_dir={tmp.parent / 'kills' / 'whole'}", "name=k").returncode == 0
+    texts = ['=HYPERLINK("http://evil.example","click")', "+1+1", "-2+3", "@SUM(A1:A9)", "\tcmd", "fine"]
+    pd.DataFrame({"conversation_id": ["=cmd|' /C calc'!A0"] * len(texts), "text": texts}).to_csv(tmp / "f.csv", index=False)
+    assert merits("-q", "predict", str(run), str(tmp / "f.csv"), "--out", str(tmp / "p")).returncode == 0
+    unescaped = 0
+    for name in ("predictions.csv", "conversations.csv"):
+        table = pd.read_csv(tmp / "p" / name, dtype=str, keep_default_na=False)
+        unescaped += int(sum(v.startswith(("=", "+", "-", "@", "\t", "\r")) for c in table.columns for v in table[c]))
+    return {"csv_formula_cells_tried": len(texts) + 1, "csv_formula_cells_unescaped": unescaped}
+
+
+PARTS = (kill_points, concurrent_train, concurrent_teach, dead_endpoint, bad_inputs, secrets, online_long, paid_twice,
+         overwritten, bad_overrides, serve_hostile, csv_formulas)
+
+
 def main() -> None:
-    figures = {}
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--parts", default=",".join(p.__name__ for p in PARTS))
+    chosen = ap.parse_args().parts.split(",")
+    path = PROJECT / "benchmarks" / "results" / "faults.json"
+    figures = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("command", "date", "machine")} \
+        if path.is_file() else {}  # the keys of the parts not run this time are kept
+    seconds = figures.get("part_seconds", {})
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        for part in (kill_points, concurrent_train, concurrent_teach, dead_endpoint, bad_inputs, secrets, online_long):
+        for part in (p for p in PARTS if p.__name__ in chosen):
             where = tmp / {"kill_points": "kills"}.get(part.__name__, part.__name__)
             where.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
             figures.update(part(where))
-            print(part.__name__, f"{time.perf_counter() - started:.0f} s", flush=True)
+            seconds[part.__name__] = time.perf_counter() - started
+            print(part.__name__, f"{seconds[part.__name__]:.0f} s", flush=True)
+    figures["part_seconds"] = seconds
+    figures["tracebacks"] = (figures.get("bad_inputs_tried", 0) - figures.get("bad_inputs_named_error", 0)
+                             + figures.get("bad_overrides_tracebacks", 0))
     write_result("faults", figures)
     print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, dict)}, indent=2))
 

@@ -30,7 +30,8 @@ def stage1(precision: str, device: str, train_utterances: int | None, epochs: in
     from merits.data import prepare
     from merits.metrics import weighted_f1
     from merits.stages.text_utterance import Stage1TextConfig, fine_tune
-    from merits.training import predict, seed_everything
+    from merits.training import predict
+    from merits.runtime import seed_everything
 
     meld = prepare("meld")
     if train_utterances:
@@ -46,7 +47,7 @@ def stage1(precision: str, device: str, train_utterances: int | None, epochs: in
     test = predict(tuned.model, tuned.batches("test"), tuned.trainer.device, "test", precision)
     out = {"train_utterances_per_s": n_train / tuned.result.seconds_per_epoch,
            "seconds_per_epoch": tuned.result.seconds_per_epoch,
-           "test_wf1": weighted_f1(test.labels, test.predicted),
+           "test_wf1": weighted_f1(test.label_ids, test.predicted),
            "validation_wf1": tuned.result.best_validation_wf1}
     if device.startswith("cuda"):
         out["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20

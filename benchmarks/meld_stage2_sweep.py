@@ -20,7 +20,7 @@ from pathlib import Path
 
 from common import BENCH_RUNS, finished_run, write_result
 
-from merits.config import load_config
+from merits.experiment import load_experiment
 from merits.data.manifest import Manifest
 from merits.metrics import mean_std
 from merits.pipeline import train_stage
@@ -31,7 +31,7 @@ GRID = [{"hidden": h, "input_dropout": d} for d in (0.2, 0.5, 0.7) for h in (64,
 def main() -> None:
     run = finished_run(*BENCH_RUNS["meld"])
     manifest = Manifest.load(run.directory / "manifest")
-    profile = load_config("offline")
+    profile = load_experiment("offline")
     base = profile.stage2_text  # the profile's other Stage II settings (dropout, lr, epochs, ...)
     work = Path(tempfile.mkdtemp(prefix="meld-stage2-"))
     grid = []

@@ -87,7 +87,7 @@ def stage1_epoch(precision: str, limit: int | None) -> dict:
     from merits.config import TextEncoderConfig
     from merits.data import prepare
     from merits.stages.text_utterance import Stage1TextConfig, fine_tune
-    from merits.training import seed_everything
+    from merits.runtime import seed_everything
 
     meld = prepare("meld")
     if limit:

@@ -56,14 +56,14 @@ def iemocap_run(tmp_path_factory, tiny_encoder, tiny_wavlm):
     Returns (config, run_experiment's result, the run directory)."""
     from fixtures_iemocap import write_iemocap_release
 
-    from merits.config import load_config
+    from merits.experiment import load_experiment
     from merits.pipeline import run_experiment
 
     tmp = tmp_path_factory.mktemp("iemocap-run")
     release = write_iemocap_release(tmp / "data")
-    cfg = load_config("iemocap", [f"data.root={release}", "data.options.strict_counts=false",
-                                  f"text_encoder.model={tiny_encoder}", f"speech_encoder.model={tiny_wavlm}",
-                                  "stage1_text.epochs=1", "stage2_text.epochs=1", "stage1_audio.epochs=1",
-                                  "stage2_audio.epochs=1", "stage3.epochs=1", "seeds=[0]", "combined=true",
-                                  f"runs_dir={tmp / 'runs'}", f"cache_dir={tmp / 'cache'}", "name=iemocap"])
+    cfg = load_experiment("iemocap", [f"data.root={release}", "data.options.strict_counts=false",
+                                      f"text_encoder.model={tiny_encoder}", f"speech_encoder.model={tiny_wavlm}",
+                                      "stage1_text.epochs=1", "stage2_text.epochs=1", "stage1_audio.epochs=1",
+                                      "stage2_audio.epochs=1", "stage3.epochs=1", "seeds=[0]", "combined=true",
+                                      f"runs_dir={tmp / 'runs'}", f"cache_dir={tmp / 'cache'}", "name=iemocap"])
     return cfg, run_experiment(cfg), tmp / "runs" / "iemocap"

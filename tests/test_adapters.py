@@ -488,7 +488,7 @@ def test_audio_folder_bad_input(tmp_path):
 
 # ============================================================================================== registry
 def test_a_registered_adapter_is_a_corpus_name_with_its_own_options(monkeypatch, tmp_path):
-    from merits.config import load_config
+    from merits.experiment import load_experiment
     from merits.data import ADAPTERS, register_adapter
 
     def build(root=None, turns: int = 2):
@@ -501,7 +501,7 @@ def test_a_registered_adapter_is_a_corpus_name_with_its_own_options(monkeypatch,
     assert len(prepare("toy").table) == 2 and len(prepare("toy", turns=3).table) == 3  # the default lives in build
     with pytest.raises(DataError, match=r"unknown option\(s\) \['split'\] for corpus 'toy'; it takes \['turns'\]"):
         prepare("toy", split="test")
-    assert load_config(None, ["data.corpus=toy"]).data.corpus == "toy"  # the experiment checks use the registry
+    assert load_experiment(None, ["data.corpus=toy"]).data.corpus == "toy"  # the experiment checks use the registry
 
 
 def test_prediction_input_defaults_live_in_the_library(tmp_path):
@@ -546,14 +546,14 @@ def test_label_problems_are_named(tmp_path):
     problems = m.label_problems()
     assert any("differ only by case or spacing" in p and "'Joy'" in p for p in problems)
     assert any("without a training example" in p and "fear (only in test)" in p for p in problems)
-    from merits.config import load_config
+    from merits.experiment import load_experiment
     from merits.errors import DataError
     from merits.pipeline import build_manifest
 
     with pytest.raises(DataError, match="strict_labels"):
-        build_manifest(load_config("offline", ["data.corpus=custom", f"data.root={path}", "data.strict_labels=true"]))
+        build_manifest(load_experiment("offline", ["data.corpus=custom", f"data.root={path}", "data.strict_labels=true"]))
     notes = []
-    build_manifest(load_config("offline", ["data.corpus=custom", f"data.root={path}"]), notes)
+    build_manifest(load_experiment("offline", ["data.corpus=custom", f"data.root={path}"]), notes)
     assert len(notes) == 2 and notes[0].startswith("Labels: ")
 
 
@@ -615,17 +615,17 @@ def test_label_map_renames_merges_and_unlabels(tmp_path, caplog):
 def test_own_data_gets_its_own_run_folder_and_table_heading(tmp_path):
     """`merits train offline data.corpus=custom data.root=calls.csv` trains into runs/offline-calls, headed
     'calls', not into the MELD demo's folder; an explicit name wins; a profile pointed at its own corpus keeps it."""
-    from merits.config import load_config
+    from merits.experiment import load_experiment
     from merits.pipeline import dataset_name
 
     calls = tmp_path / "my calls.csv"
-    assert load_config("offline", ["data.corpus=custom", f"data.root={calls}"]).name == "offline-my_calls"
-    assert load_config("offline", ["data.corpus=custom", f"data.root={calls}", "data.options.name=support"]).name \
+    assert load_experiment("offline", ["data.corpus=custom", f"data.root={calls}"]).name == "offline-my_calls"
+    assert load_experiment("offline", ["data.corpus=custom", f"data.root={calls}", "data.options.name=support"]).name \
         == "offline-support"
-    assert load_config("offline", ["data.corpus=custom", f"data.root={calls}", "name=mine"]).name == "mine"
-    assert load_config("mosi-offline", ["data.root=/data/mosi.csv"]).name == "mosi-offline"
-    assert load_config("offline", ["seeds=[1]"]).name == "meld-offline"
-    assert load_config("offline", ["data.corpus=mosi", "data.root=/data/mosi.csv"]).name == "offline-mosi"
+    assert load_experiment("offline", ["data.corpus=custom", f"data.root={calls}", "name=mine"]).name == "mine"
+    assert load_experiment("mosi-offline", ["data.root=/data/mosi.csv"]).name == "mosi-offline"
+    assert load_experiment("offline", ["seeds=[1]"]).name == "meld-offline"
+    assert load_experiment("offline", ["data.corpus=mosi", "data.root=/data/mosi.csv"]).name == "offline-mosi"
     rows = [{"conversation_id": "c1", "split": "train", "text": "hi", "label": "a"}]
     assert prepare("custom", _write_csv(tmp_path / "calls.csv", rows)).corpus == "calls"
     assert dataset_name("calls") == "calls" and dataset_name("meld") == "MELD"

@@ -13,6 +13,7 @@ import pytest
 
 from merits.asr import STORE, ASRConfig, Transcriber, TranscriptStore, transcribe_manifest, wer
 from merits.config import load_config
+from merits.experiment import load_experiment
 from merits.data.manifest import Manifest
 from merits.errors import ConfigError, DataError, ModelNotFoundError
 from merits.data import load_manifest_or_corpus
@@ -171,7 +172,7 @@ def test_bad_audio_stops_or_is_skipped_and_reported(tmp_path, transcriber):
     m = Manifest("fixture", (), t)
     with pytest.raises(DataError, match="sun0.*beyond the end"):
         transcribe_manifest(m, tmp_path / "stop", transcriber.cfg, transcriber)
-    cfg = ASRConfig(**{**transcriber.cfg.__dict__, "audio": load_config(None, ["audio.on_error=skip"]).audio})
+    cfg = ASRConfig(**{**transcriber.cfg.__dict__, "audio": load_experiment(None, ["audio.on_error=skip"]).audio})
     result = transcribe_manifest(m, tmp_path / "skip", cfg, transcriber)
     assert [i["utterance_id"] for i in result.report["skipped"]["items"]] == ["sun0"]
     assert "sun0" not in set(result.manifest.table["utterance_id"])

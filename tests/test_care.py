@@ -77,6 +77,7 @@ def test_a_care_checkpoint_feeds_stage_one_speech_end_to_end(tmp_path):
 
     from conftest import shared
     from merits.config import load_config
+    from merits.experiment import load_experiment
     from merits.encoders.speech import SpeechEncoderConfig, build_speech_encoder
     from merits.pipeline import run_experiment
 
@@ -90,11 +91,11 @@ def test_a_care_checkpoint_feeds_stage_one_speech_end_to_end(tmp_path):
                           "text": "", "label": labels["emotion"],
                           "audio_path": [str(shared("emodb", "wav", f)) for f in labels["file"]]})
     table.sort_values("conversation_id", kind="stable").to_csv(tmp_path / "emodb.csv", index=False)
-    cfg = load_config("offline", ["data.corpus=custom", f"data.root={tmp_path / 'emodb.csv'}", "modalities=[audio]",
-                                       "speech_encoder.kind=care", f"speech_encoder.model={tmp_path / 'care'}",
-                                       "speech_encoder.device=cpu", "stage1_audio.epochs=2", "stage2_audio.epochs=2",
-                                       "seeds=[0]", f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}",
-                                       "name=care"])
+    cfg = load_experiment("offline", ["data.corpus=custom", f"data.root={tmp_path / 'emodb.csv'}", "modalities=[audio]",
+                                           "speech_encoder.kind=care", f"speech_encoder.model={tmp_path / 'care'}",
+                                           "speech_encoder.device=cpu", "stage1_audio.epochs=2", "stage2_audio.epochs=2",
+                                           "seeds=[0]", f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}",
+                                           "name=care"])
     run_experiment(cfg)
     m = json.loads((tmp_path / "runs" / "care" / "stage1_audio" / "seed-0" / "metrics.json").read_text())
     assert len(m["layer_weights"]) == 6 and abs(sum(m["layer_weights"]) - 1) < 1e-5  # softmax over CARE's rows
@@ -125,6 +126,7 @@ def emodb_manifest(tmp_path, n=12):
 def care_config(tiny_encoder, *extra):
     from merits.care.pretrain import CarePretrainConfig
     from merits.config import load_config
+    from merits.experiment import load_experiment
 
     return load_config("care/offline", [TINY_WAVLM, f"care.text_model={tiny_encoder}", "care.shared_layers=1",
                                         f"targets.semantic_model={tiny_encoder}", "batch_size=4", "crop_seconds=1.0",
@@ -149,7 +151,7 @@ def test_both_losses_fall_on_real_speech(tmp_path, tiny_encoder):
 def test_a_killed_pretraining_resumes_to_the_uninterrupted_weights(tmp_path, tiny_encoder, monkeypatch):
     """Killed right after its first checkpoint, rerun: the same weights as a run never interrupted (model, optimiser,
     RNG state and data position are in the checkpoint)."""
-    import merits.training
+    import merits.training.steps
     from merits.care.pretrain import pretrain
     from merits.errors import load_safetensors
 
@@ -163,7 +165,7 @@ def test_a_killed_pretraining_resumes_to_the_uninterrupted_weights(tmp_path, tin
     def kill(name):
         raise Killed(name)
 
-    monkeypatch.setattr(merits.training, "kill_point", kill)
+    monkeypatch.setattr(merits.training.steps, "kill_point", kill)
     with pytest.raises(Killed):
         pretrain(manifest, tmp_path / "killed", cfg)
     monkeypatch.undo()

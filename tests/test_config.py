@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from merits.config import config_hash, load_config, parse_overrides
+from merits.config import config_hash, parse_overrides
+from merits.experiment import load_experiment
 from merits.experiment import ExperimentConfig
 from merits.errors import ConfigError
 
@@ -18,7 +19,7 @@ def test_configs_are_shipped():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_shipped_config_is_valid(path):
-    cfg = load_config(path)
+    cfg = load_experiment(path)
     assert isinstance(cfg, ExperimentConfig)
     assert cfg.seeds and cfg.stage1_text.epochs >= 1
     # a paper profile names the paper's encoder; an offline profile a packaged one (the base tier: MPNet)
@@ -31,8 +32,8 @@ def test_every_shipped_config_is_valid(path):
 
 
 def test_overrides_apply_and_are_typed():
-    cfg = load_config("offline", ["stage1_text.epochs=2", "seeds=[3, 4]", "stage1_text.lr=1e-4",
-                                  "data.options.strict_counts=false", "data.max_conversations=5"])
+    cfg = load_experiment("offline", ["stage1_text.epochs=2", "seeds=[3, 4]", "stage1_text.lr=1e-4",
+                                      "data.options.strict_counts=false", "data.max_conversations=5"])
     assert cfg.stage1_text.epochs == 2 and cfg.seeds == [3, 4]
     assert cfg.stage1_text.lr == pytest.approx(1e-4)
     assert cfg.data.options == {"strict_counts": False} and cfg.data.max_conversations == 5
@@ -40,7 +41,7 @@ def test_overrides_apply_and_are_typed():
 
 
 def test_int_is_accepted_for_float():
-    assert load_config(None, ["stage1_text.lr=1"]).stage1_text.lr == 1.0
+    assert load_experiment(None, ["stage1_text.lr=1"]).stage1_text.lr == 1.0
 
 
 @pytest.mark.parametrize("override, message", [
@@ -55,18 +56,18 @@ def test_int_is_accepted_for_float():
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
-        load_config("offline", [override])
+        load_experiment("offline", [override])
 
 
 def test_missing_config_lists_profiles():
     with pytest.raises(ConfigError, match="offline"):
-        load_config("no-such-profile")
+        load_experiment("no-such-profile")
 
 
 def test_hash_changes_with_config_only():
-    a, b = load_config("offline"), load_config("offline")
+    a, b = load_experiment("offline"), load_experiment("offline")
     assert config_hash(a) == config_hash(b)
-    assert config_hash(a) != config_hash(load_config("offline", ["stage2_text.model.hidden=32"]))
+    assert config_hash(a) != config_hash(load_experiment("offline", ["stage2_text.model.hidden=32"]))
     assert parse_overrides(["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
 
 

@@ -105,12 +105,12 @@ def test_a_truncated_finished_feature_cache_is_rebuilt(tmp_path):
 
 def test_cli_shows_no_traceback_for_a_damaged_run(tmp_path, capsys, tiny_encoder):
     """A run whose checkpoint was truncated: predict says which file and what to do; --debug shows the traceback."""
-    from merits.config import load_config
+    from merits.experiment import load_experiment
     from merits.pipeline import run_experiment
 
-    cfg = load_config("offline", ["data.max_conversations=2", "data.options.strict_counts=false", "stage1_text.epochs=1",
-                                  "stage2_text.epochs=1", "seeds=[0]", f"text_encoder.model={tiny_encoder}",
-                                  f"runs_dir={tmp_path / 'runs'}", "name=d"])
+    cfg = load_experiment("offline", ["data.max_conversations=2", "data.options.strict_counts=false", "stage1_text.epochs=1",
+                                      "stage2_text.epochs=1", "seeds=[0]", f"text_encoder.model={tiny_encoder}",
+                                      f"runs_dir={tmp_path / 'runs'}", "name=d"])
     run_experiment(cfg)
     weights = tmp_path / "runs" / "d" / "stage2_text" / "seed-0" / "checkpoint" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import shared
 from merits.cli import main
-from merits.config import load_config
+from merits.experiment import load_experiment
 from merits.errors import ConfigError
 from merits.pipeline import report_run, run_experiment
 from merits.runs import run_cached
@@ -23,17 +23,17 @@ from merits.stages.graph import build_graph
 
 def mosi(tmp_path, name, *extra):
     table = shared("mosi", "mosi_utterances.csv")
-    return load_config("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}", "data.max_conversations=3",
-                                        "data.options.strict_counts=false", "stage1_text.epochs=1", "stage2_text.epochs=3",
-                                        "stage1_audio.epochs=3", "stage2_audio.epochs=3", "stage3.epochs=3", "seeds=[0]",
-                                        f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", f"name={name}",
-                                        *extra])
+    return load_experiment("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}", "data.max_conversations=3",
+                                            "data.options.strict_counts=false", "stage1_text.epochs=1", "stage2_text.epochs=3",
+                                            "stage1_audio.epochs=3", "stage2_audio.epochs=3", "stage3.epochs=3", "seeds=[0]",
+                                            f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", f"name={name}",
+                                            *extra])
 
 
 def test_graph_follows_the_config():
-    text = build_graph(load_config("offline"))
+    text = build_graph(load_experiment("offline"))
     assert [s.name for s in text] == ["stage1_text", "stage2_text"] and text.final.name == "stage2_text"
-    both = build_graph(load_config("mosi-offline", ["combined=true"]))
+    both = build_graph(load_experiment("mosi-offline", ["combined=true"]))
     assert [s.name for s in both] == ["stage1_audio", "stage2_audio", "stage1_text", "stage2_text", "stage3", "combined"]
     assert both.final.name == "stage3" and both["combined"].needs == ("stage1_text", "stage1_audio")
     assert [s.name for s in both.chain("stage2_text")] == ["stage1_text", "stage2_text"]
@@ -41,7 +41,7 @@ def test_graph_follows_the_config():
     assert set(STAGES) == {"text_utterance", "speech_utterance", "context", "fusion", "combined", "out_of_fold"}
     # the config checks walk the graph: a model setting is checked where the stage has it
     with pytest.raises(ConfigError, match=r"stage2_audio\.model\.heads \(3\) must divide"):
-        load_config("mosi-offline", ["stage2_audio.model.heads=3"])
+        load_experiment("mosi-offline", ["stage2_audio.model.heads=3"])
 
 
 def test_same_config_and_seed_reproduce_stage2_and_stage3(tmp_path):
@@ -122,17 +122,19 @@ def test_runs_of_older_versions_say_to_retrain(tmp_path):
     (run / "config.yaml").write_text("name: old\nstage2_text:\n  hidden: 64\n")  # the layout before stage configs nested
     with pytest.raises(ConfigError, match="older one: retrain the run"):
         TrainedRun.open(run)
-    graph = build_graph(load_config("offline"))
+    graph = build_graph(load_experiment("offline"))
     (tmp_path / "ckpt").mkdir()
     with pytest.raises(ConfigError, match="older merits.*retrain the run"):
         load_stage(graph["stage2_text"], tmp_path / "ckpt")
 
 
-@pytest.mark.parametrize("point", ["stage1_text.trained", "stage1_text.exporting", "stage.computed"])
+@pytest.mark.parametrize("point", ["stage1_text.trained", "stage1_text.exporting", "stage.computed",
+                                   "trainer.epoch_saved"])
 def test_a_kill_at_each_point_resumes_to_identical_results(tmp_path, tiny_encoder, point):
     """A run killed at a named point (MERITS_KILL_AT) and rerun gives the metrics of an uninterrupted run; a kill
-    after Stage I text saved its model does not train it again."""
-    overrides = ["data.max_conversations=3", "data.options.strict_counts=false", "stage1_text.epochs=1",
+    after Stage I text saved its model does not train it again; a stage finished before the kill is kept, not
+    computed again; a kill after an epoch goes on at the next epoch."""
+    overrides = ["data.max_conversations=3", "data.options.strict_counts=false", "stage1_text.epochs=2",
                  "stage2_text.epochs=2", "seeds=[0]", f"text_encoder.model={tiny_encoder}", "threads=1"]
     env = {**os.environ, "MERITS_QUIET": "1", "OMP_NUM_THREADS": "1"}
 
@@ -150,6 +152,11 @@ def test_a_kill_at_each_point_resumes_to_identical_results(tmp_path, tiny_encode
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     if point.startswith("stage1_text"):
         assert "resuming from the trained checkpoint" in resumed.stderr and "Text I epoch 1:" not in resumed.stderr
+    if point == "stage.computed":  # Stage I text finished, killed before its rename: kept as it is
+        assert "was finished before the process stopped" in resumed.stderr and "Text I epoch 1:" not in resumed.stderr
+    if point == "trainer.epoch_saved":  # killed after Stage I's first epoch: epoch 2 only
+        assert "Text I: resuming after epoch 1" in resumed.stderr and "Text I epoch 1:" not in resumed.stderr
+        assert "Text I epoch 2:" in resumed.stderr
     for stage in ("stage1_text", "stage2_text"):
         a, b = (json.loads((tmp_path / n / "k" / stage / "seed-0" / "metrics.json").read_text()) for n in ("whole", "killed"))
         assert a["test"] == b["test"] and a["validation"] == b["validation"], (point, stage)
@@ -186,15 +193,15 @@ def test_a_run_folder_of_other_data_is_refused_or_replaced(tmp_path, tiny_encode
     refused, naming both data sets; overwrite=true replaces it whole (no old stage or seed left beside the new)."""
     base = ["data.options.strict_counts=false", "stage1_text.epochs=1", "stage2_text.epochs=1", "seeds=[0]",
             f"text_encoder.model={tiny_encoder}", f"runs_dir={tmp_path}", "name=same"]
-    run_experiment(load_config("offline", base + ["data.max_conversations=2"]))
+    run_experiment(load_experiment("offline", base + ["data.max_conversations=2"]))
     other = base + ["data.max_conversations=3"]  # other data: another manifest fingerprint
     assert main(["-q", "train", "offline", *other]) == 2
     err = capsys.readouterr().err
     assert "holds a run trained on other data" in err and "overwrite=true" in err and "name=" in err
     (tmp_path / "same" / "stage2_text" / "seed-7").mkdir()  # something of the old run
-    run_experiment(load_config("offline", other + ["overwrite=true"]))
+    run_experiment(load_experiment("offline", other + ["overwrite=true"]))
     assert not (tmp_path / "same" / "stage2_text" / "seed-7").exists()
-    run_experiment(load_config("offline", other))  # the same data again: reused, as always
+    run_experiment(load_experiment("offline", other))  # the same data again: reused, as always
 
 
 def test_partially_labelled_conversations_train_with_unlabelled_context(tmp_path, tiny_encoder):
@@ -210,7 +217,7 @@ def test_partially_labelled_conversations_train_with_unlabelled_context(tmp_path
     t[["conversation_id", "turn", "split", "text", "label"]].to_csv(path, index=False)
     base = ["data.corpus=custom", f"data.root={path}", "stage1_text.epochs=1", "stage2_text.epochs=2", "seeds=[0]",
             f"text_encoder.model={tiny_encoder}", f"runs_dir={tmp_path}", "data.options.labels=" + ",".join(meld.labels)]
-    result = run_experiment(load_config("offline", base + ["name=context"]))
+    result = run_experiment(load_experiment("offline", base + ["name=context"]))
     assert "kept as conversation context" in result["table"]
     m2 = json.loads((tmp_path / "context" / "stage2_text" / "seed-0" / "metrics.json").read_text())
     assert m2["test"]["n"] == int((last & (t["split"] == "test")).sum())  # only the labelled turns are scored
@@ -218,9 +225,9 @@ def test_partially_labelled_conversations_train_with_unlabelled_context(tmp_path
 
     ids, _ = load_embeddings(tmp_path / "context" / "stage2_text" / "seed-0" / "embeddings.safetensors")
     assert len(ids) == len(t)  # every turn went through Stage II as context
-    dropped = run_experiment(load_config("offline", base + ["name=drop", "data.unlabelled=drop"]))
+    dropped = run_experiment(load_experiment("offline", base + ["name=drop", "data.unlabelled=drop"]))
     assert "left out" in dropped["table"]
     from merits.errors import DataError
 
     with pytest.raises(DataError, match="utterances without a label"):
-        run_experiment(load_config("offline", base + ["name=error", "data.unlabelled=error"]))
+        run_experiment(load_experiment("offline", base + ["name=error", "data.unlabelled=error"]))

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from merits.cli import main
-from merits.config import load_config
+from merits.experiment import load_experiment
 from merits.pipeline import run_experiment
 
 QUICK = ["data.max_conversations=4", "data.options.strict_counts=false", "stage1_text.epochs=1",
@@ -17,7 +17,7 @@ QUICK = ["data.max_conversations=4", "data.options.strict_counts=false", "stage1
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    cfg = load_config("offline", QUICK + [f"runs_dir={runs}", "name=e2e"])
+    cfg = load_experiment("offline", QUICK + [f"runs_dir={runs}", "name=e2e"])
     return cfg, run_experiment(cfg)
 
 
@@ -82,7 +82,7 @@ def test_changed_stage2_config_reruns_only_stage2(finished, monkeypatch):
 
     monkeypatch.setattr(text_utterance.TextUtteranceStage, "train",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("Stage I reran")))
-    cfg2 = load_config("offline", QUICK + [f"runs_dir={cfg.runs_dir}", "name=e2e", "stage2_text.model.hidden=32"])
+    cfg2 = load_experiment("offline", QUICK + [f"runs_dir={cfg.runs_dir}", "name=e2e", "stage2_text.model.hidden=32"])
     result = run_experiment(cfg2)
     assert "| Text II |" in result["table"]
 
@@ -103,11 +103,11 @@ def test_speech_branch_end_to_end_on_mosi(tmp_path):
     from conftest import shared
 
     table = shared("mosi", "mosi_utterances.csv")
-    cfg = load_config("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}", "modalities=[audio]",
-                                       "data.max_conversations=3", "data.options.strict_counts=false",
-                                       "stacking.folds=0",  # the plain Stage I (the profile stacks: test_stacking)
-                                       "stage1_audio.epochs=1", "stage2_audio.epochs=1", "seeds=[0]",
-                                       f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=mosi"])
+    cfg = load_experiment("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}", "modalities=[audio]",
+                                           "data.max_conversations=3", "data.options.strict_counts=false",
+                                           "stacking.folds=0",  # the plain Stage I (the profile stacks: test_stacking)
+                                           "stage1_audio.epochs=1", "stage2_audio.epochs=1", "seeds=[0]",
+                                           f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=mosi"])
     result = run_experiment(cfg)
     assert "| Audio I |" in result["table"] and "| Audio II |" in result["table"]
     assert "Text" not in result["table"]
@@ -126,11 +126,11 @@ def test_whole_hierarchy_on_mosi(tmp_path):
     from conftest import shared
 
     table = shared("mosi", "mosi_utterances.csv")
-    cfg = load_config("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}",
-                                       "data.max_conversations=2", "data.options.strict_counts=false",
-                                       "stage1_text.epochs=1", "stage2_text.epochs=1", "stage1_audio.epochs=1",
-                                       "stage2_audio.epochs=1", "stage3.epochs=1", "seeds=[0]",
-                                       f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=all"])
+    cfg = load_experiment("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}",
+                                           "data.max_conversations=2", "data.options.strict_counts=false",
+                                           "stage1_text.epochs=1", "stage2_text.epochs=1", "stage1_audio.epochs=1",
+                                           "stage2_audio.epochs=1", "stage3.epochs=1", "seeds=[0]",
+                                           f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=all"])
     table_md = run_experiment(cfg)["table"]
     for row in ("Audio I", "Audio II", "Text I", "Text II", "Audio+Text III"):
         assert f"| {row} |" in table_md
@@ -155,12 +155,12 @@ def test_causal_run_predicts_online_by_construction(tmp_path):
     from merits.predict import TrainedRun, predict_run
 
     table = shared("mosi", "mosi_utterances.csv")
-    cfg = load_config("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}",
-                                       "data.max_conversations=2", "data.options.strict_counts=false",
-                                       "stage1_text.epochs=1", "stage2_text.epochs=1", "stage1_audio.epochs=1",
-                                       "stage2_audio.epochs=1", "stage3.epochs=1", "seeds=[0]",
-                                       "stage2_text.model.causal=true", "stage2_audio.model.causal=true", "stage3.model.causal=true",
-                                       f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=live"])
+    cfg = load_experiment("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}",
+                                           "data.max_conversations=2", "data.options.strict_counts=false",
+                                           "stage1_text.epochs=1", "stage2_text.epochs=1", "stage1_audio.epochs=1",
+                                           "stage2_audio.epochs=1", "stage3.epochs=1", "seeds=[0]",
+                                           "stage2_text.model.causal=true", "stage2_audio.model.causal=true", "stage3.model.causal=true",
+                                           f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "name=live"])
     run_experiment(cfg)
     run = TrainedRun.open(tmp_path / "runs" / "live")
     saved = Manifest.load(run.directory / "manifest")
@@ -242,7 +242,7 @@ def test_the_tables_metric_is_selectable_without_retraining(finished, tmp_path, 
         combine([run, Path(cfg.runs_dir) / "e2e"])
     assert np.isfinite(macro["score"]["mean"])
     with pytest.raises(Exception, match="metric"):
-        load_config("offline", ["metric=f2"])
+        load_experiment("offline", ["metric=f2"])
 
 
 def test_the_report_advises_on_epochs_that_look_mis_set():

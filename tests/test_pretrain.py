@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from merits.cli import main
 from merits.config import load_config
+from merits.experiment import load_experiment
 from merits.pretrain import PretrainConfig
 from merits.data import prepare
 from merits.data.manifest import Manifest
@@ -84,9 +85,9 @@ def test_pretrain_then_stage1_starts_from_the_checkpoint(tmp_path, tiny_encoder)
     assert all(torch.equal(state[k], tuned[k]) for k in tuned if k in state)
 
     # ... and the whole Stage I -> II run accepts it as its text encoder
-    run = load_config("offline", ["data.max_conversations=3", "data.options.strict_counts=false", "stage1_text.epochs=1",
-                                  "stage2_text.epochs=1", "seeds=[0]", f"text_encoder.model={out / ENCODER}",
-                                  f"runs_dir={tmp_path / 'runs'}", "name=from-ft"])
+    run = load_experiment("offline", ["data.max_conversations=3", "data.options.strict_counts=false", "stage1_text.epochs=1",
+                                      "stage2_text.epochs=1", "seeds=[0]", f"text_encoder.model={out / ENCODER}",
+                                      f"runs_dir={tmp_path / 'runs'}", "name=from-ft"])
     assert "| Text I |" in run_experiment(run)["table"]
 
     # a rerun with the same labels and config is skipped; a foreign --out directory is refused

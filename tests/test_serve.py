@@ -47,7 +47,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 
 def _client(root: Path, tmp_path: Path, **options) -> TestClient:
     cfg = ServeConfig(live_store=str(tmp_path / "live.sqlite"), **options)
-    return TestClient(create_app(root, cfg))
+    return TestClient(create_app(root, cfg), base_url="http://localhost")
 
 
 def test_text_conversations_equal_merits_predict(iemocap_run, tmp_path):

@@ -230,7 +230,7 @@ def test_device_auto_resolves_here_and_is_not_in_the_cache_key(tiny_wavlm, tmp_p
 
     from merits.audio import AudioConfig
     from merits.data.manifest import Manifest
-    from merits.encoders.speech import resolve_device
+    from merits.runtime import resolve_device
     from merits.features import cache_key
 
     assert SpeechEncoderConfig().device == "auto"

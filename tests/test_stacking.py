@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import shared
-from merits.config import load_config
+from merits.experiment import load_experiment
 from merits.errors import ConfigError
 from merits.pipeline import run_experiment
 from merits.predict import TrainedRun, predict_run
@@ -18,11 +18,11 @@ from merits.stages.stacking import assign_folds, fold_manifest
 
 def mosi_audio(tmp_path, name, *extra):
     table = shared("mosi", "mosi_utterances.csv")
-    return load_config("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}", "modalities=[audio]",
-                                        "data.max_conversations=9", "data.options.strict_counts=false",
-                                        "stage1_audio.epochs=3", "stage2_audio.epochs=2", "seeds=[0]",
-                                        f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}",
-                                        f"name={name}", "stacking.folds=3", *extra])
+    return load_experiment("mosi-offline", [f"data.root={table}", f"speech_encoder.model={table}", "modalities=[audio]",
+                                            "data.max_conversations=9", "data.options.strict_counts=false",
+                                            "stage1_audio.epochs=3", "stage2_audio.epochs=2", "seeds=[0]",
+                                            f"runs_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}",
+                                            f"name={name}", "stacking.folds=3", *extra])
 
 
 def test_folds_are_whole_conversations_seeded_and_held_out():
@@ -38,9 +38,9 @@ def test_folds_are_whole_conversations_seeded_and_held_out():
     held = t["conversation_id"].map(f).eq(1) & m.table["split"].eq("train")
     assert (t.loc[held, "split"] == "test").all() and not (t.loc[~held, "split"] != m.table.loc[~held, "split"]).any()
     with pytest.raises(ConfigError, match="folds"):
-        load_config("offline", ["stacking.folds=1"])
+        load_experiment("offline", ["stacking.folds=1"])
     with pytest.raises(ConfigError, match="reads"):
-        load_config("offline", ["stage2_text.reads=probabilities"])
+        load_experiment("offline", ["stage2_text.reads=probabilities"])
 
 
 def test_out_of_fold_stage_one_resumes_per_fold_and_replays(tmp_path, monkeypatch):
@@ -50,11 +50,11 @@ def test_out_of_fold_stage_one_resumes_per_fold_and_replays(tmp_path, monkeypatc
     trained = []
     real = SpeechUtteranceStage.train
 
-    def counting(self, cfg, data, inputs, seed, out):
+    def counting(self, cfg, data, inputs, seed, out, runtime):
         trained.append(out.name.removesuffix(".partial"))
         if len(trained) == 2 and fail["now"]:
             raise KeyboardInterrupt  # killed while training the second fold
-        return real(self, cfg, data, inputs, seed, out)
+        return real(self, cfg, data, inputs, seed, out, runtime)
 
     fail = {"now": True}
     monkeypatch.setattr(SpeechUtteranceStage, "train", counting)
@@ -105,9 +105,9 @@ def test_out_of_fold_stage_one_resumes_per_fold_and_replays(tmp_path, monkeypatc
 def test_text_stage_one_out_of_fold_with_stage_two_on_embeddings_and_logits(tmp_path, tiny_encoder):
     """Stage I text out of fold (2 folds, the fine-tuned encoder per fold), Stage II reading embeddings + logits
     side by side; the replay through the ensemble of fold encoders gives the recorded scores."""
-    cfg = load_config("offline", ["data.max_conversations=6", "data.options.strict_counts=false", "stage1_text.epochs=1",
-                                  "stage2_text.epochs=2", "seeds=[0]", f"text_encoder.model={tiny_encoder}",
-                                  f"runs_dir={tmp_path}", "name=text-oof", "stacking.folds=2", "stage2_text.reads=both"])
+    cfg = load_experiment("offline", ["data.max_conversations=6", "data.options.strict_counts=false", "stage1_text.epochs=1",
+                                      "stage2_text.epochs=2", "seeds=[0]", f"text_encoder.model={tiny_encoder}",
+                                      f"runs_dir={tmp_path}", "name=text-oof", "stacking.folds=2", "stage2_text.reads=both"])
     run_experiment(cfg)
     root = tmp_path / "text-oof"
     ids, arrays = load_embeddings(root / "stage1_text" / "seed-0" / "embeddings.safetensors")

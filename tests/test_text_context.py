@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from merits.config import load_config
+from merits.experiment import load_experiment
 from merits.encoders.text import resolve_model
 from merits.encoders.text_context import TextContextConfig, encode_turns, segment_template
 from merits.errors import ConfigError
@@ -118,9 +118,9 @@ def test_mean_pooling_reads_the_current_turn_only(tiny_encoder, minilm_tokenizer
 
 def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="past"):
-        load_config("offline", ["stage1_text.context.past=-1"])
+        load_experiment("offline", ["stage1_text.context.past=-1"])
     with pytest.raises(ConfigError, match="max_tokens"):
-        load_config("offline", ["stage1_text.context.max_tokens=4"])
+        load_experiment("offline", ["stage1_text.context.max_tokens=4"])
 
 
 QUICK = ["data.max_conversations=6", "data.options.strict_counts=false", "stage1_text.epochs=1", "stage2_text.epochs=1",
@@ -130,9 +130,9 @@ QUICK = ["data.max_conversations=6", "data.options.strict_counts=false", "stage1
 @pytest.fixture(scope="module")
 def context_run(tmp_path_factory, tiny_encoder):
     runs = tmp_path_factory.mktemp("runs")
-    cfg = load_config("offline", QUICK + [f"text_encoder.model={tiny_encoder}", f"runs_dir={runs}", "name=ctx",
-                                          "stage1_text.context.past=2", "stage1_text.context.future=1",
-                                          "stage1_text.context.speakers=true", "stage1_text.context.max_tokens=96"])
+    cfg = load_experiment("offline", QUICK + [f"text_encoder.model={tiny_encoder}", f"runs_dir={runs}", "name=ctx",
+                                              "stage1_text.context.past=2", "stage1_text.context.future=1",
+                                              "stage1_text.context.speakers=true", "stage1_text.context.max_tokens=96"])
     return cfg, run_experiment(cfg), runs / "ctx"
 
 
@@ -189,17 +189,17 @@ def test_the_context_is_in_the_cache_key(context_run, monkeypatch):
     monkeypatch.setattr(text_utterance, "fine_tune", lambda *a, **k: calls.append(1) or real(*a, **k))
     run_experiment(cfg)
     assert calls == []
-    other = load_config("offline", QUICK + [f"text_encoder.model={cfg.text_encoder.model}", f"runs_dir={cfg.runs_dir}",
-                                            "name=ctx", "stage1_text.context.past=1", "stage1_text.context.speakers=true",
-                                            "stage1_text.context.max_tokens=96"])
+    other = load_experiment("offline", QUICK + [f"text_encoder.model={cfg.text_encoder.model}", f"runs_dir={cfg.runs_dir}",
+                                                "name=ctx", "stage1_text.context.past=1", "stage1_text.context.speakers=true",
+                                                "stage1_text.context.max_tokens=96"])
     assert "past 1, speakers" in run_experiment(other)["table"]
     assert calls == [1]
 
 
 def test_stacking_keeps_working_with_context(tmp_path, tiny_encoder):
-    cfg = load_config("offline", QUICK + [f"text_encoder.model={tiny_encoder}", f"runs_dir={tmp_path}", "name=ctx-oof",
-                                          "stacking.folds=2", "stage1_text.context.past=1",
-                                          "stage1_text.context.future=1"])
+    cfg = load_experiment("offline", QUICK + [f"text_encoder.model={tiny_encoder}", f"runs_dir={tmp_path}", "name=ctx-oof",
+                                              "stacking.folds=2", "stage1_text.context.past=1",
+                                              "stage1_text.context.future=1"])
     run_experiment(cfg)
     root = tmp_path / "ctx-oof"
     member = json.loads((root / "stage1_text" / "folds" / "seed-0" / "fold-0" / "checkpoint" / "stage.json").read_text())

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from merits.config import load_config
+from merits.experiment import load_experiment
 from merits.data import prepare
 from merits.encoders.text_context import EncodedTurns
 from merits.runs import load_embeddings
@@ -33,11 +33,14 @@ def test_training_batches_are_length_sorted_pools(small):
 
 
 def test_stage1_text_exports_every_utterance(small, tiny_encoder, tmp_path):
-    cfg = load_config("offline", [f"text_encoder.model={tiny_encoder}", "stage1_text.epochs=1", "stage1_text.batch_size=8"])
+    cfg = load_experiment("offline", [f"text_encoder.model={tiny_encoder}", "stage1_text.epochs=1", "stage1_text.batch_size=8"])
     from types import SimpleNamespace
 
+    from merits.runtime import Runtime
+
     stage = text_utterance.TextUtteranceStage("stage1_text", "Text I", "stage1_text", (), ("text",))
-    metrics = stage.train(cfg, SimpleNamespace(manifest=lambda s: small), {}, 0, tmp_path)
+    metrics = stage.train(stage.settings(cfg), SimpleNamespace(manifest=lambda s: small), {}, 0, tmp_path,
+                          Runtime.create("cpu"))
     ids, arrays = load_embeddings(tmp_path / "embeddings.safetensors")
     assert sorted(ids) == sorted(small.table["utterance_id"])
     assert arrays["embeddings"].shape == (len(small.table), 32) and arrays["logits"].shape == (len(small.table), 7)

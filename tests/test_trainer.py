@@ -89,13 +89,13 @@ def test_scheduler_gets_the_loops_step_count():
 
 
 def test_trainer_config_errors_name_the_key():
-    from merits.config import load_config
+    from merits.experiment import load_experiment
     from merits.errors import ConfigError
 
     with pytest.raises(ConfigError, match="stage1_text.precision"):
-        load_config("offline", ["stage1_text.precision=fp8"])
+        load_experiment("offline", ["stage1_text.precision=fp8"])
     with pytest.raises(ConfigError, match="stage2_text.accumulate must be >= 1"):
-        load_config("offline", ["stage2_text.accumulate=0"])
+        load_experiment("offline", ["stage2_text.accumulate=0"])
 
 
 def test_merits_train_under_torchrun(tmp_path, tiny_encoder):
@@ -123,15 +123,19 @@ def test_merits_train_under_torchrun(tmp_path, tiny_encoder):
         json.loads((run / "stage2_text" / "seed-0" / "metrics.json").read_text())["test"]["weighted_f1"], abs=1e-9)
 
 
-def test_a_killed_fit_resumes_after_its_last_epoch(tmp_path, monkeypatch):
-    """The loop's state is saved after every epoch (weights, best weights, AdamW, warm-up scheduler, RNG, history);
-    a fit killed after epoch 2 of 5 and started again goes on at epoch 3 and ends with the weights, history and best
-    epoch of an uninterrupted fit (dropout on, shuffled batches: the replayed epochs advance the shuffling RNG)."""
-    import merits.training as training
+@pytest.mark.parametrize("where", ["after an epoch", "inside an epoch"])
+def test_a_killed_fit_resumes_where_it_stopped(tmp_path, monkeypatch, where):
+    """The loop's state is saved after every epoch and, inside one, every checkpoint_seconds (weights, best weights,
+    AdamW, warm-up scheduler, RNG, the epoch's loss so far, history); a fit killed at its second save and started
+    again goes on from there (after epoch 2 of 5, or after 20 of epoch 1's 30 steps) and ends with the weights,
+    history and best epoch of an uninterrupted fit (dropout on, shuffled batches: the replayed epochs advance the
+    shuffling RNG, the cut epoch skips the steps it had made)."""
+    import merits.training.loop as training
     from merits.models.context import ConversationModel, ConversationModelConfig
 
-    feats, labels, lengths = conversation_data(20, seed=5)
+    feats, labels, lengths = conversation_data(60, seed=5)
     cfg = TrainerConfig(epochs=5, patience=5, lr=1e-2)
+    seconds = 1e9 if where == "after an epoch" else 0.0  # 0: save at every look at the clock (each 10 steps)
 
     def fit(resume, die_after=None):
         torch.manual_seed(0)
@@ -140,7 +144,7 @@ def test_a_killed_fit_resumes_after_its_last_epoch(tmp_path, monkeypatch):
 
         def train(epoch):
             order = rng.permutation(len(lengths))
-            return global_batches(feats[order], labels[order], lengths[order], 4)
+            return global_batches(feats[order], labels[order], lengths[order], 2)  # 30 steps an epoch
 
         if die_after is not None:
             calls = []
@@ -155,10 +159,11 @@ def test_a_killed_fit_resumes_after_its_last_epoch(tmp_path, monkeypatch):
 
         def validation():
             validated.append(1)  # once per epoch trained
-            return global_batches(feats, labels, lengths, 4)
+            return global_batches(feats, labels, lengths, 8)
 
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-        result = Trainer(cfg, "cpu").fit(model, train, validation, optimizer, linear_warmup(0.2), resume=resume)
+        result = Trainer(cfg, "cpu").fit(model, train, validation, optimizer, linear_warmup(0.2), resume=resume,
+                                         checkpoint_seconds=seconds)
         monkeypatch.setattr(training, "kill_point", lambda name: None)
         result.trained_epochs = len(validated)
         return model.state_dict(), result
@@ -167,9 +172,15 @@ def test_a_killed_fit_resumes_after_its_last_epoch(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fit(tmp_path / "epochs", die_after=2)
     assert (tmp_path / "epochs" / training.EPOCH_STATE).is_file()
+    stepped = []
+    real_step = Trainer.step
+    monkeypatch.setattr(Trainer, "step", lambda self, *a, **k: stepped.append(1) or real_step(self, *a, **k))
     resumed, got = fit(tmp_path / "epochs")
     assert max((whole[k] - resumed[k]).abs().max().item() for k in whole) < 1e-6
-    assert got.trained_epochs == 3 and expected.trained_epochs == 5  # really went on after epoch 2
+    assert expected.trained_epochs == 5 and expected.optimizer_steps == 150
+    # really went on from the saved state: after 2 epochs (60 steps) or after 20 steps of the first
+    assert len(stepped) == (90 if where == "after an epoch" else 130)
+    assert got.trained_epochs == (3 if where == "after an epoch" else 5)
     assert got.best_epoch == expected.best_epoch and got.optimizer_steps == expected.optimizer_steps
     assert [h["train_loss"] for h in got.history] == pytest.approx([h["train_loss"] for h in expected.history])
     assert not (tmp_path / "epochs").exists()  # removed once the fit is over: the stage saves its model itself

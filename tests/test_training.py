@@ -9,7 +9,9 @@ from merits.metrics import classification_metrics, mean_std, weighted_f1
 from merits.runs import load_embeddings, run_cached, save_embeddings
 from merits.models.context import ConversationModelConfig
 from merits.stages.context import ContextConfig, ContextStage
-from merits.training import Trainer, TrainerConfig, predict, seed_everything
+from merits.runtime import Runtime
+from merits.training import Trainer, TrainerConfig, predict
+from merits.runtime import seed_everything
 
 
 def test_metrics_known_values():
@@ -77,9 +79,8 @@ def run_stage2(cfg, manifest, stage1_embeddings, out):
     stage1.mkdir()
     shutil.copy(stage1_embeddings, stage1 / "embeddings.safetensors")
     stage = ContextStage("stage2_text", "Text II", "stage2_text", ("stage1_text",), ("text",))
-    exp = SimpleNamespace(stage2_text=cfg, device="cpu")
     data = SimpleNamespace(manifest=lambda stage: manifest)
-    return stage.train(exp, data, {"stage1_text": stage1}, 0, out)
+    return stage.train(cfg, data, {"stage1_text": stage1}, 0, out, Runtime.create("cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -148,5 +149,5 @@ def test_fit_restores_best_validation_weights():
     pred = predict(model, [wrong], "cpu")
     assert pred.logits.shape == (16, 2)
     # the restored model scores exactly the best recorded validation wF1, which beats the last epoch's
-    assert weighted_f1(pred.labels, pred.predicted) == pytest.approx(res.best_validation_wf1)
+    assert weighted_f1(pred.label_ids, pred.predicted) == pytest.approx(res.best_validation_wf1)
     assert res.best_validation_wf1 > res.history[-1]["validation_wf1"]

@@ -31,13 +31,10 @@ DEMO_CONFIG = "offline"
 
 
 def _options(items) -> dict:
-    import yaml
+    """``--option key=value`` pairs (adapter options), parsed as every override is."""
+    from merits.config import parse_overrides
 
-    out = {}
-    for item in items or ():
-        key, _, raw = item.partition("=")
-        out[key] = yaml.safe_load(raw) if raw else None
-    return out
+    return parse_overrides(items)
 
 
 def cmd_prepare(args) -> None:
@@ -51,9 +48,10 @@ def cmd_prepare(args) -> None:
 
 def cmd_train(args) -> None:
     from merits.config import load_config
+    from merits.experiment import load_experiment
     from merits.pipeline import run_experiment
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_experiment(args.config, args.overrides)
     result = run_experiment(cfg, args.seed)
     if not result["table"]:  # a data-parallel process other than rank 0: rank 0 prints
         return
@@ -92,6 +90,7 @@ def cmd_report(args) -> None:
 def cmd_asr(args) -> None:
     from merits.asr import ASRConfig, transcribe_manifest
     from merits.config import load_config
+    from merits.experiment import load_experiment
     from merits.data import load_manifest_or_corpus
 
     overrides = list(args.overrides)
@@ -106,9 +105,9 @@ def cmd_asr(args) -> None:
     if args.segment:
         overrides.append("segment=true")
     cfg = load_config(args.config, overrides, cls=ASRConfig)
-    source = Path(args.manifest)
-    if source.is_dir() and source.resolve() == Path(args.out).resolve():
-        raise MeritsError(f"--out {args.out} is the input manifest's own directory; the input must stay untouched")
+    from merits.runs import check_output
+
+    check_output(args.out, [args.manifest])  # never over the input, never inside a trained run
     manifest = load_manifest_or_corpus(args.manifest, args.root, **_options(args.option))
     result = transcribe_manifest(manifest, args.out, cfg)
     r = result.report
@@ -147,13 +146,14 @@ def cmd_wer(args) -> None:
 
 def cmd_pretrain(args) -> None:
     from merits.config import load_config
+    from merits.experiment import load_experiment
     from merits.data import load_manifest_or_corpus
     from merits.pretrain import PretrainConfig
     from merits.pretrain.finetune import pretrain
 
     cfg = load_config(args.config, args.overrides, cls=PretrainConfig)
     m = pretrain(load_manifest_or_corpus(args.manifest), args.out, cfg)
-    from merits.training import Distributed
+    from merits.distributed import Distributed
 
     if not Distributed.current().is_main:  # several processes (torchrun / accelerate launch): rank 0 reports
         return
@@ -167,11 +167,12 @@ def cmd_pretrain(args) -> None:
 def cmd_care(args) -> None:
     from merits.care.pretrain import CarePretrainConfig, pretrain
     from merits.config import load_config
+    from merits.experiment import load_experiment
     from merits.data import load_manifest_or_corpus
 
     cfg = load_config(args.config, args.overrides, cls=CarePretrainConfig)
     r = pretrain(load_manifest_or_corpus(args.manifest), args.out, cfg)
-    from merits.training import Distributed
+    from merits.distributed import Distributed
 
     if not Distributed.current().is_main:  # several processes (torchrun / accelerate launch): rank 0 reports
         return
@@ -184,6 +185,7 @@ def cmd_care(args) -> None:
 
 def _teach_config(args):
     from merits.config import load_config
+    from merits.experiment import load_experiment
     from merits.teach import TeachConfig
 
     # `merits teach key=value ...` (no profile) starts from the defaults.
@@ -203,6 +205,7 @@ def cmd_teach(args) -> int:
 
 def cmd_pseudolabel(args) -> int:
     from merits.config import load_config
+    from merits.experiment import load_experiment
     from merits.teach.corpus import CorpusLabelConfig, label_corpus
 
     overrides = list(args.overrides) + ([f"ray.address={args.address}"] if args.address else [])
@@ -238,6 +241,7 @@ def _seed(value: str) -> int:
 def cmd_predict(args) -> None:
     from merits.asr import ASRConfig
     from merits.config import load_config
+    from merits.experiment import load_experiment
     from merits.data import load_prediction_input
     from merits.predict import TrainedRun, predict_run
     from merits.prediction_report import format_preview, format_summary
@@ -247,6 +251,9 @@ def cmd_predict(args) -> None:
     asr = load_config(None, ([f"model={args.asr_model}"] if args.asr_model else [])
                       + (["segment=true"] if args.segment else []), cls=ASRConfig)
     out = args.out or str(Path("predictions") / Path(args.input.rstrip("/")).stem)
+    from merits.runs import check_output
+
+    check_output(out, [args.input])  # never over the input, never inside a trained run (its stage files)
     seeds = None
     if args.seed:  # "all", or seed numbers; several are an ensemble (probabilities averaged)
         seeds = list(run.cfg.seeds) if args.seed == ["all"] else [_seed(v) for v in args.seed]
@@ -260,6 +267,7 @@ def cmd_predict(args) -> None:
 
 def cmd_serve(args) -> None:
     from merits.config import load_config
+    from merits.experiment import load_experiment
     from merits.predict import TrainedRun
     from merits.serve import ServeConfig, serve
 

@@ -1,6 +1,7 @@
 """One config system: typed dataclasses, loaded from YAML, every field overridable as ``key=value``.
 
-    cfg = load_config("offline", ["stage1_text.epochs=1", "seeds=[0]"])
+    cfg = load_config("asr/paper", ["batch_size=4"], cls=ASRConfig)
+    cfg = load_experiment("offline", ["stage1_text.epochs=1", "seeds=[0]"])   # merits.experiment: cls=ExperimentConfig
 
 Unknown keys and ill-typed values are errors that name the key. ``config_hash`` gives the content hash
 that decides whether a stage must run again.
@@ -130,7 +131,13 @@ def parse_overrides(overrides) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value")
         key, raw = item.split("=", 1)
-        _set(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:  # seeds=[0 (unclosed), name=!!python/... (a tag safe_load refuses)
+            problem = str(getattr(e, "problem", None) or e).splitlines()[0]
+            raise ConfigError(f"override {item!r}: {raw!r} is not a YAML value ({problem}); quote a string, close "
+                              "a list: key=value, key=[a, b], key='text'") from None
+        _set(tree, key.strip(), value)
     return tree
 
 
@@ -167,17 +174,17 @@ def read_profile(path: Path, seen: tuple = ()) -> dict:
     parent = values.pop("extends", None)
     if parent is None:
         return values
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: {parent!r} is not a profile name or path (e.g. extends: offline)")
     base = resolve_config_path(parent)
     if base.resolve() in seen or base.resolve() == path.resolve():
         raise ConfigError(f"{path}: extends {parent!r}, which extends it back")
     return _merge(read_profile(base, (*seen, path.resolve())), values)
 
 
-def load_config(path=None, overrides=(), cls=None):
+def load_config(path=None, overrides=(), *, cls):
     """Load a YAML profile (or the defaults when ``path`` is None) and apply ``key=value`` overrides into ``cls``
-    (default: :class:`merits.experiment.ExperimentConfig`); a config with a ``check()`` method is checked."""
-    if cls is None:
-        from merits.experiment import ExperimentConfig as cls
+    (an experiment: :func:`merits.experiment.load_experiment`); a config with a ``check()`` method is checked."""
     values: dict = {}
     profile = None
     if path is not None:

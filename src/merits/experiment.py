@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from merits.audio import AudioConfig
-from merits.config import MODALITIES, DataConfig, TextEncoderConfig
+from merits.config import MODALITIES, DataConfig, TextEncoderConfig, load_config
 from merits.encoders.speech import SpeechEncoderConfig
 from merits.errors import ConfigError
 from merits.metrics import check_metric
@@ -91,6 +91,9 @@ class ExperimentConfig:
             raise ConfigError(f"data.corpus: unknown corpus {self.data.corpus!r}; known: {sorted(ADAPTERS)}")
         if not self.seeds:
             raise ConfigError("seeds: give at least one seed")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads: {self.threads} (give a positive number of CPU threads, or null for torch's "
+                              "default)")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: {self.seeds} repeats a seed")
         if not self.modalities or set(self.modalities) - set(MODALITIES):
@@ -102,5 +105,11 @@ class ExperimentConfig:
         except ValueError as e:
             raise ConfigError(f"metric: {e}") from None
         for stage in build_graph(self):
-            stage.check(self)
+            stage.check(stage.settings(self))
         return self
+
+
+def load_experiment(path=None, overrides=()) -> ExperimentConfig:
+    """An experiment's config: a shipped profile name or a YAML path (None: the defaults) with ``key=value``
+    overrides, checked (:meth:`ExperimentConfig.check`)."""
+    return load_config(path, overrides, cls=ExperimentConfig)

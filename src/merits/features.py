@@ -212,7 +212,7 @@ def extract_features(manifest: Manifest, encoder: SpeechEncoder, cache_root: str
     batch_size = max(1, int(batch_size or getattr(encoder, "batch_size", 8)))
     if encoder.needs_audio and getattr(encoder, "pads_batches", False):
         todo.sort(key=lambda i: _seconds(rows[i]))  # stable: unknown lengths (inf) last, in manifest order
-    from merits.training import progress
+    from merits.progress import progress
 
     bar = progress(None, total=len(todo), desc=f"{encoder.name} features", unit="utt")
     started = last_flush = time.monotonic()

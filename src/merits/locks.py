@@ -27,8 +27,10 @@ class Busy(MeritsError):
 
 @contextmanager
 def held(path: str | Path, what: str = "", wait: bool = True):
-    """Hold the lock ``<path>.lock`` for the ``with`` block; ``what`` names the work in messages."""
+    """Hold the lock ``<path>.lock`` for the ``with`` block; ``what`` names the work in messages. The lock belongs to
+    the file itself: ``path`` is resolved first, so one store named through a symlink (or ``..``) is one lock."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path).resolve()
     lock = FileLock(f"{path}.lock")
     holder = Path(f"{path}.lock.holder")
     try:
@@ -52,7 +54,9 @@ def sqlite_wal(path: str | Path, timeout: float = 30.0, **options):
     at once, whatever ``timeout``): that one step is retried until ``timeout``. Other errors go to the caller."""
     import sqlite3
 
-    db = sqlite3.connect(path, timeout=timeout, **options)
+    # the resolved file: SQLite names its -wal and -shm files after the path it is given, so one database opened
+    # through a symlink and directly would otherwise have two write-ahead logs
+    db = sqlite3.connect(Path(path).resolve(), timeout=timeout, **options)
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -12,39 +12,27 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import torch
 
 from merits import __version__
-from merits.config import config_hash, load_config, save_config
+from merits.config import config_hash, save_config
 from merits.data import prepare_config
 from merits.data.manifest import Manifest
 from merits.encoders.speech import build_speech_encoder
 from merits.errors import ConfigError, DataError, read_json
+from merits.experiment import load_experiment
 from merits.features import FeatureStore, extract_features
 from merits.metrics import check_metric
 from merits.report import write_report
+from merits import runs
 from merits.runs import DONE, run_cached, stage_dir
-from merits.stages.base import Stage
+from merits.stages.base import Stage, TrainingData
 from merits.stages.graph import Graph, build_graph
-from merits.training import Distributed, resolve_device, seed_everything
+from merits.runtime import Runtime, seed_everything
 
 log = logging.getLogger("merits")
-
-
-@dataclass
-class TrainingData:
-    """What an experiment's stages read besides each other's outputs."""
-
-    utterances: Manifest               # every labelled utterance
-    features: FeatureStore | None      # speech features, when an audio stage runs
-    with_audio: Manifest | None        # the utterances that have features (all, unless bad audio was skipped)
-
-    def manifest(self, stage: Stage) -> Manifest:
-        """The utterances ``stage`` trains and exports on: those with features when it reads audio."""
-        return self.with_audio if "audio" in stage.modalities else self.utterances
 
 
 def build_manifest(cfg, notes: list[str] | None = None) -> Manifest:
@@ -69,12 +57,14 @@ def build_manifest(cfg, notes: list[str] | None = None) -> Manifest:
     return manifest
 
 
-def training_data(cfg, manifest: Manifest, notes: list[str]) -> TrainingData:
+def training_data(cfg, manifest: Manifest, notes: list[str], runtime: Runtime | None = None) -> TrainingData:
     store, audio = None, None
+    runtime = runtime or Runtime.create(cfg.device)
     if "audio" in cfg.modalities:
-        # the experiment's device reaches the speech encoder (features are the same on any device: not in the key)
-        encoder = build_speech_encoder(replace(cfg.speech_encoder, device=resolve_device(cfg.device).type))
-        dist = Distributed.current()
+        # the experiment's device, whole (cuda:1 stays cuda:1), reaches the speech encoder (features are the same on
+        # any device: not in the key)
+        encoder = build_speech_encoder(replace(cfg.speech_encoder, device=str(runtime.device)))
+        dist = runtime.dist
         if dist.is_main:  # one process extracts into the cache; the others then open it
             store = extract_features(manifest, encoder, cfg.cache_dir, cfg.audio)
         dist.barrier()
@@ -107,10 +97,31 @@ def claim_run_dir(root: Path, manifest: Manifest, overwrite: bool) -> None:
     shutil.rmtree(root)
 
 
-def stage_key(stage: Stage, cfg, data: TrainingData, needs: dict[str, str], seed: int) -> str:
+def stage_key(stage: Stage, settings, data: TrainingData, needs: dict[str, str], seed: int) -> str:
     """The content hash of a stage's output: its needs' keys, what it reads itself, its config, the seed.
     A new release recomputes everything."""
-    return config_hash(stage.name, __version__, *(needs[n] for n in stage.needs), *stage.key_parts(cfg, data), seed)
+    return config_hash(stage.name, __version__, *(needs[n] for n in stage.needs), *stage.key_parts(settings, data),
+                       seed)
+
+
+def settings_hash(stage: Stage, cfg) -> str:
+    """The hash of the config a stage was trained with (its own sections), recorded in its metrics."""
+    return config_hash(stage.settings(cfg))
+
+
+def stale_stages(directory: Path, cfg, graph: Graph) -> list[str]:
+    """``<stage>/seed-<k>`` of every finished seed trained with other settings than the run's config.yaml says (a
+    ``merits train`` with new settings killed before it retrained them); runs of older versions record none."""
+    import json
+
+    stale = []
+    for stage in graph:
+        want = settings_hash(stage, cfg)
+        for seed, folder in runs.finished_seeds(directory, stage.name).items():
+            got = json.loads((folder / DONE).read_text())["metrics"].get("settings_hash")
+            if got is not None and got != want:
+                stale.append(f"{stage.name}/seed-{seed}")
+    return stale
 
 
 def run_experiment(cfg, seeds: list[int] | None = None) -> dict:
@@ -120,9 +131,8 @@ def run_experiment(cfg, seeds: list[int] | None = None) -> dict:
     unknown = sorted(set(seeds) - set(cfg.seeds))
     if unknown:
         raise ConfigError(f"seed(s) {unknown} are not among the experiment's seeds {cfg.seeds}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    dist = Distributed.current()
+    runtime = Runtime.create(cfg.device, cfg.threads)  # once: every stage and encoder works on its device
+    dist = runtime.dist
     root = Path(cfg.runs_dir) / cfg.name
     notes: list[str] = []
     manifest = build_manifest(cfg, notes)
@@ -133,17 +143,20 @@ def run_experiment(cfg, seeds: list[int] | None = None) -> dict:
         save_config(cfg, root / "config.yaml")
         log.info("%s", manifest.report())
     dist.barrier()
-    data = training_data(cfg, manifest, notes)
+    data = training_data(cfg, manifest, notes, runtime)
     graph = build_graph(cfg)
     keys: dict[int, dict[str, str]] = {seed: {} for seed in seeds}
     for stage in graph:
+        settings = stage.settings(cfg)  # the stage's own section(s): all it sees of the experiment
         for seed in seeds:
-            key = keys[seed][stage.name] = stage_key(stage, cfg, data, keys[seed], seed)
+            key = keys[seed][stage.name] = stage_key(stage, settings, data, keys[seed], seed)
             inputs = {n: stage_dir(cfg.runs_dir, cfg.name, n, seed) for n in stage.needs}
 
-            def compute(out, stage=stage, seed=seed, inputs=inputs):
+            def compute(out, stage=stage, settings=settings, seed=seed, inputs=inputs):
                 seed_everything(seed)
-                return stage.train(cfg, data, inputs, seed, out)
+                metrics = stage.train(settings, data, inputs, seed, out, runtime)
+                # what it was trained with: merits predict and report check it against the run's config.yaml
+                return {**metrics, "settings_hash": settings_hash(stage, cfg)} if metrics else metrics
 
             run_cached(stage_dir(cfg.runs_dir, cfg.name, stage.name, seed), key, compute, stage.distributed)
     per_seed = finished_seeds(root, graph)
@@ -159,7 +172,8 @@ def train_stage(cfg, name: str, manifest: Manifest, inputs: dict[str, Path], see
     stage = build_graph(cfg)[name]
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
-    return stage.train(cfg, TrainingData(manifest, features, manifest), inputs, seed, out)
+    return stage.train(stage.settings(cfg), TrainingData(manifest, features, manifest), inputs, seed, out,
+                       Runtime.create(cfg.device, cfg.threads))
 
 
 def dataset_name(corpus: str, cfg=None) -> str:
@@ -178,11 +192,9 @@ def finished_seeds(root: Path, graph: Graph) -> dict[str, dict[int, dict]]:
 
     out: dict[str, dict[int, dict]] = {}
     for stage in graph:
-        for done in sorted((root / stage.name).glob(f"seed-*/{DONE}")):
-            seed = int(done.parent.name.split("-", 1)[1])
-            out.setdefault(stage.name, {})[seed] = json.loads(done.read_text())["metrics"]
-        if stage.name in out:
-            out[stage.name] = dict(sorted(out[stage.name].items()))
+        done = runs.finished_seeds(root, stage.name)
+        if done:
+            out[stage.name] = {seed: json.loads((d / DONE).read_text())["metrics"] for seed, d in done.items()}
     return out
 
 
@@ -195,6 +207,10 @@ def report_run(directory: str | Path, metric: str | None = None, classes: list[s
     per_seed = finished_seeds(directory, graph)
     if not per_seed:
         raise ConfigError(f"{directory} has no finished stage yet")
+    stale = stale_stages(directory, cfg, graph)
+    if stale:
+        log.warning("%s: %s trained with other settings than its config.yaml (a merits train interrupted while "
+                    "retraining?); rerun merits train to finish them", directory, ", ".join(stale))
     manifest = Manifest.load(directory / "manifest")
     chosen = (metric or cfg.metric, list(classes if classes is not None else cfg.metric_classes if metric is None else []))
     _check_metric(*chosen, manifest.labels)
@@ -214,7 +230,7 @@ def load_run_config(directory: Path):
         raise ConfigError(f"{directory} is not a trained experiment: it needs config.yaml and manifest/manifest.json "
                           "(the directory merits train writes, runs/<name>)")
     try:
-        return load_config(directory / "config.yaml")
+        return load_experiment(directory / "config.yaml")
     except ConfigError as e:
         raise ConfigError(f"{directory}/config.yaml does not load with this version of merits ({e}); it was written "
                           "by an older one: retrain the run with merits train") from None

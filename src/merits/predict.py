@@ -41,12 +41,15 @@ from merits.encoders.speech import SpeechEncoderConfig, build_speech_encoder
 from merits.errors import ConfigError, DataError, read_json
 from merits.features import extract_features
 from merits.metrics import classification_metrics, plot_confusion
-from merits.pipeline import load_run_config
+from merits.pipeline import load_run_config, stale_stages
 from merits.prediction_report import conversations, plot_timelines
-from merits.runs import DONE
-from merits.stages.base import Loaded, Stage, View, load_stage, upstream_arrays
+from merits.runs import DONE, finished_seeds, seed_dir
+from merits.spreadsheet import write_csv
+from merits.stages.base import Loaded, Stage, View, load_stage
+from merits.stages.common import upstream_arrays
 from merits.stages.graph import Graph, build_graph
-from merits.training import Predictions, predict, resolve_device
+from merits.training import Predictions, predict
+from merits.runtime import Runtime
 
 log = logging.getLogger("merits")
 
@@ -72,9 +75,9 @@ class TrainedRun:
 
     def checkpoint(self, stage: str, seed: int) -> Path:
         """The checkpoint of a finished stage; a clear error naming the seeds that are finished."""
-        path = self.directory / stage / f"seed-{seed}"
+        path = seed_dir(self.directory, stage, seed)
         if not (path / DONE).is_file():
-            done = sorted(int(p.parent.name.split("-")[1]) for p in (self.directory / stage).glob(f"seed-*/{DONE}"))
+            done = list(finished_seeds(self.directory, stage))
             raise ConfigError(f"{self.directory} has no finished {stage} for seed {seed}"
                               + (f" (finished seeds: {done})" if done else "; train it first (merits train)"))
         return path / "checkpoint"
@@ -85,12 +88,30 @@ class StageOutput:
     """One stage's predictions on the input, averaged over the seeds replayed."""
 
     utterance_ids: list[str]
-    labels: np.ndarray  # (N,) gold class ids, -1 / -100 where unlabelled
+    label_ids: np.ndarray  # (N,) gold class ids, -1 / -100 where unlabelled
     probs: np.ndarray   # (N, C) softmax probabilities, mean over seeds
 
     @property
     def predicted(self) -> np.ndarray:
         return self.probs.argmax(1)
+
+
+@dataclass
+class TurnPrediction:
+    """One turn's prediction, as ``merits serve`` answers it (``predictions.csv`` holds the same per row)."""
+
+    utterance_id: str
+    conversation_id: str
+    turn: int
+    text: str
+    label: str | None                          # the final stage's label; None: the turn was left out (bad audio)
+    confidence: float | None                   # its probability (rounded to 4 places, as in predictions.csv)
+    probabilities: dict[str, float] | None     # class -> probability, mean over the seeds replayed
+    stages: dict[str, str | None]              # every replayed stage -> its label
+    gold: str | None = None                    # the input's own label, where it has one
+    speaker: str | None = None
+    start: float | None = None                 # seconds into its recording, where the input cut the audio
+    end: float | None = None
 
 
 @dataclass
@@ -100,6 +121,7 @@ class PredictResult:
     directory: Path
     stages: dict[str, StageOutput] = field(default_factory=dict)
     scores: dict = field(default_factory=dict)  # stage -> split -> every score, where the input has gold labels
+    turns: list[TurnPrediction] = field(default_factory=list)  # every input turn, in the input's order
 
 
 def relabel(manifest: Manifest, labels: tuple[str, ...]) -> Manifest:
@@ -123,12 +145,19 @@ class Predictor:
         self.seeds = [cfg.seeds[0]] if seeds is None else [seeds] if isinstance(seeds, int) else list(seeds)
         self.stage = stage or run.final_stage()
         self.stages = run.graph.chain(self.stage)
+        stale = [s for s in stale_stages(run.directory, cfg, run.graph)
+                 if s.split("/")[0] in {st.name for st in self.stages} and int(s.rsplit("-", 1)[1]) in self.seeds]
+        if stale:  # the models would not be the ones config.yaml describes
+            raise ConfigError(f"{run.directory}: {', '.join(stale)} trained with other settings than the run's "
+                              "config.yaml (a merits train with new settings stopped before it retrained them): "
+                              "rerun that merits train to finish it")
         # every checkpoint of every seed, loaded before any work: a missing or old one fails first
         self.loaded = {seed: {s.name: load_stage(s, run.checkpoint(s.name, seed)) for s in self.stages}
                        for seed in self.seeds}
         _check_labels(run, self.loaded)
         # the machine that predicts need not be the one that trained: auto picks its GPU if it has one
-        self.device = resolve_device(device or "auto")
+        self.runtime = Runtime.create(device or "auto")
+        self.device = self.runtime.device
         self.replay = {s: info.replay for s, info in self.loaded[self.seeds[0]].items()}
         self.causal = all(getattr(info.model.config, "causal", False)
                           for s, info in self.loaded[self.seeds[0]].items() if run.graph[s].level == "conversation")
@@ -137,24 +166,23 @@ class Predictor:
 
     def contexts(self, online: bool = False) -> dict[str, dict]:
         """Per utterance stage reading a conversation window: the window trained and the window replayed."""
-        from merits.stages.text_utterance import replay_context
-
         out = {}
         for name, info in self.loaded[self.seeds[0]].items():
-            if trained := replay_context(info.replay):
-                out[name] = {"trained": trained.describe(), "replayed": replay_context(info.replay, online).describe()}
+            window = getattr(info.replay, "window", None)  # the replay of a stage that reads a window (Text I)
+            if window is not None and (trained := window()):
+                out[name] = {"trained": trained.describe(), "replayed": window(online).describe()}
         return out
 
     @property
-    def reads(self) -> set[str]:
+    def modalities(self) -> set[str]:
         """The modalities the replayed stages read: {"text"}, {"audio"} or both."""
         return {m for s in self.stages if s.level == "utterance" for m in s.modalities}
 
     def speech_encoder(self):
         """The speech encoder the speech stage's checkpoint names, built once."""
         if self._encoder is None:
-            encoder_cfg = SpeechEncoderConfig(**self.replay[_reads(self.stages, "audio").name]["speech_encoder"])
-            self._encoder = build_speech_encoder(replace(encoder_cfg, device=self.device.type))
+            encoder_cfg = SpeechEncoderConfig(**self.replay[_utterance_stage(self.stages, "audio").name].speech_encoder)
+            self._encoder = build_speech_encoder(replace(encoder_cfg, device=str(self.device)))  # whole: cuda:1
         return self._encoder
 
     def transcriber(self, asr: ASRConfig):
@@ -191,7 +219,7 @@ class Predictor:
         contexts = self.contexts(online)
         for name, c in contexts.items():
             if c["trained"] != c["replayed"]:  # online, a window with later turns loses them
-                future = self.replay[name]["context"]["future"]
+                future = self.replay[name].context["future"]
                 notes.append(f"online: {self.run.graph[name].label} was trained reading {future} later turn(s) "
                              "around each utterance; online it reads none (they are not known yet), so it is not "
                              "replayed exactly as trained (train with stage1_text.context.future=0 for the live form)")
@@ -199,12 +227,13 @@ class Predictor:
                     for seed in self.seeds]
         outputs = {s.name: _average([p[s.name] for p in per_seed]) for s in self.stages}
         table, summary, scores = _outputs(self.run, manifest, keep, outputs, self.stage, self.seeds, notes, online)
+        turns = _turns(self.run.labels, manifest, outputs, self.stage)
         summary["online_mode"] = None if not online else "causal, one pass" if self.causal else (
             f"prefix replay, window {window} turns" if window else "prefix replay, whole prefix")
         summary["label_map"] = manifest.label_map  # how the input's gold labels were renamed, if they were
         summary["text_context"] = contexts  # the conversation window each text stage read
         summary["left_out"] = sorted(unusable) + summary["left_out"]  # bad audio found by ASR, then by the encoder
-        return PredictResult(table, summary, work, outputs, scores)
+        return PredictResult(table, summary, work, outputs, scores, turns)
 
 
 def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int | list[int] | None = None,
@@ -221,9 +250,9 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int
 def write_outputs(result: PredictResult, run: TrainedRun) -> None:
     """The files of a prediction, into ``result.directory``."""
     out, stage = result.directory, result.summary["stage"]
-    result.table.to_csv(out / "predictions.csv", index=False)
+    write_csv(result.table, out / "predictions.csv")  # text cells that would be spreadsheet formulas escaped
     (out / "summary.json").write_text(json.dumps(result.summary, indent=2))
-    conversations(result.table, run.labels).to_csv(out / "conversations.csv", index=False)
+    write_csv(conversations(result.table, run.labels), out / "conversations.csv")
     plot_timelines(result.table, run.labels, out / "timelines.png")
     if result.scores:  # gold labels given: e.g. a cross-corpus evaluation of the trained run
         (out / "metrics.json").write_text(json.dumps(result.scores, indent=2))
@@ -232,7 +261,7 @@ def write_outputs(result: PredictResult, run: TrainedRun) -> None:
                                                                f"{m['weighted_f1']:.3f}")
 
 
-def _reads(stages: list[Stage], modality: str) -> Stage | None:
+def _utterance_stage(stages: list[Stage], modality: str) -> Stage | None:
     """The utterance stage of ``stages`` that reads ``modality`` (text, audio), if any."""
     return next((s for s in stages if s.level == "utterance" and modality in s.modalities), None)
 
@@ -245,7 +274,7 @@ def _inputs(predictor: Predictor, manifest: Manifest, out: Path, asr: ASRConfig 
     audio)."""
     run, stages, device = predictor.run, predictor.stages, predictor.device
     cfg, notes, store, unusable = run.cfg, [], None, []
-    text, speech = _reads(stages, "text"), _reads(stages, "audio")
+    text, speech = _utterance_stage(stages, "text"), _utterance_stage(stages, "audio")
     audio_cfg = cfg.audio  # the run's audio policy (decoding, what bad audio does), in ASR as in the features
     segmenting = asr is not None and asr.segment  # whole recordings -> Whisper segments as utterances
     if segmenting or (text and (manifest.table["text"].str.strip() == "").any()):
@@ -254,7 +283,7 @@ def _inputs(predictor: Predictor, manifest: Manifest, out: Path, asr: ASRConfig 
         log.info("%s into %s", "segmenting the recordings" if segmenting else "transcribing the utterances without text",
                  out / "asr")
         # bad audio is handled as the run handles it (audio.on_error), in ASR as in feature extraction
-        asr = replace(asr or ASRConfig(), audio=audio_cfg, device=device.type)
+        asr = replace(asr or ASRConfig(), audio=audio_cfg, device=str(device))
         if segmenting:
             transcribed = transcribe_manifest(manifest, out / "asr", asr, predictor.transcriber(asr))
             heard = transcribed.manifest
@@ -317,9 +346,10 @@ def _replay(graph: Graph, stages: list[Stage], loaded: dict[str, Loaded], view: 
     preds: dict[str, Predictions] = {}
     for stage in stages:
         info = loaded[stage.name]
-        arrays = upstream_arrays(stage, graph.levels, preds, view, info.replay.get("reads"))
+        arrays = upstream_arrays(stage, graph.levels, preds, view, info.replay.reads)
         batches = stage.batches(info.model, view, arrays, info.replay)
-        preds[stage.name] = predict(info.model.to(dev), batches, dev, stage.label)
+        # in the precision it was trained and exported in: replay equals training (bf16 included)
+        preds[stage.name] = predict(info.model.to(dev), batches, dev, stage.label, info.replay.precision)
     if last is not None:
         preds = {s: p if graph[s].level == "utterance" else _at(p, last) for s, p in preds.items()}
     return preds
@@ -350,7 +380,7 @@ def prefixes(keep: Manifest, window: int | None = None) -> tuple[Manifest, np.nd
 def _at(p: Predictions, last: dict[str, str]) -> Predictions:
     """The rows of prefix predictions that end their prefix, under the utterance's own id."""
     rows = [i for i, u in enumerate(p.utterance_ids) if u in last]
-    return Predictions([last[p.utterance_ids[i]] for i in rows], p.labels[rows], p.logits[rows], p.embeddings[rows])
+    return Predictions([last[p.utterance_ids[i]] for i in rows], p.label_ids[rows], p.logits[rows], p.embeddings[rows])
 
 
 def _average(per_seed: list[Predictions]) -> StageOutput:
@@ -361,7 +391,27 @@ def _average(per_seed: list[Predictions]) -> StageOutput:
     for p in per_seed:
         rows = [order[u] for u in p.utterance_ids]
         probs[rows] += torch.softmax(torch.from_numpy(p.logits).double(), -1).numpy()
-    return StageOutput(list(first.utterance_ids), first.labels, probs / len(per_seed))
+    return StageOutput(list(first.utterance_ids), first.label_ids, probs / len(per_seed))
+
+
+def _turns(labels: tuple[str, ...], manifest: Manifest, outputs: dict[str, StageOutput],
+           final: str) -> list[TurnPrediction]:
+    """Every input turn's prediction, typed, from the stages' outputs (a turn left out has no label)."""
+    names = np.array(labels)
+    label_of = {s: dict(zip(o.utterance_ids, names[o.predicted])) for s, o in outputs.items()}
+    probs_of = dict(zip(outputs[final].utterance_ids, outputs[final].probs))
+    turns = []
+    for r in manifest.table.to_dict("records"):
+        u, p = r["utterance_id"], probs_of.get(r["utterance_id"])
+        known = lambda key: r.get(key) is not None and pd.notna(r.get(key)) and r.get(key) != ""  # noqa: E731
+        turns.append(TurnPrediction(
+            u, str(r["conversation_id"]), int(r["turn"]), r["text"], label_of[final].get(u),
+            round(float(p.max()), 4) if p is not None else None,
+            {n: round(float(x), 4) for n, x in zip(labels, p)} if p is not None else None,
+            {s: label_of[s].get(u) for s in outputs}, r["label"] if known("label") else None,
+            r["speaker"] if known("speaker") else None, float(r["start"]) if known("start") else None,
+            float(r["end"]) if known("end") else None))
+    return turns
 
 
 def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[str, StageOutput], final: str,
@@ -381,9 +431,9 @@ def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[
         table[f"predicted_{s}"] = table["utterance_id"].map(by_id).fillna("")
         splits = np.array([split_of[u] for u in o.utterance_ids])
         for split in dict.fromkeys(splits):
-            known = (o.labels >= 0) & (splits == split)
+            known = (o.label_ids >= 0) & (splits == split)
             if known.any():
-                scores.setdefault(s, {})[split] = classification_metrics(o.labels[known], o.predicted[known], run.labels)
+                scores.setdefault(s, {})[split] = classification_metrics(o.label_ids[known], o.predicted[known], run.labels)
     probs = pd.DataFrame(outputs[final].probs, index=outputs[final].utterance_ids, columns=[f"p_{n}" for n in run.labels])
     table.insert(len(columns), "predicted", table[f"predicted_{final}"])
     table.insert(len(columns) + 1, "confidence", table["utterance_id"].map(probs.max(axis=1)).round(4))

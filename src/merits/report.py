@@ -138,7 +138,7 @@ def write_report(experiment_dir: Path, dataset: str, per_seed: dict, graph, note
     previous = experiment_dir / "results.json"
     if notes is None:
         notes = json.loads(previous.read_text()).get("notes", []) if previous.is_file() else []
-    rows, ablations, labels = graph.rows(), graph.rows(hierarchy=False), graph.labels
+    rows, ablations, labels = graph.rows(), graph.rows(hierarchy=False), graph.stage_labels
     name, classes = metric[0], list(metric[1] or ())
     title = metric_title(name, classes)
     summary = summarise(per_seed, metric=(name, classes))

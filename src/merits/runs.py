@@ -24,7 +24,7 @@ from merits.errors import damaged, load_safetensors, read_json
 
 from merits.faults import kill_point
 from merits.locks import held
-from merits.training import Distributed, alone
+from merits.distributed import Distributed, alone
 
 log = logging.getLogger("merits")
 DONE = "done.json"
@@ -33,7 +33,19 @@ EMBEDDINGS = "embeddings.safetensors"
 
 
 def stage_dir(runs_dir: str | Path, experiment: str, stage: str, seed: int) -> Path:
-    return Path(runs_dir) / experiment / stage / f"seed-{seed}"
+    return seed_dir(Path(runs_dir) / experiment, stage, seed)
+
+
+def seed_dir(run: Path, stage: str, seed: int) -> Path:
+    """``<run>/<stage>/seed-<k>``: one seed of one stage of a run directory."""
+    return Path(run) / stage / f"seed-{seed}"
+
+
+def finished_seeds(run: Path, stage: str) -> dict[int, Path]:
+    """{seed: its directory} of every finished seed of ``stage`` in ``run`` (those with their done.json), by seed."""
+    found = {int(done.parent.name.removeprefix("seed-")): done.parent
+             for done in (Path(run) / stage).glob(f"seed-*/{DONE}") if done.parent.name.removeprefix("seed-").isdigit()}
+    return dict(sorted(found.items()))
 
 
 def is_done(path: Path, key: str) -> bool:
@@ -80,14 +92,19 @@ def _compute(path: Path, key: str, compute: Callable[[Path], dict], dist) -> dic
     # done.json is written last: a directory without it never counts as finished
     (partial / DONE).write_text(json.dumps({"key": key, "metrics": metrics, "outputs": outputs}, indent=2))
     kill_point("stage.computed")
-    # replace atomically: the old directory is renamed aside first, so no kill leaves a finished-looking mix
+    _promote(partial, path)
+    return metrics
+
+
+def _promote(partial: Path, path: Path) -> None:
+    """Put a finished ``.partial`` in the stage's place atomically: the old directory is renamed aside first, so no
+    kill leaves a finished-looking mix."""
     old = path.with_name(path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():
         path.rename(old)
     partial.rename(path)
     shutil.rmtree(old, ignore_errors=True)
-    return metrics
 
 
 def run_cached(path: Path, key: str, compute: Callable[[Path], dict], distributed: bool = False) -> dict:
@@ -101,6 +118,12 @@ def run_cached(path: Path, key: str, compute: Callable[[Path], dict], distribute
     metrics = None
     # rank 0's lock, for the whole group; kept in <stage>/.locks/ so that the stage folder lists only seeds
     with held(path.parent / ".locks" / path.name, f"stage {path}") if dist.is_main else nullcontext():
+        partial = path.with_name(path.name + ".partial")
+        if dist.is_main and not is_done(path, key) and is_done(partial, key):
+            # killed after the computation finished (done.json written) but before the rename: promote it, never
+            # compute it again
+            log.info("%s was finished before the process stopped: kept, not computed again", path)
+            _promote(partial, path)
         done = dist.gather(is_done(path, key) if dist.is_main else None)[0]
         if done:
             if dist.is_main:
@@ -114,6 +137,27 @@ def run_cached(path: Path, key: str, compute: Callable[[Path], dict], distribute
     if done or not dist.is_main:
         return json.loads((path / DONE).read_text())["metrics"]
     return metrics
+
+
+def check_output(out: str | Path, inputs=(), what: str = "--out") -> None:
+    """Refuse to write where writing would destroy something: into an input's own directory, or into a trained run
+    (its stage files are results and cache keys: a command writing over them corrupts the run). A named error."""
+    from merits.errors import ConfigError
+
+    target = Path(out).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        folder = source if source.is_dir() else source.parent if source.suffix.lower() in (".json", ".csv") and (
+            source.parent / "manifest.json").is_file() else None
+        if target == source or (folder is not None and target == folder):
+            raise ConfigError(f"{what} {out} is the input {given} itself; the input must stay untouched: write "
+                              "somewhere else")
+    for folder in (target, *target.parents):
+        if (folder / "config.yaml").is_file() and (folder / "manifest" / "manifest.json").is_file():
+            raise ConfigError(f"{what} {out} is inside the trained run {folder}; writing there would replace the "
+                              "run's own files: write somewhere else")
 
 
 def save_embeddings(path: str | Path, utterance_ids, embeddings: np.ndarray, **extra: np.ndarray) -> None:

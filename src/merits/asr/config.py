@@ -22,7 +22,7 @@ class ASRConfig:
     batch_size: int = 8               # <= 30 s pieces of utterances decoded together in one CTranslate2 call
     vad: bool = False                 # Silero VAD (bundled with faster-whisper): decode only the speech regions
     compute_type: str = "int8"        # CTranslate2 quantisation; int8 is the fast choice on CPU
-    device: str = "auto"              # auto (cuda when available) | cpu | cuda
+    device: str = "auto"              # auto (cuda when available) | cpu | cuda | cuda:<index>
     threads: int = 0                  # CTranslate2 CPU threads; 0 = its default (4, or OMP_NUM_THREADS)
     drop_empty: bool = False          # leave utterances with an empty transcript out of the output manifest
     segment: bool = False             # each recording becomes one conversation whose utterances are Whisper's

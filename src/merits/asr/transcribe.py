@@ -78,8 +78,9 @@ class Transcriber:
         try:
             # local_files_only: never reach a model hub at run time; a size name such as large-v3 is found in the
             # Hugging Face cache when it was downloaded once elsewhere
-            self.model = WhisperModel(str(where), device=cfg.device, compute_type=cfg.compute_type,
-                                      cpu_threads=cfg.threads, local_files_only=True)
+            kind, _, index = str(cfg.device).partition(":")  # CTranslate2 takes cuda:1 as device + device_index
+            self.model = WhisperModel(str(where), device=kind, device_index=int(index or 0),
+                                      compute_type=cfg.compute_type, cpu_threads=cfg.threads, local_files_only=True)
         except Exception as e:  # faster-whisper raises hub, OS and ValueErrors alike for a model it cannot find
             raise ModelNotFoundError(
                 f"cannot load ASR model {cfg.model!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}\n"
@@ -232,7 +233,7 @@ def transcribe_manifest(manifest: Manifest, out: str | Path, cfg: ASRConfig | No
     if reused:
         log.info("ASR: %d of %d utterances already transcribed in %s", reused, reused + len(todo), store.path)
 
-    from merits.training import progress
+    from merits.progress import progress
 
     bar = progress(None, total=len(todo), desc=f"asr {transcriber.name}", unit="utt")
     audio_seconds = wall = 0.0

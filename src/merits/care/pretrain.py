@@ -34,7 +34,10 @@ from merits.config import config_hash
 from merits.data.manifest import Manifest
 from merits.errors import ConfigError, DataError
 from merits.runs import load_embeddings, save_embeddings
-from merits.training import Trainer, TrainerConfig, alone, fit_steps, progress, seed_everything
+from merits.training import Trainer, TrainerConfig, adamw, fit_steps
+from merits.distributed import alone
+from merits.progress import progress
+from merits.runtime import seed_everything
 
 log = logging.getLogger("merits")
 HOP = 320  # WavLM frames: 20 ms at 16 kHz
@@ -294,7 +297,7 @@ def pretrain(manifest: Manifest, out: str | Path, cfg: CarePretrainConfig) -> di
         return {k: v / max(len(validation), 1) for k, v in sums.items()}
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay, betas=tuple(cfg.betas), params=trainable)
     history = fit_steps(trainer, model, crops, loss_of, optimizer, cfg.steps, out / "checkpoint",
                         cfg.checkpoint_every, validate if checks else None, cfg.validate_every)
     if trainer.dist.is_main:

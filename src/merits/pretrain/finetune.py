@@ -30,7 +30,7 @@ from merits.pretrain.config import PretrainConfig
 from merits.runs import DONE, run_cached
 from merits.stages.common import fit_summary
 from merits.stages.text_utterance import fine_tune
-from merits.training import seed_everything
+from merits.runtime import seed_everything
 
 log = logging.getLogger("merits")
 ENCODER = Path("checkpoint") / "encoder"
@@ -78,7 +78,8 @@ def pretrain(manifest: Manifest, out: str | Path, cfg: PretrainConfig | None = N
 
     def train(directory: Path) -> dict:
         seed_everything(cfg.seed)
-        tuned = fine_tune(cfg.text_encoder, cfg.train, data, cfg.seed, cfg.device, "Pretraining")
+        # its state after every epoch in the .partial directory: a killed pretraining goes on at its next epoch
+        tuned = fine_tune(cfg.text_encoder, cfg.train, data, cfg.seed, cfg.device, "Pretraining", directory / "epochs")
         # every process predicts its share of the validation split; rank 0 alone writes
         preds = tuned.trainer.predict(tuned.model, tuned.batches("validation"), "Pretraining validation")
         if not tuned.trainer.dist.is_main:
@@ -86,7 +87,7 @@ def pretrain(manifest: Manifest, out: str | Path, cfg: PretrainConfig | None = N
         tuned.model.save(directory / "checkpoint")
         data.table[["utterance_id", "split"]].to_csv(directory / "split.csv", index=False)
         counts = data.table.groupby(["split", "label"]).size().unstack(fill_value=0)
-        return {"validation": classification_metrics(preds.labels, preds.predicted, data.labels),
+        return {"validation": classification_metrics(preds.label_ids, preds.predicted, data.labels),
                 "utterances": {s: int((data.table["split"] == s).sum()) for s in ("train", "validation")},
                 "label_counts": {s: {k: int(v) for k, v in row.items()} for s, row in counts.iterrows()},
                 "dropped": dropped, "source": {"corpus": manifest.corpus, "fingerprint": manifest.fingerprint()},

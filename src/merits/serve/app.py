@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 from contextlib import asynccontextmanager
@@ -26,14 +27,18 @@ from pathlib import Path
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from merits.errors import MeritsError
+from merits.errors import ConfigError, MeritsError
 from merits.serve.config import ServeConfig
 from merits.serve.live import TurnConflict
+from merits.serve.security import Guard, allowed_hosts, is_loopback, load_api_keys
 from merits.serve.service import Conversation, RequestError, Service, Turn, new_request_id
 
 log = logging.getLogger("merits")
@@ -70,6 +75,10 @@ class LiveTurnIn(BaseModel):
 
 def create_app(run_dir: str | Path, cfg: ServeConfig | None = None) -> FastAPI:
     cfg = cfg or ServeConfig()
+    keys = load_api_keys(cfg.api_keys_file, cfg.api_keys_env)
+    if not keys and not is_loopback(cfg.host):
+        raise ConfigError(f"host {cfg.host} lets other machines in: give API keys (api_keys_file=PATH with one key per "
+                          f"line, or the environment variable {cfg.api_keys_env}), or listen on 127.0.0.1")
     service = Service(run_dir, cfg)
 
     @asynccontextmanager
@@ -77,16 +86,27 @@ def create_app(run_dir: str | Path, cfg: ServeConfig | None = None) -> FastAPI:
         yield
         service.close()
 
-    app = FastAPI(title="merits serve", version="1", lifespan=lifespan,
+    # /docs from Swagger UI's own files (swagger-ui-bundle), not a CDN: offline the page would otherwise wait on
+    # assets that never come
+    app = FastAPI(title="merits serve", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"Emotions of conversations with the trained run {service.run.directory.name} "
                               f"(classes: {', '.join(service.labels)}).")
     app.state.service = service
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/static/docs", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")  # before /static
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="merits serve: API",
+                                   swagger_js_url="/static/docs/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/docs/swagger-ui.css", swagger_favicon_url="")
 
     # ------------------------------------------------------------------ errors: a 4xx with one clear message
     @app.exception_handler(RequestError)
     async def request_error(request, e: RequestError):
-        return JSONResponse({"error": str(e)}, e.status)
+        return JSONResponse({"error": _public(str(e))}, e.status)
 
     @app.exception_handler(TurnConflict)
     async def conflict(request, e: TurnConflict):
@@ -94,7 +114,7 @@ def create_app(run_dir: str | Path, cfg: ServeConfig | None = None) -> FastAPI:
 
     @app.exception_handler(MeritsError)
     async def merits_error(request, e: MeritsError):  # bad data found while predicting (e.g. undecodable audio)
-        return JSONResponse({"error": str(e)}, 422)
+        return JSONResponse({"error": _public(str(e))}, 422)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, e: RequestValidationError):
@@ -105,15 +125,16 @@ def create_app(run_dir: str | Path, cfg: ServeConfig | None = None) -> FastAPI:
         return JSONResponse({"error": _validation_message(errors), "detail": json.loads(json.dumps(errors, default=str))},
                             422)
 
-    @app.middleware("http")
-    async def limit_size(request: Request, call_next):  # refused before the body is read
-        length = request.headers.get("content-length")
-        limit = cfg.max_upload_mb * MB * MAX_FILES + MB
-        if length and length.isdigit() and int(length) > limit:
-            return JSONResponse({"error": f"request of {int(length) / MB:.1f} MB; this server takes at most "
-                                          f"{limit / MB:.0f} MB ({MAX_FILES} files of max_upload_mb {cfg.max_upload_mb})"},
-                                413)
-        return await call_next(request)
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, e: StarletteHTTPException):  # e.g. too many multipart files: one error shape
+        return JSONResponse({"error": _public(str(e.detail))}, e.status_code)
+
+    # who may use it: keys, no cross-site writes, bounded bodies (merits.serve.security); the Host allow-list
+    hosts = allowed_hosts(cfg.host, cfg.allowed_hosts)
+    app.add_middleware(Guard, keys=keys, hosts=hosts, max_body=int(cfg.max_upload_mb * MB * MAX_FILES + MB))
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
+    if keys:
+        log.warning("merits serve: %d API key(s); /v1/* and /health need 'Authorization: Bearer <key>'", len(keys))
 
     # ------------------------------------------------------------------ endpoints
     @app.get("/", include_in_schema=False)
@@ -284,6 +305,15 @@ def _duration(path: Path, name: str) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s'\"():,;]+)+")
+
+
+def _public(message: str) -> str:
+    """An error as a client sees it: every absolute server path cut to its file name (uploads live in temporary
+    folders whose names say nothing to the client and something to an attacker)."""
+    return _PATH.sub(lambda m: Path(m.group(0)).name or m.group(0), message)
+
+
 def _is_multipart(request: Request) -> bool:
     """multipart/form-data, or JSON (application/json, or no content type); anything else is refused (415)."""
     kind = request.headers.get("content-type", "")

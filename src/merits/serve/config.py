@@ -30,6 +30,10 @@ class ServeConfig:
     # keep uploaded audio in this directory (one sub-folder per request); default: deleted once answered (live
     # conversations of a run with a speech stage keep their turns' audio until the conversation is deleted)
     keep_uploads: str | None = None
+    # who may use it (merits.serve.security): API keys, never on the command line; required when host is not loopback
+    api_keys_file: str | None = None        # a file of API keys, one per line (# comments)
+    api_keys_env: str = "MERITS_SERVE_API_KEYS"  # an environment variable of comma-separated API keys
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names it answers to besides loopback and host
 
     def check(self) -> None:
         if not 0 < self.port < 65536:

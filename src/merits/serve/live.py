@@ -39,6 +39,7 @@ class LiveStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # one connection, shared by the server's threads one at a time
         self._db = sqlite_wal(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA secure_delete=ON")  # a forgotten conversation's text is overwritten, not left in pages
         self._db.execute(SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(turns)")}
         if "speaker" not in columns:  # a store written before turns had speakers
@@ -69,6 +70,8 @@ class LiveStore:
             audio = [a for (a,) in self._db.execute("SELECT audio FROM turns WHERE conversation = ? AND audio != ''",
                                                     (conversation,))]
             self._db.execute("DELETE FROM turns WHERE conversation = ?", (conversation,))
+            # the deleted rows also live in the write-ahead log until a checkpoint: write them back and empty it
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return audio
 
     def count(self) -> int:

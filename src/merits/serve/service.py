@@ -26,7 +26,7 @@ import pandas as pd
 
 from merits.data.manifest import Manifest
 from merits.errors import MeritsError
-from merits.predict import Predictor, PredictResult, TrainedRun
+from merits.predict import Predictor, PredictResult, TrainedRun, TurnPrediction
 from merits.prediction_report import conversations as conversation_shares
 from merits.serve.config import ServeConfig
 from merits.serve.live import LiveStore
@@ -76,7 +76,7 @@ class Service:
         self.labels = self.run.labels
         # every turn must bring audio when a speech stage decodes it (a precomputed feature table looks ids up
         # instead); the speech encoder is thereby built at start-up, not by the first request
-        self.needs_audio = "audio" in self.predictor.reads and self.predictor.speech_encoder().needs_audio
+        self.needs_audio = "audio" in self.predictor.modalities and self.predictor.speech_encoder().needs_audio
         store = Path(cfg.live_store) if cfg.live_store else self.run.directory / "serve" / "live.sqlite"
         self.live = LiveStore(store)
         self.live_audio = store.parent / "live-audio"  # the audio live turns keep (a run with a speech stage)
@@ -89,7 +89,7 @@ class Service:
     def describe(self) -> dict:
         graph = self.run.graph
         return {"run": self.run.directory.name, "labels": list(self.labels), "stage": self.predictor.stage,
-                "stages": {s.name: s.label for s in self.predictor.stages}, "reads": sorted(self.predictor.reads),
+                "stages": {s.name: s.label for s in self.predictor.stages}, "reads": sorted(self.predictor.modalities),
                 "seeds": self.predictor.seeds, "device": str(self.predictor.device),
                 "causal": self.predictor.causal, "final_stage_label": graph[self.predictor.stage].label}
 
@@ -148,7 +148,7 @@ class Service:
 
     # ------------------------------------------------------------------ checks (in the request's own thread)
     def _check_id(self, conversation: str) -> None:
-        if not CONVERSATION_ID.match(conversation):
+        if not CONVERSATION_ID.fullmatch(conversation):  # match() let "abc\n" through ($ matches before \n)
             raise RequestError(f"conversation id {conversation!r}: use 1-128 letters, digits, '.', '_', ':' or '-', "
                                f"starting with a letter or digit")
 
@@ -278,7 +278,7 @@ class Service:
         stored = self.live.turns(conversation)
         k = stored[-1]["turn"] + 1 if stored else 0
         kept = ""
-        if turn.audio and "audio" in self.predictor.reads:  # later turns' predictions read this audio again
+        if turn.audio and "audio" in self.predictor.modalities:  # later turns' predictions read this audio again
             folder = self.live_audio / conversation
             folder.mkdir(parents=True, exist_ok=True)
             kept = str(folder / f"{k:05d}{Path(turn.audio).suffix}")
@@ -297,7 +297,7 @@ class Service:
                 # the turns so far and nothing later: the last turn's prediction is its online one, for a causal
                 # and a bidirectional run alike
                 result = self._predict(manifest, Path(work), self.cfg.asr)
-            row = _turn_rows(result.table, self.run, result.summary["stages"])[-1]
+            row = _turn_json(result.turns[-1])
             if not row["label"]:
                 raise RequestError(f"turn {k} of {conversation!r} could not be predicted: "
                                    + "; ".join(result.summary["notes"] or ["its audio is unusable"]))
@@ -318,13 +318,14 @@ class Service:
 
     # ------------------------------------------------------------------ answers
     def _answer(self, result: PredictResult) -> dict:
-        """predictions.csv as JSON: per conversation (under its id in the input) its turns and shares."""
-        table, stages = result.table, result.summary["stages"]
-        shares = _shares(table, self.labels)
-        convs = []
-        for cid, g in table.groupby("conversation_id", sort=False):
-            convs.append({"id": cid, "turns": _turn_rows(g, self.run, stages),
-                          **shares.get(cid, {"shares": {n: 0.0 for n in self.labels}, "dominant": None, "tied": []})})
+        """The prediction as JSON: per conversation (under its id in the input) its turns and shares."""
+        shares = _shares(result.table, self.labels)
+        by_conversation: dict[str, list[dict]] = {}
+        for t in result.turns:
+            by_conversation.setdefault(t.conversation_id, []).append(_turn_json(t))
+        convs = [{"id": cid, "turns": turns,
+                  **shares.get(cid, {"shares": {n: 0.0 for n in self.labels}, "dominant": None, "tied": []})}
+                 for cid, turns in by_conversation.items()]
         s = result.summary
         return {"run": self.run.directory.name, "stage": s["stage"], "labels": list(self.labels),
                 "seeds": s["seeds"], "online": s["online"], "conversations": convs, "left_out": s["left_out"],
@@ -336,22 +337,14 @@ def _untag(utterance_id: str) -> str:
     return utterance_id.split("|", 1)[1]
 
 
-def _turn_rows(table: pd.DataFrame, run: TrainedRun, stages: list[str]) -> list[dict]:
-    rows = []
-    for r in table.to_dict("records"):
-        label = r["predicted"] or None
-        row = {"turn": int(r["turn"]), **({"speaker": r["speaker"]} if r.get("speaker") else {}),
-               "text": r["text"], "label": label,
-               "confidence": float(r["confidence"]) if label else None,
-               "probabilities": {n: float(r[f"p_{n}"]) for n in run.labels} if label else None,
-               "stages": {s: r[f"predicted_{s}"] or None for s in stages}}
-        for extra in ("start", "end"):
-            if extra in r and pd.notna(r[extra]):
-                row[extra] = float(r[extra])
-        if r.get("label"):
-            row["gold"] = r["label"]
-        rows.append(row)
-    return rows
+def _turn_json(t: TurnPrediction) -> dict:
+    """A typed turn prediction as the API answers it: optional fields only where the input has them."""
+    row = {"turn": t.turn, **({"speaker": t.speaker} if t.speaker else {}), "text": t.text, "label": t.label,
+           "confidence": t.confidence, "probabilities": t.probabilities, "stages": t.stages}
+    row.update({k: getattr(t, k) for k in ("start", "end") if getattr(t, k) is not None})
+    if t.gold:
+        row["gold"] = t.gold
+    return row
 
 
 def _shares(table: pd.DataFrame, labels: tuple[str, ...]) -> dict[str, dict]:

@@ -2,16 +2,20 @@
 batches a manifest plus its inputs. An experiment's stages form one graph (:mod:`merits.stages.graph`); the
 pipeline, ``merits predict``, the report and the config checks walk it and know no stage by name.
 
-Adding a stage is one module defining a :class:`Stage` subclass plus one ``register_stage`` call, and one line in
-the graph builder that places it.
+A stage sees the experiment config in one method, :meth:`Stage.settings`, which picks its own section(s); everything
+else (checks, cache key, training) receives that typed section, the :class:`TrainingData` and the process'
+:class:`merits.runtime.Runtime`. Adding a stage type is one module defining a :class:`Stage` subclass (registered with
+``register_stage``) plus its placement in the graph builder.
 
 Every checkpoint directory holds ``stage.json`` beside the weights: the stage kind, the class names it was trained
-on and its replay settings (tokeniser max length, batch sizes, the speech encoder and audio settings), so that the
-checkpoint replays its model alone.
+on and its :class:`Replay` settings (batch size, precision, and per type: the tokeniser's length and conversation
+window, the speech encoder, what it reads of its needs), saved from a dataclass and read back into the same one, so
+that a checkpoint replays exactly as it was trained.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +26,38 @@ from torch import nn
 
 from merits.data.manifest import Manifest
 from merits.errors import ConfigError, read_json
-from merits.training import Predictions
+from merits.runtime import Runtime
 
 STAGE_FILE = "stage.json"
+
+
+@dataclass
+class TrainingData:
+    """What an experiment's stages read besides each other's outputs."""
+
+    utterances: Manifest               # every labelled utterance
+    features: object | None            # the speech feature store (merits.features.FeatureStore), when audio runs
+    with_audio: Manifest | None        # the utterances that have features (all, unless bad audio was skipped)
+
+    def manifest(self, stage: "Stage") -> Manifest:
+        """The utterances ``stage`` trains and exports on: those with features when it reads audio."""
+        return self.with_audio if "audio" in stage.modalities and self.with_audio is not None else self.utterances
+
+
+@dataclass
+class Replay:
+    """How a checkpoint is replayed: the settings of its training that prediction must repeat. Each stage type
+    extends it; saved in stage.json, read back into the same class (keys of other versions ignored, missing ones at
+    their defaults: fp32 for checkpoints written before precision was kept)."""
+
+    batch_size: int = 128                 # rows per forward pass
+    precision: str = "fp32"               # autocast of the forward pass, as in training's exports
+    reads: dict = field(default_factory=dict)  # need -> embeddings | logits | both: what of each need it reads
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Replay":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in (values or {}).items() if k in known})
 
 
 @dataclass
@@ -57,7 +90,7 @@ class Loaded:
 
     model: nn.Module
     labels: tuple[str, ...]
-    replay: dict = field(default_factory=dict)
+    replay: Replay = field(default_factory=Replay)
 
 
 class Stage:
@@ -71,6 +104,7 @@ class Stage:
 
     kind: ClassVar[str]                 # registry name, saved in stage.json
     level: ClassVar[str]                # "utterance": one output row per utterance; "conversation": reads context
+    replay_type: ClassVar[type[Replay]] = Replay  # its replay settings, saved in and read from stage.json
     distributed: ClassVar[bool] = False  # trains on every data-parallel process (else rank 0 alone)
     hierarchy: ClassVar[bool] = True    # a row of Table I (False: an ablation, reported beside it)
     ablation_row: ClassVar[str] = ""     # an ablation's row name in the ablation table
@@ -83,26 +117,32 @@ class Stage:
 
     # -------------------------------------------------------------- training
     def settings(self, cfg):
-        """This stage's config (a TrainerConfig with the model's config nested where it has one)."""
+        """This stage's config, from the experiment's: its section (a TrainerConfig with the model's config nested
+        where it has one), or a small dataclass of the sections it reads. The one method that sees ``cfg``."""
         return getattr(cfg, self.section)
 
-    def key_parts(self, cfg, data) -> tuple:
+    def key_parts(self, settings, data: TrainingData) -> tuple:
         """What the stage's output depends on besides its needs' keys and the seed (hashed into its cache key)."""
-        return (self.settings(cfg),)
+        return (settings,)
 
-    def check(self, cfg) -> None:
+    def check(self, settings) -> None:
         """Semantic checks of this stage's config beyond types (errors name the key)."""
 
-    def train(self, cfg, data, inputs: dict[str, Path], seed: int, out: Path) -> dict:
-        """Train on ``data`` (a :class:`merits.stages.graph.TrainingData`) and the needs' output directories;
-        write the checkpoint and exports into ``out``; return the metrics."""
+    def train(self, settings, data: TrainingData, inputs: dict[str, Path], seed: int, out: Path,
+              runtime: Runtime) -> dict:
+        """Train on ``data`` and the needs' output directories (``inputs``: need -> its stage directory) on the
+        runtime's device; write the checkpoint (with :func:`save_stage_info`) and exports into ``out``; return the
+        metrics."""
         raise NotImplementedError
 
     # -------------------------------------------------------------- replay
     def load(self, checkpoint: Path) -> nn.Module:
         raise NotImplementedError
 
-    def batches(self, model: nn.Module, view: View, inputs: dict[str, np.ndarray], replay: dict) -> list[dict]:
+    def read_replay(self, values: dict) -> Replay:
+        return self.replay_type.from_dict(values)
+
+    def batches(self, model: nn.Module, view: View, inputs: dict[str, np.ndarray], replay: Replay) -> list[dict]:
         """Evaluation batches of every utterance of the view. ``inputs``: need -> its output rows aligned with
         the rows this stage reads (``view.utterances`` or ``view.conversations``)."""
         raise NotImplementedError
@@ -116,11 +156,13 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
     return cls
 
 
-def save_stage_info(checkpoint: Path, stage: Stage, labels, replay: dict) -> None:
+def save_stage_info(checkpoint: Path, stage: Stage, labels, replay: Replay, **extra) -> None:
+    """stage.json: the kind, name, needs, class names and replay settings (``extra``: more of the stage's own, e.g.
+    an ensemble's members)."""
     checkpoint.mkdir(parents=True, exist_ok=True)
     (checkpoint / STAGE_FILE).write_text(json.dumps(
         {"kind": stage.kind, "name": stage.name, "needs": list(stage.needs), "labels": list(labels),
-         "replay": replay}, indent=2, default=str))
+         "replay": {**dataclasses.asdict(replay), **extra}}, indent=2, default=str))
 
 
 def load_stage(stage: Stage, checkpoint: Path) -> Loaded:
@@ -132,21 +174,4 @@ def load_stage(stage: Stage, checkpoint: Path) -> Loaded:
     meta = read_json(info, "retrain the run with merits train")
     if meta.get("kind") != stage.kind:
         raise ConfigError(f"{checkpoint} holds a {meta.get('kind')!r} stage, not {stage.kind!r}")
-    return Loaded(stage.load(checkpoint), tuple(meta["labels"]), meta.get("replay", {}))
-
-
-def upstream_arrays(stage: Stage, levels: dict[str, str], preds: dict[str, Predictions], view: View,
-                    reads: dict[str, str] | None = None) -> dict:
-    """The needs' outputs (``reads``: need -> embeddings | logits | both, as the stage was trained; default
-    embeddings) as arrays aligned with the rows ``stage`` reads: a conversation stage reading a Stage I output gets
-    each utterance's row copied into every conversation row that holds it."""
-    from merits.stages.common import align
-
-    out = {}
-    for need in stage.needs:
-        what = (reads or {}).get(need, "embeddings")
-        if stage.level == "utterance" or levels[need] == "conversation":
-            out[need] = align(preds[need], view.utterances if stage.level == "utterance" else view.conversations, what)
-        else:
-            out[need] = align(preds[need], view.utterances, what)[view.source]
-    return out
+    return Loaded(stage.load(checkpoint), tuple(meta["labels"]), stage.read_replay(meta.get("replay", {})))

@@ -13,8 +13,10 @@ from merits.errors import ConfigError, DataError
 from merits.metrics import classification_metrics, plot_confusion
 from merits.models.checkpoint import save_model
 from merits.runs import EMBEDDINGS, load_embeddings, save_embeddings
-from merits.stages.base import save_stage_info
-from merits.training import IGNORE, FitResult, Predictions, Trainer
+from merits.runtime import Runtime
+from merits.spreadsheet import write_csv
+from merits.stages.base import Replay, Stage, View, save_stage_info
+from merits.training import IGNORE, FitResult, Predictions, Trainer, adamw
 
 
 # what a stage reads of a stage it needs: its embeddings (N, D), its logits (N, C), or both side by side (N, D + C)
@@ -94,16 +96,16 @@ def export(preds: dict[str, Predictions], manifest: Manifest, out_dir: Path, sta
     names = manifest.labels
     rows = []
     for split, p in preds.items():
-        for u, y, yhat, logit in zip(p.utterance_ids, p.labels, p.predicted, p.logits):
+        for u, y, yhat, logit in zip(p.utterance_ids, p.label_ids, p.predicted, p.logits):
             prob = np.exp(logit - logit.max())
             rows.append({"utterance_id": u, "split": split, "label": names[y] if y >= 0 else "",
                          "predicted": names[yhat], "confidence": float(prob.max() / prob.sum())})
-    pd.DataFrame(rows).to_csv(out_dir / "predictions.csv", index=False)
+    write_csv(pd.DataFrame(rows), out_dir / "predictions.csv")
     metrics = {}
     for split, p in preds.items():
-        known = p.labels >= 0
+        known = p.label_ids >= 0
         if known.any():
-            metrics[split] = classification_metrics(p.labels[known], p.predicted[known], names)
+            metrics[split] = classification_metrics(p.label_ids[known], p.predicted[known], names)
     if "test" in metrics:
         plot_confusion(metrics["test"], out_dir / "confusion_test.png",
                        f"{stage}: test weighted F1 {metrics['test']['weighted_f1']:.3f}")
@@ -116,42 +118,53 @@ def fit_summary(result: FitResult) -> dict:
             "optimizer_steps": result.optimizer_steps, "history": result.history}
 
 
-def optimizer_for(model, sc) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=sc.lr, weight_decay=sc.weight_decay)
-
-
 def check_reads(value: str, key: str) -> None:
     if value not in READS:
         raise ConfigError(f"{key}: {value!r} is not one of {' | '.join(READS)}")
 
 
 def train_on_conversations(stage, model, sc, manifest: Manifest, features: dict[str, np.ndarray], seed: int,
-                           out_dir: Path, device: str, reads: dict[str, str] | None = None) -> dict:
+                           out_dir: Path, runtime: Runtime, reads: dict[str, str] | None = None) -> dict:
     """Train a conversation-level model (Stage II or III) on frozen per-utterance features and export it.
 
     features: model argument name -> (N_manifest, D) arrays, fed to ``model(**inputs)`` as (B, T, D) with ``mask``.
     sc: the stage's config (a TrainerConfig: lr, weight_decay, batch_size, epochs, patience, precision, ...).
     reads: need -> what of it the features hold (see :data:`READS`), saved for replay.
     """
-    trainer = Trainer(sc, device, stage.label)
+    trainer = Trainer(sc, runtime, stage.label)
     rng = np.random.default_rng(seed)
     validation = conversation_batches(manifest, "validation", features, sc.batch_size)
     result = trainer.fit(model, lambda epoch: conversation_batches(manifest, "train", features, sc.batch_size, rng),
-                         lambda: validation, optimizer_for(model, sc))
+                         lambda: validation, adamw(model, sc.lr, sc.weight_decay), resume=out_dir / "epochs")
     save_model(model, out_dir / "checkpoint")
-    save_stage_info(out_dir / "checkpoint", stage, manifest.labels, {"batch_size": sc.batch_size,
-                                                                   "reads": reads or {}})
+    save_stage_info(out_dir / "checkpoint", stage, manifest.labels,
+                    stage.replay_type(batch_size=sc.batch_size, precision=sc.precision, reads=reads or {}))
     preds = {s: trainer.predict(model, conversation_batches(manifest, s, features, sc.batch_size), f"{stage.label} {s}")
              for s in splits_present(manifest)}
     return {**export(preds, manifest, out_dir, stage.label), **fit_summary(result)}
 
 
-def replay_conversations(view, inputs: dict[str, np.ndarray], names: tuple[str, ...], replay: dict) -> list[dict]:
+def replay_conversations(view, inputs: dict[str, np.ndarray], names: tuple[str, ...], replay: Replay) -> list[dict]:
     """Evaluation batches of every conversation of the view: ``inputs`` (need -> (N_conversation_rows, D)) passed to
     the model under ``names``, in the needs' order."""
     features = {name: inputs[need] for name, need in zip(names, inputs)}
     return [b for split in splits_present(view.conversations)
-            for b in conversation_batches(view.conversations, split, features, replay["batch_size"])]
+            for b in conversation_batches(view.conversations, split, features, replay.batch_size)]
+
+
+def upstream_arrays(stage: Stage, levels: dict[str, str], preds: dict[str, Predictions], view: View,
+                    reads: dict[str, str] | None = None) -> dict:
+    """The needs' outputs (``reads``: need -> embeddings | logits | both, as the stage was trained; default
+    embeddings) as arrays aligned with the rows ``stage`` reads: a conversation stage reading a Stage I output gets
+    each utterance's row copied into every conversation row that holds it."""
+    out = {}
+    for need in stage.needs:
+        what = (reads or {}).get(need, "embeddings")
+        if stage.level == "utterance" or levels[need] == "conversation":
+            out[need] = align(preds[need], view.utterances if stage.level == "utterance" else view.conversations, what)
+        else:
+            out[need] = align(preds[need], view.utterances, what)[view.source]
+    return out
 
 
 def splits_present(manifest: Manifest) -> list[str]:

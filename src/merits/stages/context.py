@@ -38,16 +38,15 @@ class ContextStage(Stage):
     def build(self, sc: ContextConfig, input_dim: int, num_classes: int) -> ConversationModel:
         return ConversationModel(replace(sc.model, input_dim=input_dim, num_classes=num_classes))
 
-    def train(self, cfg, data, inputs: dict[str, Path], seed: int, out: Path) -> dict:
-        sc = self.settings(cfg)
+    def train(self, sc: ContextConfig, data, inputs: dict[str, Path], seed: int, out: Path, runtime) -> dict:
         manifest = data.manifest(self)
         (need,) = self.needs
         features = {"embeddings": load_aligned(inputs[need] / EMBEDDINGS, manifest, sc.reads)}  # (N, D) manifest order
         model = self.build(sc, features["embeddings"].shape[1], len(manifest.labels))
-        return train_on_conversations(self, model, sc, manifest, features, seed, out, cfg.device, {need: sc.reads})
+        return train_on_conversations(self, model, sc, manifest, features, seed, out, runtime, {need: sc.reads})
 
-    def check(self, cfg) -> None:
-        check_reads(self.settings(cfg).reads, f"{self.section}.reads")
+    def check(self, sc: ContextConfig) -> None:
+        check_reads(sc.reads, f"{self.section}.reads")
 
     def load(self, checkpoint: Path):
         return load_model(ConversationModel, ConversationModelConfig, checkpoint)

@@ -16,6 +16,7 @@ from merits.models.fusion import CoAttentionFusion, CombinedModel, CombinedModel
 from merits.runs import EMBEDDINGS
 from merits.stages.base import Stage, register_stage
 from merits.stages.common import check_reads, load_aligned, replay_conversations, train_on_conversations
+from merits.stages.context import ContextConfig
 from merits.training import TrainerConfig
 
 
@@ -40,23 +41,33 @@ def _features(stage: Stage, inputs: dict[str, Path], manifest, reads: dict[str, 
             "audio": load_aligned(inputs[audio] / EMBEDDINGS, manifest, reads[audio])}
 
 
+@dataclass
+class CombinedSettings:
+    """What the combined ablation reads of the experiment: both Stage II sections (model shapes, what they read of
+    Stage I) and Stage III's (its model and the optimiser of the joint training)."""
+
+    text: ContextConfig
+    audio: ContextConfig
+    fusion: FusionConfig
+
+
 @register_stage
 class FusionStage(Stage):
     kind = "fusion"
     level = "conversation"
 
-    def reads(self, cfg) -> dict[str, str]:
-        return {need: self.settings(cfg).reads for need in self.needs}
+    def reads(self, sc) -> dict[str, str]:
+        return {need: sc.reads for need in self.needs}
 
-    def check(self, cfg) -> None:
-        check_reads(self.settings(cfg).reads, f"{self.section}.reads")
+    def check(self, sc: FusionConfig) -> None:
+        check_reads(sc.reads, f"{self.section}.reads")
 
-    def train(self, cfg, data, inputs: dict[str, Path], seed: int, out: Path) -> dict:
-        sc, manifest = self.settings(cfg), data.manifest(self)
-        features = _features(self, inputs, manifest, self.reads(cfg))  # the Stage II outputs (N, 2H_text), (N, 2H_audio)
+    def train(self, sc: FusionConfig, data, inputs: dict[str, Path], seed: int, out: Path, runtime) -> dict:
+        manifest = data.manifest(self)
+        features = _features(self, inputs, manifest, self.reads(sc))  # the Stage II outputs (N, 2H_text), (N, 2H_audio)
         model = CoAttentionFusion(replace(sc.model, text_dim=features["text"].shape[1],
                                           audio_dim=features["audio"].shape[1], num_classes=len(manifest.labels)))
-        return train_on_conversations(self, model, sc, manifest, features, seed, out, cfg.device, self.reads(cfg))
+        return train_on_conversations(self, model, sc, manifest, features, seed, out, runtime, self.reads(sc))
 
     def load(self, checkpoint: Path):
         return load_model(CoAttentionFusion, FusionModelConfig, checkpoint)
@@ -74,25 +85,28 @@ class CombinedStage(FusionStage):
     hierarchy = False
     ablation_row = "Combined (II + III jointly)"
 
-    def key_parts(self, cfg, data) -> tuple:
-        return (cfg.stage2_text, cfg.stage2_audio, cfg.stage3)
+    def settings(self, cfg) -> CombinedSettings:
+        return CombinedSettings(cfg.stage2_text, cfg.stage2_audio, cfg.stage3)
 
-    def reads(self, cfg) -> dict[str, str]:  # what each modality's Stage II reads in the hierarchy
+    def key_parts(self, s: CombinedSettings, data) -> tuple:
+        return (s.text, s.audio, s.fusion)
+
+    def reads(self, s: CombinedSettings) -> dict[str, str]:  # what each modality's Stage II reads in the hierarchy
         text, audio = self.needs
-        return {text: cfg.stage2_text.reads, audio: cfg.stage2_audio.reads}
+        return {text: s.text.reads, audio: s.audio.reads}
 
-    def check(self, cfg) -> None:
+    def check(self, s: CombinedSettings) -> None:
         pass  # reads of stage2_text / stage2_audio, checked by those stages
 
-    def train(self, cfg, data, inputs: dict[str, Path], seed: int, out: Path) -> dict:
-        sc, manifest = self.settings(cfg), data.manifest(self)
-        features = _features(self, inputs, manifest, self.reads(cfg))  # the Stage I outputs (N, D_text), (N, D_audio)
+    def train(self, s: CombinedSettings, data, inputs: dict[str, Path], seed: int, out: Path, runtime) -> dict:
+        manifest = data.manifest(self)
+        features = _features(self, inputs, manifest, self.reads(s))  # the Stage I outputs (N, D_text), (N, D_audio)
         labels = len(manifest.labels)
-        text = replace(cfg.stage2_text.model, input_dim=features["text"].shape[1], num_classes=labels)
-        audio = replace(cfg.stage2_audio.model, input_dim=features["audio"].shape[1], num_classes=labels)
-        fusion = replace(sc.model, text_dim=2 * text.hidden, audio_dim=2 * audio.hidden, num_classes=labels)
+        text = replace(s.text.model, input_dim=features["text"].shape[1], num_classes=labels)
+        audio = replace(s.audio.model, input_dim=features["audio"].shape[1], num_classes=labels)
+        fusion = replace(s.fusion.model, text_dim=2 * text.hidden, audio_dim=2 * audio.hidden, num_classes=labels)
         model = CombinedModel(CombinedModelConfig(text, audio, fusion))
-        return train_on_conversations(self, model, sc, manifest, features, seed, out, cfg.device, self.reads(cfg))
+        return train_on_conversations(self, model, s.fusion, manifest, features, seed, out, runtime, self.reads(s))
 
     def load(self, checkpoint: Path):
         return load_model(CombinedModel, CombinedModelConfig, checkpoint)

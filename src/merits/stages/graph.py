@@ -6,13 +6,15 @@
     ablation:      stage1_text + stage1_audio -> combined (Combined II+III), with combined: true
     stacking:      with stacking.folds: K, each Stage I is trained out of fold (merits.stages.stacking)
 
-The pipeline trains it in order, ``merits predict`` replays a chain of it, the report takes its row names from
-it, and the config checks walk it. Nothing else lists stage names.
+The pipeline trains it in order, ``merits predict`` and ``merits serve`` replay a chain of it, the report takes its
+row names from it, and the config checks walk it. A stage type defined elsewhere (a plug-in, a test) places itself
+with ``register_placement``: a function of the config and the nodes so far that appends its nodes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import merits.stages.context  # noqa: F401  (each stage module registers its types in STAGES)
 import merits.stages.fusion  # noqa: F401
@@ -21,6 +23,15 @@ import merits.stages.text_utterance  # noqa: F401
 from merits.stages.stacking import OutOfFoldStage
 from merits.errors import ConfigError
 from merits.stages.base import STAGES, Stage
+
+PLACEMENTS: list[Callable[[object, list[Stage]], None]] = []  # fn(cfg, nodes): appends stages placed after these
+
+
+def register_placement(place: Callable[[object, list[Stage]], None]):
+    """Place more stages in every experiment's graph: ``place(cfg, nodes)`` appends them (each after its needs)."""
+    PLACEMENTS.append(place)
+    return place
+
 
 BRANCHES = {  # modality -> (Stage I kind, row names of Stage I and II); audio first, the paper's row order
     "audio": ("speech_utterance", "Audio I", "Audio II"),
@@ -63,7 +74,7 @@ class Graph:
         return [(s.label if hierarchy else s.ablation_row, s.name) for s in self if s.hierarchy == hierarchy]
 
     @property
-    def labels(self) -> dict[str, str]:
+    def stage_labels(self) -> dict[str, str]:
         """stage name -> its short name in plots and per-class tables."""
         return {s.name: s.label for s in self}
 
@@ -83,4 +94,6 @@ def build_graph(cfg) -> Graph:
         if cfg.combined:
             nodes.append(STAGES["combined"]("combined", "Combined II+III", "stage3", ("stage1_text", "stage1_audio"),
                                             ("text", "audio")))
+    for place in PLACEMENTS:
+        place(cfg, nodes)
     return Graph({s.name: s for s in nodes})

@@ -17,9 +17,10 @@ import torch
 from merits.errors import ConfigError
 from merits.models.checkpoint import load_model, save_model
 from merits.models.utterance import SpeechHead, SpeechHeadConfig
-from merits.stages.base import Stage, register_stage, save_stage_info
-from merits.stages.common import export, fit_summary, optimizer_for, splits_present
-from merits.training import IGNORE, Trainer, TrainerConfig
+from merits.encoders.speech import SpeechEncoderConfig
+from merits.stages.base import Replay, Stage, register_stage, save_stage_info
+from merits.stages.common import export, fit_summary, splits_present
+from merits.training import IGNORE, Trainer, TrainerConfig, adamw
 
 EVAL_BATCH = 256
 
@@ -45,9 +46,10 @@ def feature_batches(features: torch.Tensor, labels: np.ndarray, ids: np.ndarray,
              "utterance_ids": list(ids[c])} for c in (rows[i:i + batch_size] for i in range(0, len(rows), batch_size))]
 
 
-def train_head(sc: SpeechHeadTrainConfig, manifest, features: torch.Tensor, seed: int, device: str = "auto",
-               desc: str = "Stage I audio"):
-    """Train the head on (N, L, D) features in manifest order; returns (model, FitResult, Trainer, rows per split)."""
+def train_head(sc: SpeechHeadTrainConfig, manifest, features: torch.Tensor, seed: int, runtime="auto",
+               desc: str = "Stage I audio", resume: Path | None = None):
+    """Train the head on (N, L, D) features in manifest order; returns (model, FitResult, Trainer, rows per split).
+    ``resume``: where the loop keeps its state after every epoch (a killed run goes on at its next epoch)."""
     table = manifest.table
     labels, ids = manifest.label_ids(), table["utterance_id"].to_numpy()
     split = table["split"].to_numpy()
@@ -58,29 +60,47 @@ def train_head(sc: SpeechHeadTrainConfig, manifest, features: torch.Tensor, seed
     model.set_normalisation(features[train])
     rng = np.random.default_rng(seed)
     validation = feature_batches(features, labels, ids, rows["validation"], EVAL_BATCH)
-    trainer = Trainer(sc, device, desc)
+    trainer = Trainer(sc, runtime, desc)
     result = trainer.fit(model, lambda epoch: feature_batches(features, labels, ids, train, sc.batch_size, rng),
-                         lambda: validation, optimizer_for(model, sc))
+                         lambda: validation, adamw(model, sc.lr, sc.weight_decay), resume=resume)
     return model, result, trainer, rows
+
+
+@dataclass
+class SpeechSettings:
+    """What Stage I speech reads of the experiment: the speech encoder that made its features (saved for replay)
+    and its own training section."""
+
+    encoder: SpeechEncoderConfig
+    train: SpeechHeadTrainConfig
+
+
+@dataclass
+class SpeechReplay(Replay):
+    speech_encoder: dict = field(default_factory=dict)  # the encoder settings that made the features it reads
 
 
 @register_stage
 class SpeechUtteranceStage(Stage):
     kind = "speech_utterance"
     level = "utterance"
+    replay_type = SpeechReplay
 
-    def key_parts(self, cfg, data) -> tuple:
+    def settings(self, cfg) -> SpeechSettings:
+        return SpeechSettings(cfg.speech_encoder, cfg.stage1_audio)
+
+    def key_parts(self, s: SpeechSettings, data) -> tuple:
         # the features are named by their cache directory (corpus, encoder, settings); the manifest by content
-        return ("audio", data.manifest(self).fingerprint(), data.features.directory.name, self.settings(cfg))
+        return ("audio", data.manifest(self).fingerprint(), data.features.directory.name, s.train)
 
-    def train(self, cfg, data, inputs, seed: int, out: Path) -> dict:
-        sc, manifest, store = self.settings(cfg), data.manifest(self), data.features
+    def train(self, s: SpeechSettings, data, inputs, seed: int, out: Path, runtime) -> dict:
+        sc, manifest, store = s.train, data.manifest(self), data.features
         table = manifest.table
         features = torch.from_numpy(store.get(table["utterance_id"]))  # (N, L, D) in manifest order
-        model, result, trainer, rows = train_head(sc, manifest, features, seed, cfg.device, self.label)
+        model, result, trainer, rows = train_head(sc, manifest, features, seed, runtime, self.label, out / "epochs")
         save_model(model, out / "checkpoint")
         save_stage_info(out / "checkpoint", self, manifest.labels,
-                        {"batch_size": EVAL_BATCH, "speech_encoder": asdict(cfg.speech_encoder)})
+                        SpeechReplay(batch_size=EVAL_BATCH, precision=sc.precision, speech_encoder=asdict(s.encoder)))
         labels, ids = manifest.label_ids(), table["utterance_id"].to_numpy()
         preds = {s: trainer.predict(model, feature_batches(features, labels, ids, r, EVAL_BATCH), f"{self.label} {s}")
                  for s, r in rows.items()}
@@ -91,10 +111,14 @@ class SpeechUtteranceStage(Stage):
     def load(self, checkpoint: Path):
         return load_model(SpeechHead, SpeechHeadConfig, checkpoint)
 
-    def batches(self, model, view, inputs, replay):
+    def batches(self, model, view, inputs, replay: SpeechReplay):
         ids = view.utterances.table["utterance_id"].to_numpy()
         features = torch.from_numpy(view.features.get(ids))  # (N, L, D) in view order
         if tuple(features.shape[1:]) != (model.config.num_layers, model.config.input_dim):
             raise ConfigError(f"the Stage I speech checkpoint expects ({model.config.num_layers}, "
                               f"{model.config.input_dim}) features, the speech encoder gave {tuple(features.shape[1:])}")
-        return feature_batches(features, view.utterances.label_ids(), ids, np.arange(len(ids)), replay["batch_size"])
+        split = view.utterances.table["split"].to_numpy()
+        labels = view.utterances.label_ids()
+        # per split, as the exports batched them
+        return [b for s in splits_present(view.utterances)
+                for b in feature_batches(features, labels, ids, np.flatnonzero(split == s), replay.batch_size)]

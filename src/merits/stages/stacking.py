@@ -32,9 +32,10 @@ from merits.data.manifest import Manifest
 from merits.errors import ConfigError, read_json
 from merits.models.utterance import UtteranceOutput
 from merits.runs import EMBEDDINGS, load_embeddings, run_cached
-from merits.stages.base import STAGE_FILE, Stage, register_stage, save_stage_info
+from merits.runtime import seed_everything
+from merits.stages.base import STAGE_FILE, Stage, TrainingData, register_stage, save_stage_info
 from merits.stages.common import export, splits_present
-from merits.training import Distributed, Predictions, seed_everything
+from merits.training import Predictions
 
 HELD_OUT = "test"  # a fold model predicts its held-out fold as (an extra part of) its test split
 
@@ -83,9 +84,18 @@ class MeanEnsemble(nn.Module):
                                torch.stack([o.embeddings for o in outs]).mean(0))
 
 
+@dataclass
+class StackedSettings:
+    """The wrapped Stage I's settings and the stacking section."""
+
+    inner: object
+    stacking: StackingConfig
+
+
 @register_stage
 class OutOfFoldStage(Stage):
-    """A Stage I (text or speech) trained out of fold; it has the wrapped stage's name, needs and modalities."""
+    """A Stage I (text or speech) trained out of fold; it has the wrapped stage's name, needs and modalities, and
+    replays with the wrapped stage's replay settings (its stage.json also names the ensemble's members)."""
 
     kind = "out_of_fold"
     level = "utterance"
@@ -95,40 +105,42 @@ class OutOfFoldStage(Stage):
         self.inner = inner
         self.distributed = inner.distributed
 
-    def key_parts(self, cfg, data) -> tuple:
-        return (*self.inner.key_parts(cfg, data), cfg.stacking)
+    def settings(self, cfg) -> StackedSettings:
+        return StackedSettings(self.inner.settings(cfg), cfg.stacking)
 
-    def check(self, cfg) -> None:
-        self.inner.check(cfg)
+    def key_parts(self, s: StackedSettings, data) -> tuple:
+        return (*self.inner.key_parts(s.inner, data), s.stacking)
+
+    def check(self, s: StackedSettings) -> None:
+        self.inner.check(s.inner)
 
     # ------------------------------------------------------------------ training
-    def train(self, cfg, data, inputs, seed: int, out: Path) -> dict:
-        from merits.pipeline import TrainingData
-
-        st, manifest = cfg.stacking, data.manifest(self)
+    def train(self, s: StackedSettings, data, inputs, seed: int, out: Path, runtime) -> dict:
+        st, manifest = s.stacking, data.manifest(self)
         fold = assign_folds(data.utterances.table.loc[data.utterances.table["split"] == "train", "conversation_id"],
                             st.folds, seed)
         home = out.parent / "folds" / out.name.removesuffix(".partial")  # <stage>/folds/seed-<k>/
-        base = config_hash(self.name, __version__, *self.inner.key_parts(cfg, data), st.folds, seed)
+        base = config_hash(self.name, __version__, *self.inner.key_parts(s.inner, data), st.folds, seed)
         members: dict[str, dict] = {}
         for j in range(st.folds):
             audio = fold_manifest(data.with_audio, fold, j) if data.with_audio is not None else None
             part = TrainingData(fold_manifest(data.utterances, fold, j), data.features, audio)
             members[f"fold-{j}"] = run_cached(home / f"fold-{j}", config_hash(base, "fold", j),
-                                              _compute(self.inner, cfg, part, inputs, seed), self.distributed)
+                                              _compute(self.inner, s.inner, part, inputs, seed, runtime),
+                                              self.distributed)
         if st.heldout == "full":
             members["full"] = run_cached(home / "full", config_hash(base, "full"),
-                                         _compute(self.inner, cfg, data, inputs, seed), self.distributed)
-        if not Distributed.current().is_main:
+                                         _compute(self.inner, s.inner, data, inputs, seed, runtime), self.distributed)
+        if not runtime.dist.is_main:
             return {}
         preds = self._stacked(manifest, fold, home, st)
         metrics = export(preds, manifest, out, self.label)
-        replay = read_json(home / "fold-0" / "checkpoint" / STAGE_FILE, "retrain the run")["replay"]
+        member = read_json(home / "fold-0" / "checkpoint" / STAGE_FILE, "retrain the run")["replay"]
         ensemble = [f"fold-{j}" for j in range(st.folds)] if st.heldout == "average" else ["full"]
-        save_stage_info(out / "checkpoint", self, manifest.labels,
-                        {**replay, "inner_kind": self.inner.kind, "stacking": asdict(st),
-                         # relative to this checkpoint: the run folder moves as a whole
-                         "members": [f"../../folds/{home.name}/{m}/checkpoint" for m in ensemble]})
+        save_stage_info(out / "checkpoint", self, manifest.labels, self.inner.read_replay(member),
+                        inner_kind=self.inner.kind, stacking=asdict(st),
+                        # relative to this checkpoint: the run folder moves as a whole
+                        members=[f"../../folds/{home.name}/{m}/checkpoint" for m in ensemble])
         metrics["folds"] = {m: {"best_epoch": r.get("best_epoch"),
                                 "validation_weighted_f1": r.get("validation", {}).get("weighted_f1")}
                             for m, r in members.items()}
@@ -168,16 +180,19 @@ class OutOfFoldStage(Stage):
             members.append(self.inner.load(path))
         return MeanEnsemble(members)
 
+    def read_replay(self, values: dict):
+        return self.inner.read_replay(values)  # the members replay as the wrapped stage does
+
     def batches(self, model: MeanEnsemble, view, inputs, replay):
         return self.inner.batches(model.members[0], view, inputs, replay)  # the members share tokeniser / features
 
 
-def _compute(inner: Stage, cfg, data, inputs, seed: int):
+def _compute(inner: Stage, settings, data, inputs, seed: int, runtime):
     """The wrapped stage trained on ``data`` into a cached member directory."""
 
     def compute(out: Path) -> dict:
         seed_everything(seed)
-        return inner.train(cfg, data, inputs, seed, out)
+        return inner.train(settings, data, inputs, seed, out, runtime)
 
     return compute
 

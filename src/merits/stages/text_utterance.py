@@ -26,9 +26,9 @@ from merits.encoders.text_context import EncodedTurns, TextContextConfig, encode
 from merits.errors import ConfigError, read_json
 from merits.faults import kill_point
 from merits.models.utterance import TextClassifier, TextClassifierConfig
-from merits.stages.base import STAGE_FILE, Stage, register_stage, save_stage_info
+from merits.stages.base import STAGE_FILE, Replay, Stage, register_stage, save_stage_info
 from merits.stages.common import export, fit_summary, splits_present
-from merits.training import IGNORE, FitResult, Trainer, TrainerConfig, linear_warmup, predict
+from merits.training import IGNORE, FitResult, Trainer, TrainerConfig, adamw, linear_warmup, predict
 
 log = logging.getLogger("merits")
 TRAINED = "trained.json"  # in a stage directory being computed: training finished, the checkpoint is saved
@@ -91,7 +91,7 @@ class FineTuned:
     inputs: EncodedTurns                  # every manifest row's token ids, as the encoder read them
 
 
-def fine_tune(encoder: TextEncoderConfig, sc: Stage1TextConfig, manifest: Manifest, seed: int, device: str = "auto",
+def fine_tune(encoder: TextEncoderConfig, sc: Stage1TextConfig, manifest: Manifest, seed: int, runtime="auto",
               desc: str = "Stage I text", resume: Path | None = None) -> FineTuned:
     """Fine-tune ``encoder`` + a linear head on the manifest's train split, selecting the epoch on its validation
     split (weighted F1). Used by Stage I text and by the pseudo-label pretraining ("RoBERTa-FT"). ``resume``: where
@@ -101,20 +101,15 @@ def fine_tune(encoder: TextEncoderConfig, sc: Stage1TextConfig, manifest: Manife
     log.info("%s on %d utterances: %s", desc, len(manifest.table), describe(model.encoder))
     batcher = TextBatcher(model.tokenizer, encoder.max_length)
     encoded = text_inputs(batcher, manifest, sc.context, desc)  # once; every epoch's batches only pad
-    decay = [p for n, p in model.encoder.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
-    no_decay = [p for n, p in model.encoder.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-    optimizer = torch.optim.AdamW([
-        {"params": decay, "lr": sc.lr, "weight_decay": sc.weight_decay},
-        {"params": no_decay, "lr": sc.lr, "weight_decay": 0.0},
-        {"params": model.head.parameters(), "lr": sc.head_lr, "weight_decay": sc.weight_decay},
-    ])
+    # the encoder at lr (no decay on biases / LayerNorm), the head at head_lr
+    optimizer = adamw(model, sc.head_lr, sc.weight_decay, encoder=model.encoder, encoder_lr=sc.lr)
     rng = np.random.default_rng(seed)
 
     def batches(rows, size, shuffle=None):
         return utterance_batches(batcher, manifest, encoded, rows, size, shuffle)
 
     validation = batches(rows_of(manifest, "validation"), sc.eval_batch_size)
-    trainer = Trainer(sc, device, desc)
+    trainer = Trainer(sc, runtime, desc)
     result = trainer.fit(model, lambda epoch: batches(labelled_rows(manifest, "train"), sc.batch_size, rng), lambda: validation,
                          optimizer, scheduler=linear_warmup(sc.warmup_ratio), resume=resume)
     return FineTuned(model, result, trainer, lambda split: batches(rows_of(manifest, split), sc.eval_batch_size),
@@ -135,63 +130,80 @@ def text_inputs(batcher: TextBatcher, manifest: Manifest, context: TextContextCo
     return encoded
 
 
-def replay_context(replay: dict, online: bool = False) -> TextContextConfig | None:
-    """The context a checkpoint was trained with (None: utterance only); online, without the future turns."""
-    if not replay.get("context"):
-        return None
-    context = TextContextConfig(**replay["context"])
-    return context.causal() if online else context
+@dataclass
+class TextSettings:
+    """What Stage I text reads of the experiment: the encoder (model, tokens, pooling) and its training section."""
+
+    encoder: TextEncoderConfig
+    train: Stage1TextConfig
+
+
+@dataclass
+class TextReplay(Replay):
+    max_length: int = 128                 # the tokeniser's limit per turn
+    context: dict | None = None           # the conversation window it read (TextContextConfig fields); None: alone
+
+    def window(self, online: bool = False) -> TextContextConfig | None:
+        """The context it was trained with (None: utterance only); online, without the future turns."""
+        if not self.context:
+            return None
+        context = TextContextConfig(**self.context)
+        return context.causal() if online else context
 
 
 @register_stage
 class TextUtteranceStage(Stage):
     kind = "text_utterance"
     level = "utterance"
+    replay_type = TextReplay
     distributed = True  # every process trains; rank 0 exports
 
-    def key_parts(self, cfg, data) -> tuple:
-        return ("text", data.manifest(self).fingerprint(), cfg.text_encoder, self.settings(cfg))
+    def settings(self, cfg) -> TextSettings:
+        return TextSettings(cfg.text_encoder, cfg.stage1_text)
 
-    def check(self, cfg) -> None:
-        if cfg.text_encoder.pooling not in ("mean", "cls"):
-            raise ConfigError(f"text_encoder.pooling: {cfg.text_encoder.pooling!r} is not mean | cls")
+    def key_parts(self, s: TextSettings, data) -> tuple:
+        return ("text", data.manifest(self).fingerprint(), s.encoder, s.train)
 
-    def train(self, cfg, data, inputs, seed: int, out: Path) -> dict:
-        sc, manifest = self.settings(cfg), data.manifest(self)
+    def check(self, s: TextSettings) -> None:
+        if s.encoder.pooling not in ("mean", "cls"):
+            raise ConfigError(f"text_encoder.pooling: {s.encoder.pooling!r} is not mean | cls")
+
+    def train(self, s: TextSettings, data, inputs, seed: int, out: Path, runtime) -> dict:
+        sc, manifest = s.train, data.manifest(self)
         trained = out / TRAINED
         if trained.is_file() and (out / "checkpoint" / STAGE_FILE).is_file():
             # killed after training, during the exports: the saved checkpoint is the trained model (minutes with
             # MiniLM, hours with roberta-large), so only the exports run again
-            log.info("%s: resuming from the trained checkpoint in %s", self.label, out / "checkpoint")
+            log.info("%s: resuming from the trained checkpoint in %s (only the exports run again)", self.label,
+                     out / "checkpoint")
             model, summary = TextClassifier.load(out / "checkpoint"), read_json(trained)
-            trainer = Trainer(sc, cfg.device, self.label)
+            trainer = Trainer(sc, runtime, self.label)
             if not trainer.dist.is_main:
                 return {}
-            batcher = TextBatcher(model.tokenizer, cfg.text_encoder.max_length)
+            batcher = TextBatcher(model.tokenizer, s.encoder.max_length)
             encoded = text_inputs(batcher, manifest, sc.context, self.label)
             split_batches = lambda split: utterance_batches(batcher, manifest, encoded, rows_of(manifest, split),  # noqa: E731
                                                             sc.eval_batch_size)
         else:
             # the loop's state after each epoch lives in the stage's .partial directory: a run killed mid-stage
             # (an hour per seed with context on 2 cores) resumes after its last finished epoch
-            tuned = fine_tune(cfg.text_encoder, sc, manifest, seed, cfg.device, self.label, out / "epochs")
+            tuned = fine_tune(s.encoder, sc, manifest, seed, runtime, self.label, out / "epochs")
             trainer, model, summary = tuned.trainer, tuned.model, fit_summary(tuned.result)
             split_batches, encoded = tuned.batches, tuned.inputs  # tokenised once, for training and the exports
             if not trainer.dist.is_main:  # the weights are the same on every process: rank 0 writes them
                 return {}
             model.save(out / "checkpoint")
-            save_stage_info(out / "checkpoint", self, manifest.labels,
-                            {"max_length": cfg.text_encoder.max_length, "batch_size": sc.eval_batch_size,
-                             "precision": sc.precision,
-                             # the conversation window it reads (None: utterance only), replayed as trained
-                             "context": asdict(sc.context) if sc.context.enabled else None})
+            save_stage_info(out / "checkpoint", self, manifest.labels, TextReplay(
+                batch_size=sc.eval_batch_size, precision=sc.precision, max_length=s.encoder.max_length,
+                # the conversation window it reads (None: utterance only), replayed as trained
+                context=asdict(sc.context) if sc.context.enabled else None))
             trained.write_text(json.dumps(summary))  # last: the checkpoint above is complete
             kill_point("stage1_text.trained")
         model.to(trainer.device)
         # exports run on rank 0 alone (the other processes wait at the stage's barrier)
         preds = {}
-        for s in splits_present(manifest):
-            preds[s] = predict(model, split_batches(s), trainer.device, f"{self.label} {s}", sc.precision)
+        for split in splits_present(manifest):
+            preds[split] = predict(model, split_batches(split), trainer.device, f"{self.label} {split}", sc.precision)
             kill_point("stage1_text.exporting")
         metrics = {**export(preds, manifest, out, self.label), **summary,
                    # what the encoder read per utterance (longer with context: the cost of a setting)
@@ -202,9 +214,11 @@ class TextUtteranceStage(Stage):
     def load(self, checkpoint: Path):
         return TextClassifier.load(checkpoint)
 
-    def batches(self, model, view, inputs, replay):
+    def batches(self, model, view, inputs, replay: TextReplay):
         # the window it was trained with; online (view.online) the turns after each one are not known yet
-        batcher = TextBatcher(model.tokenizer, replay["max_length"])
+        batcher = TextBatcher(model.tokenizer, replay.max_length)
         utterances = view.utterances
-        encoded = encode_turns(model.tokenizer, utterances.table, replay_context(replay, view.online), batcher.max_length)
-        return utterance_batches(batcher, utterances, encoded, np.arange(len(encoded.ids)), replay["batch_size"])
+        encoded = encode_turns(model.tokenizer, utterances.table, replay.window(view.online), batcher.max_length)
+        # per split, as the exports batched them: the same batches, so the same numbers (bf16 included)
+        return [b for split in splits_present(utterances)
+                for b in utterance_batches(batcher, utterances, encoded, rows_of(utterances, split), replay.batch_size)]

@@ -192,7 +192,7 @@ def transcribe(manifest: Manifest, cfg: CorpusLabelConfig) -> Manifest:
     import ray
 
     from merits.asr.transcribe import STORE, Transcriber, TranscriptStore, finish, pending_rows
-    from merits.training import progress
+    from merits.progress import progress
 
     needs = manifest.table[(manifest.table["audio_path"] != "") & (manifest.table["text"].str.strip() == "")]
     if needs.empty:
@@ -236,7 +236,7 @@ def label_corpus(cfg: CorpusLabelConfig) -> LabelRun:
     driver in one transaction; then the export. Resumable at any point (see the module docstring)."""
     import ray
 
-    from merits.training import progress
+    from merits.progress import progress
 
     manifest = load_manifest(cfg)
     started = _start_ray(cfg.ray)

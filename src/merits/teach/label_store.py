@@ -45,6 +45,23 @@ CREATE TABLE IF NOT EXISTS prompts (
     prompt        TEXT NOT NULL
 );
 """
+# Every answer also by what was asked (teacher, prompt, text), whatever corpus or utterance asked it: an answer paid
+# for is never lost when another corpus of the same name replaces a row of labels, and the same text is never
+# bought twice. Only answers (ok, invalid) are kept here; errors and refusals are asked again by the rules above.
+ANSWERS = """
+CREATE TABLE IF NOT EXISTS answers (
+    teacher       TEXT NOT NULL,
+    prompt_hash   TEXT NOT NULL,
+    text_hash     TEXT NOT NULL,
+    raw           TEXT,
+    label         TEXT,
+    status        TEXT NOT NULL,
+    latency_s     REAL,
+    attempts      INTEGER,
+    created_at    TEXT NOT NULL,
+    PRIMARY KEY (teacher, prompt_hash, text_hash)
+);
+"""
 
 
 def text_hash(text: str) -> str:
@@ -62,6 +79,12 @@ class LabelStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
             self._migrate()
+            if not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'answers'").fetchone():
+                with self._db:  # a store written before answers were kept by content: fill it from its labels
+                    self._db.executescript(ANSWERS)
+                    self._db.execute("INSERT OR IGNORE INTO answers SELECT teacher, prompt_hash, text_hash, raw, label, "
+                                     "status, latency_s, attempts, created_at FROM labels WHERE status IN "
+                                     "('ok', 'invalid')")
         except sqlite3.DatabaseError as e:
             raise DataError(f"label store {self.path}: not a usable SQLite database ({e})") from e
 
@@ -102,6 +125,7 @@ class LabelStore:
                 "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (corpus, utterance_id, teacher, prompt_hash, text_hash, answer.raw, answer.label, answer.status,
                  answer.latency_s, answer.attempts, now))
+            self._keep([(teacher, prompt_hash, text_hash, answer, now)])
 
     def put_many(self, corpus: str, teacher: str, prompt_hash: str, rows) -> None:
         """Store several answers in ONE transaction: ``rows`` of (utterance_id, text_hash, answer). The corpus-scale
@@ -113,6 +137,30 @@ class LabelStore:
                 "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(corpus, u, teacher, prompt_hash, h, a.raw, a.label, a.status, a.latency_s, a.attempts, now)
                  for u, h, a in rows])
+            self._keep([(teacher, prompt_hash, h, a, now) for _, h, a in rows])
+
+    def _keep(self, rows) -> None:
+        """The answers among ``rows`` (teacher, prompt hash, text hash, answer, time), by what was asked."""
+        self._db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             [(t, p, h, a.raw, a.label, a.status, a.latency_s, a.attempts, now)
+                              for t, p, h, a, now in rows if a.status in ("ok", "invalid")])
+
+    def reuse(self, corpus: str, teacher: str, prompt_hash: str, wanted: list[tuple[str, str]]) -> set[str]:
+        """For ``wanted`` (utterance id, text hash) pairs, the answers already bought for the same text, teacher and
+        prompt (under any corpus or utterance) stored as this corpus' rows without asking; returns their ids."""
+        found, done = {}, set()
+        hashes = sorted({h for _, h in wanted})
+        for start in range(0, len(hashes), 500):
+            part = hashes[start:start + 500]
+            found.update({row[0]: row[1:] for row in self._db.execute(
+                "SELECT text_hash, raw, label, status, latency_s, attempts, created_at FROM answers WHERE teacher = ? "
+                f"AND prompt_hash = ? AND text_hash IN ({','.join('?' * len(part))})", (teacher, prompt_hash, *part))})
+        rows = [(corpus, u, teacher, prompt_hash, h, *found[h]) for u, h in wanted if h in found]
+        if rows:
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            done = {r[1] for r in rows}
+        return done
 
     # ------------------------------------------------------------------ reading
     def stored(self, corpus: str, teacher: str, prompt_hash: str, include_errors: bool = True,

@@ -63,7 +63,7 @@ class LocalLMTeacher:
         self.name = f"local:{Path(c.model).name if Path(c.model).expanduser().exists() else c.model}"
         if c.decoding == "choice":  # another way of answering: another teacher in the label store
             self.name += ":choice" + ("-calibrated" if c.calibrate else "")
-        from merits.training import resolve_device  # (torch only where a local LM runs)
+        from merits.runtime import resolve_device  # (torch only where a local LM runs)
 
         self.device = str(resolve_device(c.device))
         self._choices = None  # (label token ids per label, content-free log-probs or None), built on first use

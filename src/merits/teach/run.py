@@ -146,6 +146,13 @@ def select(manifest: Manifest, teacher: Teacher, store: LabelStore, splits=None,
                           include_refused=not retry_refused)
     pending = [i for i, (u, h) in enumerate(zip(ids, hashes)) if stored.get(u) != h]
     stale = sum(1 for i in pending if ids[i] in stored)
+    # the same text already answered by this teacher and prompt (another corpus, another utterance, a row another
+    # corpus of the same name replaced): stored for these rows without paying again
+    reused = store.reuse(manifest.corpus, teacher.name, teacher.prompt_hash, [(ids[i], hashes[i]) for i in pending])
+    if reused:
+        log.info("%d utterances reuse an answer already bought for the same text: not asked again", len(reused))
+        pending = [i for i in pending if ids[i] not in reused]
+        stale = sum(1 for i in pending if ids[i] in stored)
     if stale:
         log.info("%d utterances changed text since they were labelled: asking again", stale)
     return Selection(t, int(empty.sum()), ids, texts, hashes, pending)
@@ -171,7 +178,7 @@ def report(manifest: Manifest, teacher: Teacher, store: LabelStore, sel: Selecti
 
 def _label(manifest: Manifest, teacher: Teacher, store: LabelStore, splits, limit, retry_errors, retry_refused,
            show_progress) -> LabelRun:
-    from merits.training import progress
+    from merits.progress import progress
 
     sel = select(manifest, teacher, store, splits, limit, retry_errors, retry_refused)
     pending = sel.pending
@@ -211,6 +218,10 @@ def load_manifest(cfg: TeachConfig) -> Manifest:
 def run_teach(cfg: TeachConfig) -> LabelRun:
     """``merits teach``: label the configured manifest, then export the pseudo-labelled manifest if asked."""
     manifest = load_manifest(cfg)
+    if cfg.export:  # the 3-class export must never replace its own input (its gold labels) or a run's files
+        from merits.runs import check_output
+
+        check_output(cfg.export, [cfg.manifest], "export")
     teacher = build_teacher(cfg)
     with LabelStore(cfg.store) as store:
         run = label_manifest(manifest, teacher, store, splits=cfg.splits or None, limit=cfg.limit,

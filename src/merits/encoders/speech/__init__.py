@@ -24,7 +24,6 @@ from merits.encoders.speech.base import (
     build_speech_encoder,
     files_identity,
     register_speech_encoder,
-    resolve_device,
     select_layers,
 )
 from merits.encoders.speech.opensmile import OpenSmileEncoder
@@ -44,5 +43,5 @@ __all__ = [
     "DEFAULT_WHISPER", "EXTRACTION_VERSION", "HFSpeechEncoder", "OpenSmileEncoder", "POOLINGS",
     "PrecomputedFeatures", "SPEECH_ENCODERS", "SpeechEncoder", "SpeechEncoderConfig", "WHISPER_FRAMES_PER_SECOND",
     "WHISPER_WINDOW_SECONDS", "WhisperSpeechEncoder", "build_speech_encoder", "files_identity",
-    "register_speech_encoder", "resolve_device", "resolve_whisper", "select_layers", "whisper_encoder_from_ctranslate2",
+    "register_speech_encoder", "resolve_whisper", "select_layers", "whisper_encoder_from_ctranslate2",
 ]

@@ -132,19 +132,6 @@ def files_identity(directory: Path) -> list:
     return out
 
 
-def resolve_device(name: str | None = "auto"):
-    """The torch device a speech encoder runs on: ``auto`` (or None) is cuda when available, else cpu.
-
-    The one place the speech encoders resolve their ``device`` (the same rule as the trainer's); it is not part
-    of any fingerprint, so features extracted on a GPU fill the same cache as features extracted on the CPU.
-    """
-    import torch
-
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 # ================================================================================================ registry
 # kind -> factory; the back-end modules of this package add themselves when the package is imported.
 SPEECH_ENCODERS: dict[str, Callable[[SpeechEncoderConfig], SpeechEncoder]] = {}

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from merits.runtime import resolve_device
 from merits.encoders.speech.base import (EXTRACTION_VERSION, SpeechEncoder, SpeechEncoderConfig, files_identity,
-                                         register_speech_encoder, resolve_device, select_layers)
+                                         register_speech_encoder, select_layers)
 from merits.errors import ModelNotFoundError
 
 

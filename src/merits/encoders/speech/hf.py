@@ -8,8 +8,9 @@ import numpy as np
 
 from merits.audio import SAMPLE_RATE
 from merits.encoders.pretrained import load_pretrained
+from merits.runtime import resolve_device
 from merits.encoders.speech.base import (EXTRACTION_VERSION, SpeechEncoder, SpeechEncoderConfig, _safe, files_identity,
-                                         register_speech_encoder, resolve_device, select_layers)
+                                         register_speech_encoder, select_layers)
 from merits.errors import ConfigError, ModelNotFoundError
 
 

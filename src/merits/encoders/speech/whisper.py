@@ -13,8 +13,9 @@ import numpy as np
 
 from merits import packaged
 from merits.encoders.pretrained import load_pretrained
+from merits.runtime import resolve_device
 from merits.encoders.speech.base import (EXTRACTION_VERSION, SpeechEncoder, SpeechEncoderConfig, _safe, files_identity,
-                                         register_speech_encoder, resolve_device, select_layers)
+                                         register_speech_encoder, select_layers)
 from merits.encoders.speech.ctranslate2 import whisper_encoder_from_ctranslate2
 
 WHISPER_FRAMES_PER_SECOND = 50    # encoder frames: 10 ms mel hop, then a stride-2 convolution

@@ -30,8 +30,19 @@ function busy(on) {
   $("predict-audio").disabled = on;
 }
 
-async function call(url, options) {
-  const response = await fetch(url, options);
+// A server started with API keys answers 401 without one: ask once, keep it for this tab only (sessionStorage, sent
+// in a header: never a cookie, so no other site's page can use it).
+async function call(url, options = {}, retried = false) {
+  const key = sessionStorage.getItem("merits-api-key");
+  const headers = {...(options.headers || {}), ...(key ? {Authorization: `Bearer ${key}`} : {})};
+  const response = await fetch(url, {...options, headers});
+  if (response.status === 401 && !retried) {
+    const given = window.prompt("This server needs an API key:");
+    if (given) {
+      sessionStorage.setItem("merits-api-key", given.trim());
+      return call(url, options, true);
+    }
+  }
   let body;
   try { body = await response.json(); } catch (e) { body = {error: `${response.status} ${response.statusText}`}; }
   if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
@@ -131,8 +142,11 @@ function render(answer) {
 }
 
 function csvCell(v) {
-  const s = v === null || v === undefined ? "" : String(v);
-  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  let s = v === null || v === undefined ? "" : String(v);
+  // text a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a leading quote (OWASP), as in
+  // merits predict's predictions.csv
+  if (typeof v === "string" && /^[=+\-@\t\r]/.test(s)) s = "'" + s;
+  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
 function download() {

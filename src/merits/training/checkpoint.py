@@ -1,0 +1,35 @@
+"""Training state on disk: written whole under a temporary name and swapped in, so that a kill at any moment leaves
+the previous state or the new one; the RNG states that make a resumed run equal an uninterrupted one."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def swap_in(directory: Path, write: Callable[[Path], None]) -> None:
+    """Write a checkpoint directory under a temporary name, then swap it for the old one: a kill at any moment
+    leaves the previous checkpoint or this one (``<dir>.old`` while swapping), never half of one."""
+    tmp = directory.with_name(directory.name + ".saving")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)

@@ -68,9 +68,11 @@ def kill_points(tmp: Path) -> dict:
     whole = time.perf_counter() - started
     identical, lost, tried = 0, {}, []
     points = [p for p in KILL_POINTS if p not in ("steps.checkpointed", "pseudolabel.worker_batch")]  # CARE / Ray's
-    cases = [(p, {}) for p in points] + [("trainer.epoch_saved", {"MERITS_CHECKPOINT_SECONDS": "0"})]
-    for point, extra in cases:
-        name = point + (" (inside an epoch)" if extra else "")
+    # the 2nd epoch checkpoint of the run is Stage II's (Stage I, 2 epochs, saves once): a kill mid-Stage II
+    cases = [(p, {}, p) for p in points] + [
+        ("trainer.epoch_saved", {"MERITS_CHECKPOINT_SECONDS": "0"}, "trainer.epoch_saved (inside a Stage I epoch)"),
+        ("trainer.epoch_saved@2", {}, "trainer.epoch_saved (after a Stage II epoch)")]
+    for point, extra, name in cases:
         runs = tmp / name.replace(" ", "_")
         started = time.perf_counter()
         killed = merits("-q", "train", "offline", *small, f"runs_dir={runs}", "name=k",
@@ -82,9 +84,37 @@ def kill_points(tmp: Path) -> dict:
         identical += same
         tried.append(name)
         print("kill point", name, "resumed identical" if same else "DIFFERENT", flush=True)
+    # during pretraining (merits pretrain, 2 epochs): killed after its first epoch, resumed to the same encoder
+    from test_pretrain import unlabelled_meld, vader_labels, with_labels
+
+    m = unlabelled_meld(40)
+    with_labels(m, vader_labels(m.table["text"])).save(tmp / "labelled")
+    tiny = _tiny_encoder(tmp / "tiny")
+    args = ["-q", "pretrain", str(tmp / "labelled"), f"text_encoder.model={tiny}", "train.epochs=2", "device=cpu"]
+    merits(*args, "--out", str(tmp / "ft-whole"))
+    killed = merits(*args, "--out", str(tmp / "ft-killed"), env={"MERITS_KILL_AT": "trainer.epoch_saved"})
+    resumed = merits(*args, "--out", str(tmp / "ft-killed"))
+    a, b = (json.loads((tmp / d / "metrics.json").read_text())["validation"] for d in ("ft-whole", "ft-killed"))
+    same = killed.returncode == 137 and resumed.returncode == 0 and a == b
+    identical += same
+    tried.append("trainer.epoch_saved (pretraining)")
+    print("kill point pretraining", "resumed identical" if same else "DIFFERENT", flush=True)
     return {"kill_points_tried": len(tried), "kill_points_resumed_identical": identical, "kill_points": tried,
             "uninterrupted_seconds": whole, "work_lost_seconds": lost, "work_lost_seconds_max": max(lost.values()),
             "checkpoint_seconds_default": 600}
+
+
+def _tiny_encoder(path: Path) -> str:
+    """The tests' tiny random BERT with MiniLM's tokenizer (pretraining is timed by its loop, not its model)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from merits.encoders.text import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("all-MiniLM-L6-v2"))
+    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
 
 
 def _scores(stage_dir: Path) -> dict:

@@ -143,3 +143,15 @@ def test_an_answer_bought_once_is_never_bought_again(tmp_path):
         again = select(corpus("sunny"), teacher, store)  # back to A
         assert again.pending == []
         assert set(store.table("calls")["text_hash"]) == set(again.hashes)  # A's rows are A's again
+
+
+def test_a_kill_point_can_name_its_nth_passage():
+    """MERITS_KILL_AT=name@N dies the N-th time the process reaches the point (Stage II's epoch checkpoint comes
+    after Stage I's in one run)."""
+    import subprocess
+    import sys
+
+    code = "from merits.faults import kill_point\nkill_point('x'); print('one', flush=True)\nkill_point('x'); print('two')"
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MERITS_KILL_AT": "x@2"}, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 137 and r.stdout.split() == ["one"]

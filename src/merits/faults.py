@@ -15,9 +15,20 @@ KILL_POINTS = ("stage.computed", "stage1_text.trained", "stage1_text.exporting",
                "pseudolabel.worker_batch")
 
 
+_REACHED: dict[str, int] = {}  # kill point -> times this process reached it
+
+
 def kill_point(name: str) -> None:
-    """Die here (exit status 137, like a SIGKILL) when MERITS_KILL_AT names this point."""
-    if os.environ.get("MERITS_KILL_AT") == name:
+    """Die here (exit status 137, like a SIGKILL) when MERITS_KILL_AT names this point; ``name@N``: the N-th time
+    this process reaches it (e.g. the second epoch checkpoint, which is Stage II's in a run whose Stage I saves once)."""
+    wanted = os.environ.get("MERITS_KILL_AT")
+    if not wanted:
+        return
+    point, _, nth = wanted.partition("@")
+    if point != name:
+        return
+    _REACHED[name] = _REACHED.get(name, 0) + 1
+    if _REACHED[name] == int(nth or 1):
         os._exit(137)
 
 

@@ -155,3 +155,28 @@ def test_a_kill_point_can_name_its_nth_passage():
     r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MERITS_KILL_AT": "x@2"}, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 137 and r.stdout.split() == ["one"]
+
+
+def test_silent_absurdities_are_named():
+    """A corpus with one class scored 100 without a word; a 3e38 feature value zeroed that feature for everyone; a
+    turn of zero-width spaces was predicted as if it were text."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from merits.data.manifest import Manifest, blank, is_blank
+    from merits.errors import DataError
+    from merits.stages.speech_utterance import _check_magnitudes
+
+    table = pd.DataFrame({"utterance_id": ["a", "b", "c"], "conversation_id": ["c1", "c2", "c3"], "turn": 0,
+                          "split": ["train", "validation", "test"], "text": ["hi", "\u200b\u200b ", "ok"],
+                          "label": ["joy", "joy", "joy"]})
+    with pytest.raises(DataError, match="empty text and no audio for utterances: b"):  # zero-width spaces: empty
+        Manifest("one", ("joy",), table).validate()
+    assert is_blank("\u200b\ufeff ") and not is_blank("hi\u200b") and blank(table["text"]).tolist() == [False, True, False]
+    m = Manifest("one", ("joy",), table.assign(text=["hi", "yes", "ok"])).validate()
+    assert any("only one class" in p for p in m.label_problems())
+    features = torch.zeros(3, 1, 4)
+    features[1, 0, 2] = 3e38
+    with pytest.raises(DataError, match="beyond 1e.30.*b"):
+        _check_magnitudes(features, np.array(["a", "b", "c"]))

@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from merits.asr.config import ASRConfig
-from merits.data.manifest import Manifest, _listing
+from merits.data.manifest import Manifest, _listing, blank
 from merits.encoders.speech import SpeechEncoderConfig, build_speech_encoder
 from merits.errors import ConfigError, DataError, read_json
 from merits.features import extract_features
@@ -277,7 +277,7 @@ def _inputs(predictor: Predictor, manifest: Manifest, out: Path, asr: ASRConfig 
     text, speech = _utterance_stage(stages, "text"), _utterance_stage(stages, "audio")
     audio_cfg = cfg.audio  # the run's audio policy (decoding, what bad audio does), in ASR as in the features
     segmenting = asr is not None and asr.segment  # whole recordings -> Whisper segments as utterances
-    if segmenting or (text and (manifest.table["text"].str.strip() == "").any()):
+    if segmenting or (text and blank(manifest.table["text"]).any()):
         from merits.asr import transcribe_manifest  # only when there is audio to transcribe
 
         log.info("%s into %s", "segmenting the recordings" if segmenting else "transcribing the utterances without text",
@@ -289,7 +289,7 @@ def _inputs(predictor: Predictor, manifest: Manifest, out: Path, asr: ASRConfig 
             heard = transcribed.manifest
         else:  # only the utterances without text: a transcript the input gives is kept, never replaced
             t = manifest.table
-            silent = t["text"].str.strip() == ""
+            silent = blank(t["text"])
             transcribed = transcribe_manifest(manifest.select(t.loc[silent, "utterance_id"]), out / "asr", asr,
                                               predictor.transcriber(asr))
             said = transcribed.manifest.table.set_index("utterance_id")["text"]
@@ -299,7 +299,7 @@ def _inputs(predictor: Predictor, manifest: Manifest, out: Path, asr: ASRConfig 
         if unusable:
             notes.append(f"left out for bad audio before transcription: {_listing(unusable)}")
         manifest = relabel(heard, run.labels)
-        unheard = manifest.table.loc[manifest.table["text"].str.strip() == "", "utterance_id"]
+        unheard = manifest.table.loc[blank(manifest.table["text"]), "utterance_id"]
         if len(unheard):
             alone = _last_without(run.graph, "text")
             audio_only = f"; an audio-only prediction: stage {alone}" if alone else ""

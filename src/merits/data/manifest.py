@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,19 @@ NO_LABEL = -100
 _STRING_COLUMNS = ("utterance_id", "conversation_id", "split", "text", "label", "audio_path", "speaker", "sentiment")
 _FLOAT_COLUMNS = ("start", "end", "valence", "arousal")
 MAX_LISTED = 5  # how many offending rows an error message names
+
+# characters that show nothing: a turn of only these (and whitespace) is empty, not a transcript
+INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
+
+
+def is_blank(text: str) -> bool:
+    """Nothing to read: empty, whitespace, or only zero-width characters."""
+    return not INVISIBLE.sub("", text).strip()
+
+
+def blank(texts: pd.Series) -> pd.Series:
+    """:func:`is_blank` of every text of a column."""
+    return texts.str.replace(INVISIBLE, "", regex=True).str.strip() == ""
 
 
 def carve_validation(train_conversations, fraction: float, seed: int) -> set[str]:
@@ -113,7 +127,7 @@ class Manifest:
         if len(bad_label):
             pairs = [f"{u} ({lab!r})" for u, lab in zip(bad_label["utterance_id"], bad_label["label"])]
             raise DataError(f"{where}: unknown labels (known: {list(self.labels)}): {_listing(pairs)}")
-        no_content = t.loc[(t["text"].str.strip() == "") & (t["audio_path"] == ""), "utterance_id"]
+        no_content = t.loc[blank(t["text"]) & (t["audio_path"] == ""), "utterance_id"]
         if len(no_content):
             raise DataError(f"{where}: empty text and no audio for utterances: {_listing(no_content)}")
         dup_turn = t[t.duplicated(["conversation_id", "turn"], keep=False)]
@@ -161,10 +175,14 @@ class Manifest:
             where = {name: sorted(self.table.loc[self.table["label"] == name, "split"].unique()) for name in empty}
             problems.append("classes without a training example (the model can never predict them): "
                             + ", ".join(f"{n} (only in {'/'.join(w) or 'no split'})" for n, w in where.items()))
+        present = sorted(set(self.table.loc[self.table["label"] != "", "label"]))
+        if len(present) == 1:  # every score would be 100: nothing was learnt that a constant does not do
+            problems.append(f"only one class ({present[0]!r}) in the whole corpus: every score is trivially 100; "
+                            "check the label column or the label map")
         return problems
 
     def require_text(self) -> None:
-        empty = self.table.loc[self.table["text"].str.strip() == "", "utterance_id"]
+        empty = self.table.loc[blank(self.table["text"]), "utterance_id"]
         if len(empty):
             raise DataError(
                 f"manifest of {self.corpus!r}: empty transcripts for utterances {_listing(empty)}; "

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from merits.data.manifest import Manifest
+from merits.data.manifest import Manifest, is_blank
 from merits.errors import MeritsError
 from merits.predict import Predictor, PredictResult, TrainedRun, TurnPrediction
 from merits.prediction_report import conversations as conversation_shares
@@ -171,7 +171,7 @@ class Service:
                 if len(t.text) > cfg.max_text_chars:
                     raise RequestError(f"{where}: {len(t.text)} characters of text; this server takes at most "
                                        f"{cfg.max_text_chars} per turn (max_text_chars)", 413)
-                if not t.text.strip() and not t.audio:
+                if is_blank(t.text) and not t.audio:  # zero-width spaces are no text
                     raise RequestError(f"{where}: empty text and no audio: nothing to predict from")
                 if self.needs_audio and not t.audio:
                     raise RequestError(f"{where}: no audio, and {self.describe()['final_stage_label']} of this run "

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from merits.errors import ConfigError
+from merits.errors import ConfigError, DataError
 from merits.models.checkpoint import load_model, save_model
 from merits.models.utterance import SpeechHead, SpeechHeadConfig
 from merits.encoders.speech import SpeechEncoderConfig
@@ -57,6 +57,7 @@ def train_head(sc: SpeechHeadTrainConfig, manifest, features: torch.Tensor, seed
     train = rows["train"][labels[rows["train"]] >= 0]  # unlabelled turns are context for Stage II, not examples
     model = SpeechHead(replace(sc.model, num_layers=features.shape[1], input_dim=features.shape[2],
                                num_classes=len(manifest.labels)))
+    _check_magnitudes(features, ids)
     model.set_normalisation(features[train])
     rng = np.random.default_rng(seed)
     validation = feature_batches(features, labels, ids, rows["validation"], EVAL_BATCH)
@@ -64,6 +65,21 @@ def train_head(sc: SpeechHeadTrainConfig, manifest, features: torch.Tensor, seed
     result = trainer.fit(model, lambda epoch: feature_batches(features, labels, ids, train, sc.batch_size, rng),
                          lambda: validation, adamw(model, sc.lr, sc.weight_decay), resume=resume)
     return model, result, trainer, rows
+
+
+HUGE = 1e30  # no acoustic feature is this large: a value beyond it is damage (and would zero its feature for all)
+
+
+def _check_magnitudes(features: torch.Tensor, ids) -> None:
+    """A finite but absurd value (3e38 in one row) overflows the training standard deviation to inf, which silently
+    turns that feature into zeros for every utterance: a named error instead, naming the rows."""
+    huge = (features.abs() > HUGE).flatten(1).any(1)  # (N,)
+    if huge.any():
+        from merits.data.manifest import _listing
+
+        rows = ids[huge.numpy()]
+        raise DataError(f"speech features of {len(rows)} utterances hold values beyond {HUGE:g} (damaged: e.g. "
+                        f"{float(features[huge].abs().max()):.3g}): {_listing(rows)}; fix or drop them")
 
 
 @dataclass

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from merits.config import DataConfig
-from merits.data.manifest import SPLITS, Manifest
+from merits.data.manifest import SPLITS, Manifest, blank
 from merits.errors import ConfigError, DataError
 from merits.teach.agreement import AgreementConfig, agreement_table
 from merits.locks import held
@@ -132,7 +132,7 @@ def select(manifest: Manifest, teacher: Teacher, store: LabelStore, splits=None,
     t = manifest.table
     if splits:
         t = t[t["split"].isin(list(splits))]
-    empty = t["text"].str.strip() == ""
+    empty = blank(t["text"])
     t = t[~empty]
     if limit is not None:
         t = t.head(limit)

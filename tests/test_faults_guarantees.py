@@ -180,3 +180,24 @@ def test_silent_absurdities_are_named():
     features[1, 0, 2] = 3e38
     with pytest.raises(DataError, match="beyond 1e.30.*b"):
         _check_magnitudes(features, np.array(["a", "b", "c"]))
+
+
+@pytest.mark.parametrize("error, words", [
+    (OSError(28, "No space left on device"), "No space left"),  # an OSError: merits' own line
+    (RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on "
+                  "device\" })"), "the disk is full"),
+    (__import__("sqlite3").DatabaseError("database disk image is malformed"), ".recover"),
+    (__import__("pickle").UnpicklingError("Weights only load failed"), "weights_only"),
+])
+def test_library_failures_are_one_line_with_the_fix(monkeypatch, capsys, error, words):
+    """Disk full inside safetensors, a damaged SQLite store, a pickle checkpoint refused by weights_only: each was a
+    traceback; now `error: …` with what to do."""
+    import merits.cli as cli
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_report", fail)  # the command fails inside a library
+    assert cli.main(["report", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and "Traceback" not in err

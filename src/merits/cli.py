@@ -435,10 +435,35 @@ def main(argv=None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # the failures of libraries underneath, said as what they mean for the user
+        message = _library_error(e)
+        if message is None or args.debug:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: finished stages are kept under runs/ and skipped on the next run", file=sys.stderr)
         return 130
     return rc or 0
+
+
+def _library_error(e: Exception) -> str | None:
+    """A failure raised by a library merits stands on (not one of merits' own errors), as one line with what to do;
+    None for anything else (a bug: its traceback is shown)."""
+    import pickle
+    import sqlite3
+
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "No space left on device" in str(e):  # safetensors and others wrap the OSError in their own
+        return (f"the disk is full ({text}); free space and run the command again: finished stages and stored "
+                "answers are kept, the stage being written is redone")
+    if isinstance(e, sqlite3.DatabaseError):
+        return (f"a SQLite store is damaged ({text}); copy out what it still holds with "
+                "`sqlite3 STORE .recover | sqlite3 RECOVERED.sqlite` and point the command at the copy")
+    if isinstance(e, pickle.UnpicklingError):
+        return (f"a checkpoint holds pickled objects that merits refuses to load (weights_only): {text}; delete it "
+                "(the stage or step is then computed again)")
+    return None
 
 
 if __name__ == "__main__":

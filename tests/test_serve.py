@@ -312,6 +312,28 @@ def test_the_page_in_a_real_browser(iemocap_run, tmp_path):
         driver.find_element(By.ID, "predict-text").click()
         wait.until(lambda d: "Error" in d.find_element(By.ID, "status").text)
         assert "needs audio" in driver.find_element(By.ID, "status").text
+        # a longer session: a refused 6,000-character turn, then /docs (Swagger UI from the service's own files,
+        # offline), round after round; the renderers' memory must not keep growing (the probe saw about 10 GB in
+        # an hour). Measured on the browser's processes after a warm-up, over 12 rounds.
+        import psutil
+
+        def renderers_mb() -> float:
+            procs = psutil.Process(driver.service.process.pid).children(recursive=True)
+            return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+
+        long_turn = "so " * 2000  # 6,000 characters: over max_text_chars (5,000), refused with a 413
+        sizes = []
+        for round_ in range(15):
+            driver.get(f"http://127.0.0.1:{port}/")
+            wait.until(lambda d: "classes anger" in d.find_element(By.ID, "run-info").text)
+            driver.execute_script("document.getElementById('conversation-text').value = arguments[0]", long_turn)
+            driver.find_element(By.ID, "predict-text").click()
+            wait.until(lambda d: "Error" in d.find_element(By.ID, "status").text)
+            driver.get(f"http://127.0.0.1:{port}/docs")
+            wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".swagger-ui .opblock")))
+            sizes.append(renderers_mb())
+        growth = sizes[-1] - sizes[2]
+        assert growth < 150, f"the browser grew {growth:.0f} MB over 12 rounds: {[round(x) for x in sizes]}"
     finally:
         driver.quit()
         server.should_exit = True

@@ -80,6 +80,7 @@ def test_ids_errors_and_deleted_conversations(iemocap_run, tmp_path):
         docs = client.get("/docs").text  # Swagger UI from the package's own files: /docs works offline
         assert "/static/docs/swagger-ui-bundle.js" in docs and "cdn." not in docs
         assert client.get("/static/docs/swagger-ui-bundle.js").status_code == 200
+        assert "cdn." not in client.get("/redoc").text
         assert client.post("/v1/conversations/abc%0A/turns", json={"text": "hi"}).status_code == 422
         files = [("files", (f"{i}.wav", b"RIFF", "audio/wav")) for i in range(40)]
         many = client.post("/v1/predict", data={"conversations": '{"conversations": []}'}, files=files)

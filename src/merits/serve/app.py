@@ -27,10 +27,10 @@ from pathlib import Path
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -43,6 +43,7 @@ from merits.serve.service import Conversation, RequestError, Service, Turn, new_
 
 log = logging.getLogger("merits")
 STATIC = Path(__file__).parent / "static"
+DOCS_ASSETS = "/static/docs"  # Swagger UI and ReDoc files (fastapi-offline), open like the page
 MB = 1 << 20
 MAX_FILES = 16  # audio files in one request
 # what the decoders read (libsndfile, then FFmpeg); anything else is refused before decoding
@@ -86,22 +87,13 @@ def create_app(run_dir: str | Path, cfg: ServeConfig | None = None) -> FastAPI:
         yield
         service.close()
 
-    # /docs from Swagger UI's own files (swagger-ui-bundle), not a CDN: offline the page would otherwise wait on
-    # assets that never come
-    app = FastAPI(title="merits serve", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+    # /docs and /redoc from Swagger UI's and ReDoc's own files (fastapi-offline), not a CDN: offline the pages would
+    # otherwise wait on assets that never come
+    app = FastAPIOffline(title="merits serve", version="1", lifespan=lifespan, static_url=DOCS_ASSETS,
                   description=f"Emotions of conversations with the trained run {service.run.directory.name} "
                               f"(classes: {', '.join(service.labels)}).")
     app.state.service = service
-    from swagger_ui_bundle import swagger_ui_path
-
-    app.mount("/static/docs", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")  # before /static
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.get("/docs", include_in_schema=False)
-    def docs():
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="merits serve: API",
-                                   swagger_js_url="/static/docs/swagger-ui-bundle.js",
-                                   swagger_css_url="/static/docs/swagger-ui.css", swagger_favicon_url="")
 
     # ------------------------------------------------------------------ errors: a 4xx with one clear message
     @app.exception_handler(RequestError)

@@ -260,7 +260,9 @@ def label_corpus(cfg: CorpusLabelConfig) -> LabelRun:
                                     num_cpus=cfg.ray.cpus_per_worker)  # dead actors: restarted, batch retried
                 bar = progress(None, total=len(sel.pending), unit="label", desc=f"pseudolabel {teacher.name}")
                 try:
-                    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    # prefetch_batches=0: an answered batch is written as soon as it arrives, not held in a prefetch
+                    # buffer where a killed driver would lose it (and the rerun pay for it again)
+                    for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
                         rows = []
                         for k, raw, label, status, lat, att, stop in zip(
                                 batch["k"], batch["raw"], batch["label"], batch["status"], batch["latency_s"],

@@ -63,33 +63,44 @@ def kill_points(tmp: Path) -> dict:
     # Stage I text with 2 epochs of 2-utterance batches: the epoch checkpoint and (MERITS_CHECKPOINT_SECONDS=0) the
     # checkpoints inside an epoch are reached, so a kill lands mid-epoch of Stage I and of Stage II
     small = [*SMALL, "stage1_text.epochs=2", "stage1_text.batch_size=2"]
-    started = time.perf_counter()
-    assert merits("-q", "train", "offline", *small, f"runs_dir={tmp / 'whole'}", "name=k").returncode == 0
-    whole = time.perf_counter() - started
+    # inside a Stage II epoch: 12 one-conversation steps, so its first epoch saves after step 10 (the loop looks at
+    # the clock every 10 steps), after Stage I's one save (2 epochs of 2 steps, no save inside them)
+    stage2 = ["data.max_conversations=12", "data.options.strict_counts=false", "stage1_text.epochs=2",
+              "stage1_text.batch_size=64", "stage2_text.epochs=2", "stage2_text.batch_size=1", "seeds=[0]"]
+    whole = {}
+    for key, args in (("small", small), ("stage2", stage2)):
+        started = time.perf_counter()
+        assert merits("-q", "train", "offline", *args, f"runs_dir={tmp / ('whole-' + key)}", "name=k").returncode == 0
+        whole[key] = time.perf_counter() - started
     identical, lost, tried = 0, {}, []
     points = [p for p in KILL_POINTS if p not in ("steps.checkpointed", "pseudolabel.worker_batch")]  # CARE / Ray's
     # the 2nd epoch checkpoint of the run is Stage II's (Stage I, 2 epochs, saves once): a kill mid-Stage II
-    cases = [(p, {}, p) for p in points] + [
-        ("trainer.epoch_saved", {"MERITS_CHECKPOINT_SECONDS": "0"}, "trainer.epoch_saved (inside a Stage I epoch)"),
-        ("trainer.epoch_saved@2", {}, "trainer.epoch_saved (after a Stage II epoch)")]
-    for point, extra, name in cases:
-        runs = tmp / name.replace(" ", "_")
+    every = {"MERITS_CHECKPOINT_SECONDS": "0"}  # inside an epoch, save at every look at the clock
+    cases = [(p, {}, p, "small") for p in points] + [
+        ("trainer.epoch_saved", every, "trainer.epoch_saved (inside a Stage I epoch)", "small"),
+        ("trainer.epoch_saved@2", {}, "trainer.epoch_saved (after a Stage II epoch)", "small"),
+        ("trainer.epoch_saved@2", every, "trainer.epoch_saved (inside a Stage II epoch)", "stage2")]
+    for point, extra, name, key in cases:
+        runs, args = tmp / name.replace(" ", "_"), {"small": small, "stage2": stage2}[key]
         started = time.perf_counter()
-        killed = merits("-q", "train", "offline", *small, f"runs_dir={runs}", "name=k",
+        killed = merits("-q", "train", "offline", *args, f"runs_dir={runs}", "name=k",
                         env={"MERITS_KILL_AT": point, **extra})
-        resumed = merits("-q", "train", "offline", *small, f"runs_dir={runs}", "name=k", env=extra)
-        lost[name] = time.perf_counter() - started - whole
+        resumed = merits("train", "offline", *args, f"runs_dir={runs}", "name=k", env={**extra, "MERITS_QUIET": ""})
+        lost[name] = time.perf_counter() - started - whole[key]
         same = killed.returncode == 137 and resumed.returncode == 0 and all(
-            _scores(tmp / "whole" / "k" / s) == _scores(runs / "k" / s) for s in ("stage1_text", "stage2_text"))
+            _scores(tmp / f"whole-{key}" / "k" / s) == _scores(runs / "k" / s) for s in ("stage1_text", "stage2_text"))
+        if "inside a Stage II" in name:  # the resume really began inside Stage II's first epoch
+            same = same and "in epoch 1 after 10 of its 12 steps" in resumed.stderr
         identical += same
         tried.append(name)
         print("kill point", name, "resumed identical" if same else "DIFFERENT", flush=True)
     # during pretraining (merits pretrain, 2 epochs): killed after its first epoch, resumed to the same encoder
+    from conftest import tiny_bert
     from test_pretrain import unlabelled_meld, vader_labels, with_labels
 
     m = unlabelled_meld(40)
     with_labels(m, vader_labels(m.table["text"])).save(tmp / "labelled")
-    tiny = _tiny_encoder(tmp / "tiny")
+    tiny = tiny_bert(tmp / "tiny")
     args = ["-q", "pretrain", str(tmp / "labelled"), f"text_encoder.model={tiny}", "train.epochs=2", "device=cpu"]
     merits(*args, "--out", str(tmp / "ft-whole"))
     killed = merits(*args, "--out", str(tmp / "ft-killed"), env={"MERITS_KILL_AT": "trainer.epoch_saved"})
@@ -100,21 +111,8 @@ def kill_points(tmp: Path) -> dict:
     tried.append("trainer.epoch_saved (pretraining)")
     print("kill point pretraining", "resumed identical" if same else "DIFFERENT", flush=True)
     return {"kill_points_tried": len(tried), "kill_points_resumed_identical": identical, "kill_points": tried,
-            "uninterrupted_seconds": whole, "work_lost_seconds": lost, "work_lost_seconds_max": max(lost.values()),
+            "uninterrupted_seconds": whole["small"], "work_lost_seconds": lost, "work_lost_seconds_max": max(lost.values()),
             "checkpoint_seconds_default": 600}
-
-
-def _tiny_encoder(path: Path) -> str:
-    """The tests' tiny random BERT with MiniLM's tokenizer (pretraining is timed by its loop, not its model)."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from merits.encoders.text import resolve_model
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("all-MiniLM-L6-v2"))
-    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def _scores(stage_dir: Path) -> dict:
@@ -298,24 +296,29 @@ def paid_twice(tmp: Path) -> dict:
     (tmp / "alias.sqlite").symlink_to(tmp / "labels.sqlite")
     cases = {}
     with MockChatServer(delay_s=0.02) as server:
-        def teach(root, store):
+        def teach(root, store, *extra):
             return subprocess.Popen([PY, "-m", "merits", "-q", "teach", "teach-openai", "data.corpus=custom",
                                      f"data.root={root}", f"chat.base_url={server.url}", "chat.api_key_env=null",
-                                     "splits=[train]", f"store={store}", "export=null"], env=ENV,
+                                     "splits=[train]", f"store={store}", "export=null", *extra], env=ENV,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs = [teach(data, tmp / "labels.sqlite"), teach(data, tmp / "alias.sqlite")]
         [p.wait(timeout=300) for p in procs]
         cases["one store, one name a symlink"] = len(server.requests) - n
-        # two corpora named alike (a/calls.csv, b/calls.csv), then the first again
-        first = len(server.requests)
-        for folder, word in (("a", "sunny"), ("b", "rainy"), ("a", "sunny")):
+        # two corpora named alike (a/calls.csv, b/calls.csv): B under A's name is refused, B under its own name is
+        # labelled, then A again asks nothing
+        first, clash = len(server.requests), {}
+        for folder, word, extra in (("a", "sunny", ()), ("b", "rainy", ()), ("b", "rainy", ("data.options.name=calls_b",)),
+                                    ("a", "sunny", ())):
             (tmp / folder).mkdir(exist_ok=True)
             pd.DataFrame({"conversation_id": [f"c{i}" for i in range(n)], "text": [f"a {word} day {i}" for i in range(n)],
                           "split": "train"}).to_csv(tmp / folder / "calls.csv", index=False)
-            teach(tmp / folder / "calls.csv", tmp / "stems.sqlite").wait(timeout=300)
+            proc = teach(tmp / folder / "calls.csv", tmp / "stems.sqlite", *extra)
+            out, err = proc.communicate(timeout=300)
+            if folder == "b" and not extra:
+                clash = {"exit_code": proc.returncode, "message": err.strip().splitlines()[-1] if err.strip() else ""}
         cases["two corpora sharing a file stem, then the first again"] = len(server.requests) - first - 2 * n
     return {"paid_twice_cases_tried": len(cases), "paid_twice_requests": int(sum(cases.values())),
-            "paid_twice": cases}
+            "paid_twice": cases, "corpus_name_clash": clash}
 
 
 def overwritten(tmp: Path) -> dict:

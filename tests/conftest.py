@@ -18,20 +18,25 @@ def shared(*parts) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_encoder(tmp_path_factory) -> str:
-    """A tiny randomly initialised BERT with the real MiniLM tokenizer, saved as a local model directory."""
+def tiny_bert(path: Path) -> str:
+    """A tiny randomly initialised BERT with the real MiniLM tokenizer, saved as a local model directory (also used by
+    benchmarks/faults.py, where only the loop is timed, not the model)."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from merits.encoders.text import resolve_model
 
-    path = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("all-MiniLM-L6-v2"))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    """A tiny randomly initialised BERT with the real MiniLM tokenizer, saved as a local model directory."""
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")

@@ -76,7 +76,6 @@ def test_a_care_checkpoint_feeds_stage_one_speech_end_to_end(tmp_path):
     import pandas as pd
 
     from conftest import shared
-    from merits.config import load_config
     from merits.experiment import load_experiment
     from merits.encoders.speech import SpeechEncoderConfig, build_speech_encoder
     from merits.pipeline import run_experiment
@@ -126,7 +125,6 @@ def emodb_manifest(tmp_path, n=12):
 def care_config(tiny_encoder, *extra):
     from merits.care.pretrain import CarePretrainConfig
     from merits.config import load_config
-    from merits.experiment import load_experiment
 
     return load_config("care/offline", [TINY_WAVLM, f"care.text_model={tiny_encoder}", "care.shared_layers=1",
                                         f"targets.semantic_model={tiny_encoder}", "batch_size=4", "crop_seconds=1.0",

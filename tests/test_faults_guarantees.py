@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
 
+from merits.errors import DataError
 from merits.locks import Busy, held
 
 
@@ -93,7 +93,6 @@ def test_a_run_whose_config_outran_its_models_says_which_stage_is_stale(tmp_path
     a stale stage and report names it."""
     import yaml
 
-    from merits.data.manifest import Manifest
     from merits.errors import ConfigError
     from merits.experiment import load_experiment
     from merits.pipeline import report_run, run_experiment
@@ -143,6 +142,35 @@ def test_an_answer_bought_once_is_never_bought_again(tmp_path):
         again = select(corpus("sunny"), teacher, store)  # back to A
         assert again.pending == []
         assert set(store.table("calls")["text_hash"]) == set(again.hashes)  # A's rows are A's again
+
+
+def test_two_corpora_of_one_name_are_a_named_error(tmp_path):
+    """Two files of one stem (a/calls.csv, b/calls.csv) are two corpora named 'calls': labelling the second into the
+    first's store is refused with how to name it; a source that has since gone (moved data) takes the name over."""
+    import pandas as pd
+
+    from merits.data.manifest import Manifest
+    from merits.teach.label_store import LabelStore
+    from merits.teach.run import select
+    from merits.teach.vader import VaderTeacher
+
+    def corpus(folder):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / "calls.csv").write_text("x")
+        return Manifest("calls", (), pd.DataFrame({
+            "utterance_id": ["calls-0"], "conversation_id": "c", "turn": [0], "split": "train", "text": ["hi"],
+            "label": ""}), str(tmp_path / folder / "calls.csv")).validate()
+
+    a, b = corpus("a"), corpus("b")
+    with LabelStore(tmp_path / "s.sqlite") as store:
+        select(a, VaderTeacher(), store)
+        with pytest.raises(DataError, match=r"corpus name 'calls' already holds the labels of .*a/calls.csv.*"
+                                            r"data.options.name=calls_2"):
+            select(b, VaderTeacher(), store)
+        select(a, VaderTeacher(), store)  # the same data again: fine
+        (tmp_path / "a" / "calls.csv").unlink()  # A moved away: B may have the name
+        select(b, VaderTeacher(), store)
+        assert store._db.execute("SELECT source FROM corpora").fetchall() == [(b.source,)]
 
 
 def test_a_kill_point_can_name_its_nth_passage():

@@ -16,7 +16,6 @@ from merits.data.manifest import Manifest
 from merits.errors import ConfigError, DataError
 from merits.models.utterance import TextClassifier, TextClassifierConfig
 from merits.pipeline import run_experiment
-from merits.pretrain import PretrainConfig
 from merits.pretrain.finetune import ENCODER, pretrain, pseudo_labelled
 from merits.teach import VaderTeacher
 

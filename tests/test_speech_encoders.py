@@ -1,7 +1,6 @@
 """Speech encoders: one contract, (layers, dim) float32 per utterance, on real EmoDB clips and the MOSI table."""
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -47,7 +47,6 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from merits.config import load_config
     from merits.experiment import load_experiment
     from merits.pipeline import run_experiment
 
@@ -90,7 +89,6 @@ def cmd_report(args) -> None:
 def cmd_asr(args) -> None:
     from merits.asr import ASRConfig, transcribe_manifest
     from merits.config import load_config
-    from merits.experiment import load_experiment
     from merits.data import load_manifest_or_corpus
 
     overrides = list(args.overrides)
@@ -146,7 +144,6 @@ def cmd_wer(args) -> None:
 
 def cmd_pretrain(args) -> None:
     from merits.config import load_config
-    from merits.experiment import load_experiment
     from merits.data import load_manifest_or_corpus
     from merits.pretrain import PretrainConfig
     from merits.pretrain.finetune import pretrain
@@ -167,7 +164,6 @@ def cmd_pretrain(args) -> None:
 def cmd_care(args) -> None:
     from merits.care.pretrain import CarePretrainConfig, pretrain
     from merits.config import load_config
-    from merits.experiment import load_experiment
     from merits.data import load_manifest_or_corpus
 
     cfg = load_config(args.config, args.overrides, cls=CarePretrainConfig)
@@ -185,7 +181,6 @@ def cmd_care(args) -> None:
 
 def _teach_config(args):
     from merits.config import load_config
-    from merits.experiment import load_experiment
     from merits.teach import TeachConfig
 
     # `merits teach key=value ...` (no profile) starts from the defaults.
@@ -205,7 +200,6 @@ def cmd_teach(args) -> int:
 
 def cmd_pseudolabel(args) -> int:
     from merits.config import load_config
-    from merits.experiment import load_experiment
     from merits.teach.corpus import CorpusLabelConfig, label_corpus
 
     overrides = list(args.overrides) + ([f"ray.address={args.address}"] if args.address else [])
@@ -241,7 +235,6 @@ def _seed(value: str) -> int:
 def cmd_predict(args) -> None:
     from merits.asr import ASRConfig
     from merits.config import load_config
-    from merits.experiment import load_experiment
     from merits.data import load_prediction_input
     from merits.predict import TrainedRun, predict_run
     from merits.prediction_report import format_preview, format_summary
@@ -267,7 +260,6 @@ def cmd_predict(args) -> None:
 
 def cmd_serve(args) -> None:
     from merits.config import load_config
-    from merits.experiment import load_experiment
     from merits.predict import TrainedRun
     from merits.serve import ServeConfig, serve
 

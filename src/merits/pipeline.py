@@ -26,8 +26,7 @@ from merits.experiment import load_experiment
 from merits.features import FeatureStore, extract_features
 from merits.metrics import check_metric
 from merits.report import write_report
-from merits import runs
-from merits.runs import DONE, run_cached, stage_dir
+from merits.runs import DONE, finished_seeds, run_cached, stage_dir
 from merits.stages.base import Stage, TrainingData
 from merits.stages.graph import Graph, build_graph
 from merits.runtime import Runtime, seed_everything
@@ -109,18 +108,18 @@ def settings_hash(stage: Stage, cfg) -> str:
     return config_hash(stage.settings(cfg))
 
 
-def stale_stages(directory: Path, cfg, graph: Graph) -> list[str]:
-    """``<stage>/seed-<k>`` of every finished seed trained with other settings than the run's config.yaml says (a
+def stale_stages(directory: Path, cfg, graph: Graph) -> list[tuple[str, int]]:
+    """(stage, seed) of every finished seed trained with other settings than the run's config.yaml says (a
     ``merits train`` with new settings killed before it retrained them); runs of older versions record none."""
     import json
 
     stale = []
     for stage in graph:
         want = settings_hash(stage, cfg)
-        for seed, folder in runs.finished_seeds(directory, stage.name).items():
+        for seed, folder in finished_seeds(directory, stage.name).items():
             got = json.loads((folder / DONE).read_text())["metrics"].get("settings_hash")
             if got is not None and got != want:
-                stale.append(f"{stage.name}/seed-{seed}")
+                stale.append((stage.name, seed))
     return stale
 
 
@@ -159,7 +158,7 @@ def run_experiment(cfg, seeds: list[int] | None = None) -> dict:
                 return {**metrics, "settings_hash": settings_hash(stage, cfg)} if metrics else metrics
 
             run_cached(stage_dir(cfg.runs_dir, cfg.name, stage.name, seed), key, compute, stage.distributed)
-    per_seed = finished_seeds(root, graph)
+    per_seed = finished_metrics(root, graph)
     table = write_report(root, dataset_name(manifest.corpus, cfg), per_seed, graph, notes,
                          (cfg.metric, cfg.metric_classes)) if dist.is_main else ""
     return {"per_seed": per_seed, "table": table, "dir": str(root)}
@@ -186,13 +185,13 @@ def dataset_name(corpus: str, cfg=None) -> str:
     return f"{name} (Text I context: {context.describe()})" if context is not None and context.enabled else name
 
 
-def finished_seeds(root: Path, graph: Graph) -> dict[str, dict[int, dict]]:
+def finished_metrics(root: Path, graph: Graph) -> dict[str, dict[int, dict]]:
     """{stage: {seed: metrics}} of every seed finished on disk (so parallel seed processes merge)."""
     import json
 
     out: dict[str, dict[int, dict]] = {}
     for stage in graph:
-        done = runs.finished_seeds(root, stage.name)
+        done = finished_seeds(root, stage.name)
         if done:
             out[stage.name] = {seed: json.loads((d / DONE).read_text())["metrics"] for seed, d in done.items()}
     return out
@@ -204,13 +203,14 @@ def report_run(directory: str | Path, metric: str | None = None, classes: list[s
     directory = Path(directory)
     cfg = load_run_config(directory)
     graph = build_graph(cfg)
-    per_seed = finished_seeds(directory, graph)
+    per_seed = finished_metrics(directory, graph)
     if not per_seed:
         raise ConfigError(f"{directory} has no finished stage yet")
     stale = stale_stages(directory, cfg, graph)
     if stale:
         log.warning("%s: %s trained with other settings than its config.yaml (a merits train interrupted while "
-                    "retraining?); rerun merits train to finish them", directory, ", ".join(stale))
+                    "retraining?); rerun merits train to finish them", directory,
+                    ", ".join(f"{name}/seed-{seed}" for name, seed in stale))
     manifest = Manifest.load(directory / "manifest")
     chosen = (metric or cfg.metric, list(classes if classes is not None else cfg.metric_classes if metric is None else []))
     _check_metric(*chosen, manifest.labels)

@@ -112,16 +112,45 @@ class TurnPrediction:
     speaker: str | None = None
     start: float | None = None                 # seconds into its recording, where the input cut the audio
     end: float | None = None
+    split: str | None = None                   # the input's split, where it names one
+    audio_path: str | None = None              # the turn's audio, where it has one
+
+    def row(self, labels: tuple[str, ...]) -> dict:
+        """This turn as a row of ``predictions.csv`` (blank predictions for a turn left out)."""
+        probs = self.probabilities or {}
+        return {
+            "utterance_id": self.utterance_id, "conversation_id": self.conversation_id, "turn": self.turn,
+            "split": self.split, "start": self.start, "end": self.end, "speaker": self.speaker, "text": self.text,
+            "audio_path": self.audio_path, "label": self.gold or "", "predicted": self.label or "",
+            "confidence": self.confidence, **{f"predicted_{s}": label or "" for s, label in self.stages.items()},
+            **{f"p_{n}": probs.get(n) for n in labels},
+        }
+
+
+OPTIONAL_COLUMNS = ("split", "start", "end", "speaker", "audio_path", "label")  # in predictions.csv where any turn has one
+
+
+def turns_table(turns: list[TurnPrediction], labels: tuple[str, ...]) -> pd.DataFrame:
+    """``predictions.csv`` drawn from the typed turns: one row each, the optional columns only where the input has
+    them (start / end: where it cut its audio; label: where it has gold labels)."""
+    table = pd.DataFrame([t.row(labels) for t in turns])
+    empty = [c for c in OPTIONAL_COLUMNS if not (table[c].notna() & (table[c] != "")).any()]
+    return table.drop(columns=empty)
 
 
 @dataclass
 class PredictResult:
-    table: pd.DataFrame                      # predictions.csv
+    turns: list[TurnPrediction]              # every input turn, in the input's order
     summary: dict                            # summary.json
     directory: Path
+    labels: tuple[str, ...]                  # the run's class names
     stages: dict[str, StageOutput] = field(default_factory=dict)
     scores: dict = field(default_factory=dict)  # stage -> split -> every score, where the input has gold labels
-    turns: list[TurnPrediction] = field(default_factory=list)  # every input turn, in the input's order
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """predictions.csv: the turns as rows."""
+        return turns_table(self.turns, self.labels)
 
 
 def relabel(manifest: Manifest, labels: tuple[str, ...]) -> Manifest:
@@ -145,8 +174,9 @@ class Predictor:
         self.seeds = [cfg.seeds[0]] if seeds is None else [seeds] if isinstance(seeds, int) else list(seeds)
         self.stage = stage or run.final_stage()
         self.stages = run.graph.chain(self.stage)
-        stale = [s for s in stale_stages(run.directory, cfg, run.graph)
-                 if s.split("/")[0] in {st.name for st in self.stages} and int(s.rsplit("-", 1)[1]) in self.seeds]
+        replayed = {st.name for st in self.stages}
+        stale = [f"{name}/seed-{seed}" for name, seed in stale_stages(run.directory, cfg, run.graph)
+                 if name in replayed and seed in self.seeds]
         if stale:  # the models would not be the ones config.yaml describes
             raise ConfigError(f"{run.directory}: {', '.join(stale)} trained with other settings than the run's "
                               "config.yaml (a merits train with new settings stopped before it retrained them): "
@@ -226,14 +256,14 @@ class Predictor:
         per_seed = [_replay(self.run.graph, self.stages, self.loaded[seed], view, self.device, last)
                     for seed in self.seeds]
         outputs = {s.name: _average([p[s.name] for p in per_seed]) for s in self.stages}
-        table, summary, scores = _outputs(self.run, manifest, keep, outputs, self.stage, self.seeds, notes, online)
         turns = _turns(self.run.labels, manifest, outputs, self.stage)
+        summary, scores = _outputs(self.run, manifest, keep, outputs, self.stage, self.seeds, notes, online, turns)
         summary["online_mode"] = None if not online else "causal, one pass" if self.causal else (
             f"prefix replay, window {window} turns" if window else "prefix replay, whole prefix")
         summary["label_map"] = manifest.label_map  # how the input's gold labels were renamed, if they were
         summary["text_context"] = contexts  # the conversation window each text stage read
         summary["left_out"] = sorted(unusable) + summary["left_out"]  # bad audio found by ASR, then by the encoder
-        return PredictResult(table, summary, work, outputs, scores, turns)
+        return PredictResult(turns, summary, work, self.run.labels, outputs, scores)
 
 
 def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int | list[int] | None = None,
@@ -249,11 +279,11 @@ def predict_run(run: TrainedRun, manifest: Manifest, out: str | Path, seeds: int
 
 def write_outputs(result: PredictResult, run: TrainedRun) -> None:
     """The files of a prediction, into ``result.directory``."""
-    out, stage = result.directory, result.summary["stage"]
-    write_csv(result.table, out / "predictions.csv")  # text cells that would be spreadsheet formulas escaped
+    out, stage, table = result.directory, result.summary["stage"], result.table
+    write_csv(table, out / "predictions.csv")  # text cells that would be spreadsheet formulas escaped
     (out / "summary.json").write_text(json.dumps(result.summary, indent=2))
-    write_csv(conversations(result.table, run.labels), out / "conversations.csv")
-    plot_timelines(result.table, run.labels, out / "timelines.png")
+    write_csv(conversations(table, run.labels), out / "conversations.csv")
+    plot_timelines(table, run.labels, out / "timelines.png")
     if result.scores:  # gold labels given: e.g. a cross-corpus evaluation of the trained run
         (out / "metrics.json").write_text(json.dumps(result.scores, indent=2))
         for split, m in result.scores[stage].items():
@@ -410,38 +440,23 @@ def _turns(labels: tuple[str, ...], manifest: Manifest, outputs: dict[str, Stage
             {n: round(float(x), 4) for n, x in zip(labels, p)} if p is not None else None,
             {s: label_of[s].get(u) for s in outputs}, r["label"] if known("label") else None,
             r["speaker"] if known("speaker") else None, float(r["start"]) if known("start") else None,
-            float(r["end"]) if known("end") else None))
+            float(r["end"]) if known("end") else None, r["split"] if known("split") else None,
+            r["audio_path"] if known("audio_path") else None))
     return turns
 
 
 def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[str, StageOutput], final: str,
-             seeds: list[int], notes: list[str], online: bool = False) -> tuple[pd.DataFrame, dict, dict]:
-    """predictions.csv (every input utterance, blank predictions for those left out), summary.json, and the full
-    scores (per class, confusion) per stage and split where the input has gold labels."""
-    names = np.array(run.labels)
-    t = manifest.table
-    columns = [c for c in ("utterance_id", "conversation_id", "turn", "split", "start", "end", "speaker", "text",
-                           "audio_path", "label")
-               if c == "label" or (t[c].notna() & (t[c] != "")).any()]  # start / end: where the input cut its audio
-    table = manifest.table[columns].reset_index(drop=True)
+             seeds: list[int], notes: list[str], online: bool, turns: list[TurnPrediction]) -> tuple[dict, dict]:
+    """summary.json, and the full scores (per class, confusion) per stage and split where the input has gold labels."""
     scores: dict[str, dict[str, dict]] = {}  # stage -> split -> all scores, where the input has gold labels
     split_of = dict(zip(keep.table["utterance_id"], keep.table["split"]))
     for s, o in outputs.items():
-        by_id = pd.Series(names[o.predicted], index=o.utterance_ids)
-        table[f"predicted_{s}"] = table["utterance_id"].map(by_id).fillna("")
         splits = np.array([split_of[u] for u in o.utterance_ids])
         for split in dict.fromkeys(splits):
             known = (o.label_ids >= 0) & (splits == split)
             if known.any():
                 scores.setdefault(s, {})[split] = classification_metrics(o.label_ids[known], o.predicted[known], run.labels)
-    probs = pd.DataFrame(outputs[final].probs, index=outputs[final].utterance_ids, columns=[f"p_{n}" for n in run.labels])
-    table.insert(len(columns), "predicted", table[f"predicted_{final}"])
-    table.insert(len(columns) + 1, "confidence", table["utterance_id"].map(probs.max(axis=1)).round(4))
-    for c in probs.columns:
-        table[c] = table["utterance_id"].map(probs[c]).round(4)
-    if not (manifest.table["label"] != "").any():
-        table = table.drop(columns="label")
-    counts = table.loc[table["predicted"] != "", "predicted"].value_counts()
+    counts = pd.Series([t.label for t in turns if t.label is not None], dtype=object).value_counts()
     summary = {
         "run": str(run.directory), "seeds": seeds, "stage": final, "stages": list(outputs),
         "stage_labels": {s: run.graph[s].label for s in outputs}, "online": online,
@@ -453,4 +468,4 @@ def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[
                    for s, by_split in scores.items()},
         "notes": notes,
     }
-    return table, summary, scores
+    return summary, scores

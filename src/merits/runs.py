@@ -25,6 +25,7 @@ from merits.errors import damaged, load_safetensors, read_json
 from merits.faults import kill_point
 from merits.locks import held
 from merits.distributed import Distributed, alone
+from merits.training.checkpoint import replace_dir
 
 log = logging.getLogger("merits")
 DONE = "done.json"
@@ -92,19 +93,8 @@ def _compute(path: Path, key: str, compute: Callable[[Path], dict], dist) -> dic
     # done.json is written last: a directory without it never counts as finished
     (partial / DONE).write_text(json.dumps({"key": key, "metrics": metrics, "outputs": outputs}, indent=2))
     kill_point("stage.computed")
-    _promote(partial, path)
+    replace_dir(partial, path)  # atomically: no kill leaves a finished-looking mix
     return metrics
-
-
-def _promote(partial: Path, path: Path) -> None:
-    """Put a finished ``.partial`` in the stage's place atomically: the old directory is renamed aside first, so no
-    kill leaves a finished-looking mix."""
-    old = path.with_name(path.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        path.rename(old)
-    partial.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def run_cached(path: Path, key: str, compute: Callable[[Path], dict], distributed: bool = False) -> dict:
@@ -123,7 +113,7 @@ def run_cached(path: Path, key: str, compute: Callable[[Path], dict], distribute
             # killed after the computation finished (done.json written) but before the rename: promote it, never
             # compute it again
             log.info("%s was finished before the process stopped: kept, not computed again", path)
-            _promote(partial, path)
+            replace_dir(partial, path)
         done = dist.gather(is_done(path, key) if dist.is_main else None)[0]
         if done:
             if dist.is_main:

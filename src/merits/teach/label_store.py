@@ -44,6 +44,12 @@ CREATE TABLE IF NOT EXISTS prompts (
     prompt_hash   TEXT PRIMARY KEY,
     prompt        TEXT NOT NULL
 );
+-- which data each corpus name stands for: two files of one stem (calls.csv in two folders) would otherwise share
+-- one namespace of rows, the second replacing the first's labels
+CREATE TABLE IF NOT EXISTS corpora (
+    corpus        TEXT PRIMARY KEY,
+    source        TEXT NOT NULL
+);
 """
 # Every answer also by what was asked (teacher, prompt, text), whatever corpus or utterance asked it: an answer paid
 # for is never lost when another corpus of the same name replaces a row of labels, and the same text is never
@@ -116,6 +122,24 @@ class LabelStore:
         """Keep the prompt behind a hash, so that every stored label can be traced to its exact prompt."""
         with self._db:
             self._db.execute("INSERT OR IGNORE INTO prompts VALUES (?, ?)", (prompt_hash, prompt))
+
+    def claim(self, corpus: str, source: str | None) -> None:
+        """Record that ``corpus`` names the data read from ``source``; a name already standing for other data that
+        still exists is a DataError (its labels would be replaced), which says how to give this data its own name.
+        A source that no longer exists is taken to have moved (a data root, a reinstalled package): the name follows."""
+        if not source:
+            return
+        with self._db:
+            self._db.execute("INSERT OR IGNORE INTO corpora VALUES (?, ?)", (corpus, source))
+            (held,) = self._db.execute("SELECT source FROM corpora WHERE corpus = ?", (corpus,)).fetchone()
+            if held != source and not Path(held).exists():
+                self._db.execute("UPDATE corpora SET source = ? WHERE corpus = ?", (source, corpus))
+                held = source
+        if held != source:
+            raise DataError(
+                f"label store {self.path}: the corpus name {corpus!r} already holds the labels of {held}; {source} "
+                f"has the same name, and labelling it would replace them. Give it its own name (e.g. "
+                f"data.options.name={corpus}_2 for a custom file), or use another store (store=...)")
 
     def put(self, corpus: str, utterance_id: str, teacher: str, prompt_hash: str, text_hash: str, answer) -> None:
         """Store one answer (a :class:`merits.teach.base.Answer`) and commit it; replaces an older one."""

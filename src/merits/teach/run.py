@@ -142,6 +142,7 @@ def select(manifest: Manifest, teacher: Teacher, store: LabelStore, splits=None,
     ids, texts = t["utterance_id"].tolist(), t["text"].tolist()
     hashes = [text_hash(x) for x in texts]
     store.register_prompt(teacher.prompt_hash, teacher.prompt_text)
+    store.claim(manifest.corpus, manifest.source)
     stored = store.stored(manifest.corpus, teacher.name, teacher.prompt_hash, include_errors=not retry_errors,
                           include_refused=not retry_refused)
     pending = [i for i, (u, h) in enumerate(zip(ids, hashes)) if stored.get(u) != h]

@@ -27,9 +27,15 @@ def swap_in(directory: Path, write: Callable[[Path], None]) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     write(tmp)
-    old = directory.with_name(directory.name + ".old")
+    replace_dir(tmp, directory)
+
+
+def replace_dir(new: Path, path: Path) -> None:
+    """Put the complete directory ``new`` in ``path``'s place: the old one is renamed aside (``<path>.old``) first and
+    removed last, so a kill at any moment leaves the old directory or the new one, never a mix."""
+    old = path.with_name(path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
+    if path.exists():
+        path.rename(old)
+    new.rename(path)
     shutil.rmtree(old, ignore_errors=True)

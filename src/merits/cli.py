@@ -13,7 +13,9 @@
     merits pretrain MANIFEST --out DIR  fine-tune the text encoder on pseudo-labels ("RoBERTa-FT")
     merits care pretrain MANIFEST --out DIR  pretrain CARE, the paper's speech encoder (resumable)
     merits predict RUN_DIR INPUT        emotions of new conversations (text, recordings) with a trained experiment
+    merits export RUN_DIR OUT           a trained run as a self-contained model folder (weights, model card)
     merits serve RUN_DIR                the trained run as an HTTP service with a web page (FastAPI + uvicorn)
+                                        (predict and serve take a run folder or an exported one alike)
 """
 
 from __future__ import annotations
@@ -249,13 +251,23 @@ def cmd_predict(args) -> None:
     check_output(out, [args.input])  # never over the input, never inside a trained run (its stage files)
     seeds = None
     if args.seed:  # "all", or seed numbers; several are an ensemble (probabilities averaged)
-        seeds = list(run.cfg.seeds) if args.seed == ["all"] else [_seed(v) for v in args.seed]
+        seeds = run.seeds if args.seed == ["all"] else [_seed(v) for v in args.seed]
     result = predict_run(run, manifest, out, seeds, args.stage, args.device, asr, args.online or bool(args.window),
                          args.window)
     print(format_summary(result.summary))
     print()
     print(format_preview(result.table))
     print(f"\nper-utterance predictions: {result.directory / 'predictions.csv'}")
+
+
+def cmd_export(args) -> None:
+    from merits.export import export_run
+
+    seeds = None if not args.seed else [_seed(v) for v in args.seed]
+    done = export_run(args.run_dir, args.out, seeds, args.stage)
+    print(f"exported {done['stage']} (seeds {done['seeds']}) of {args.run_dir} into {done['out']}: "
+          f"{done['export_mb']:.1f} MB (the run folder: {done['run_folder_mb']:.1f} MB); weights licence "
+          f"{done['licence']}; see {Path(done['out']) / 'model_card.md'}")
 
 
 def cmd_serve(args) -> None:
@@ -265,7 +277,7 @@ def cmd_serve(args) -> None:
 
     overrides = list(args.overrides) + [f"{k}={getattr(args, k)}" for k in ("host", "port") if getattr(args, k)]
     if args.seed:
-        seeds = list(TrainedRun.open(args.run_dir).cfg.seeds) if args.seed == ["all"] else [_seed(v) for v in args.seed]
+        seeds = TrainedRun.open(args.run_dir).seeds if args.seed == ["all"] else [_seed(v) for v in args.seed]
         overrides.append(f"seeds={seeds}")
     cfg = load_config(args.config, overrides, cls=ServeConfig)
     serve(args.run_dir, cfg)
@@ -372,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_agreement)
 
     p = sub.add_parser("predict", help="predict the emotions of new conversations with a trained experiment")
-    p.add_argument("run_dir", help="a finished experiment directory (runs/<name>, written by merits train)")
+    p.add_argument("run_dir", help="a finished experiment directory (runs/<name>, written by merits train) or a "
+                                   "model folder exported from one (merits export)")
     p.add_argument("input", help="a .csv / .jsonl of conversations (manifest columns; split optional), a folder of "
                                  "recordings (one sub-folder per conversation), a manifest directory, or a corpus name")
     p.add_argument("--out", help="output directory (default predictions/<input name>)")
@@ -391,8 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", "-o", action="append", help="adapter option key=value (repeatable)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("serve", help="a trained run as an HTTP service with a web page (FastAPI + uvicorn)")
+    p = sub.add_parser("export", help="a trained run as a self-contained model folder to share (weights, settings, "
+                                      "model card, licence)")
     p.add_argument("run_dir", help="a finished experiment directory (runs/<name>)")
+    p.add_argument("out", help="the model folder to write (new, or an earlier export, which is replaced)")
+    p.add_argument("--seed", nargs="+", help="the seeds to export (default: every seed finished for every stage: "
+                                             "an ensemble)")
+    p.add_argument("--stage", help="the last stage to export (default: the run's last)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="a trained run as an HTTP service with a web page (FastAPI + uvicorn)")
+    p.add_argument("run_dir", help="a finished experiment directory (runs/<name>) or an exported model folder")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--seed", nargs="+", help="the trained seed(s) to use; several or 'all': an ensemble")

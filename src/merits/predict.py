@@ -40,9 +40,10 @@ from merits.data.manifest import Manifest, _listing, blank
 from merits.encoders.speech import SpeechEncoderConfig, build_speech_encoder
 from merits.errors import ConfigError, DataError, read_json
 from merits.features import extract_features
+from merits.integrity import LISTING, verify_listing
 from merits.metrics import classification_metrics, plot_confusion
 from merits.pipeline import load_run_config, stale_stages
-from merits.prediction_report import conversations, plot_timelines
+from merits.prediction_report import conversations, plot_timelines, shares
 from merits.runs import DONE, finished_seeds, seed_dir
 from merits.spreadsheet import write_csv
 from merits.stages.base import Loaded, Stage, View, load_stage
@@ -62,13 +63,29 @@ class TrainedRun:
     cfg: object                               # the ExperimentConfig it was trained with
     labels: tuple[str, ...]
     graph: Graph
+    exported: dict | None = None              # an exported model folder (merits export): its verified listing
 
     @classmethod
     def open(cls, directory: str | Path) -> "TrainedRun":
+        """A run folder (``runs/<name>``) or a model folder exported from one (``merits export``), which is first
+        checked file by file (sizes, SHA-256)."""
         directory = Path(directory)
+        exported = None
+        if (directory / LISTING).is_file():
+            exported = verify_listing(directory, "export the model again (merits export RUN OUT)")
         cfg = load_run_config(directory)
         labels = read_json(directory / "manifest" / "manifest.json", "retrain the run with merits train")["labels"]
-        return cls(directory, cfg, tuple(labels), build_graph(cfg))
+        return cls(directory, cfg, tuple(labels), build_graph(cfg), exported)
+
+    @property
+    def seeds(self) -> list[int]:
+        """Every seed the folder can replay (``--seed all``): an exported folder's, or the run's config's."""
+        return list(self.exported["seeds"]) if self.exported else list(self.cfg.seeds)
+
+    @property
+    def default_seeds(self) -> list[int]:
+        """What a prediction replays unless told: an exported folder's seeds (its ensemble), a run's first seed."""
+        return list(self.exported["seeds"]) if self.exported else [self.cfg.seeds[0]]
 
     def final_stage(self) -> str:
         return self.graph.final.name
@@ -139,6 +156,18 @@ def turns_table(turns: list[TurnPrediction], labels: tuple[str, ...]) -> pd.Data
 
 
 @dataclass
+class ConversationPrediction:
+    """One conversation's predictions: its turns in order, and how much of each emotion it holds."""
+
+    id: str
+    turns: list[TurnPrediction]
+    shares: dict[str, float]           # class -> share of the turns predicted
+    dominant: str | None               # the most frequent label (a tie: the one predicted with more confidence)
+    tied: list[str]                    # every label of such a tie, else empty
+    mean_confidence: float | None
+
+
+@dataclass
 class PredictResult:
     turns: list[TurnPrediction]              # every input turn, in the input's order
     summary: dict                            # summary.json
@@ -152,6 +181,20 @@ class PredictResult:
         """predictions.csv: the turns as rows."""
         return turns_table(self.turns, self.labels)
 
+    def to_pandas(self) -> pd.DataFrame:
+        """The turns as a DataFrame (the columns of predictions.csv)."""
+        return self.table
+
+    @property
+    def conversations(self) -> list[ConversationPrediction]:
+        """The turns grouped by conversation (input order), each with its shares of every emotion."""
+        by_id: dict[str, list[TurnPrediction]] = {}
+        for t in self.turns:
+            by_id.setdefault(t.conversation_id, []).append(t)
+        known = shares(self.table, self.labels)
+        none = {"shares": {n: 0.0 for n in self.labels}, "dominant": None, "tied": [], "mean_confidence": None}
+        return [ConversationPrediction(cid, turns, **known.get(cid, none)) for cid, turns in by_id.items()]
+
 
 def relabel(manifest: Manifest, labels: tuple[str, ...]) -> Manifest:
     """The input under the run's label names; a gold label the run does not know is a DataError naming rows."""
@@ -164,14 +207,14 @@ class Predictor:
     are built on first need and kept.
 
     seeds: one trained seed, or several: every stage's probabilities are then averaged over them (an ensemble).
-    Default: the run's first seed. stage: stop there (default the run's last).
+    Default: the run's first seed (an exported folder: its seeds). stage: stop there (default the run's last).
     """
 
     def __init__(self, run: TrainedRun, seeds: int | list[int] | None = None, stage: str | None = None,
                  device: str | None = None):
         cfg = run.cfg
         self.run = run
-        self.seeds = [cfg.seeds[0]] if seeds is None else [seeds] if isinstance(seeds, int) else list(seeds)
+        self.seeds = run.default_seeds if seeds is None else [seeds] if isinstance(seeds, int) else list(seeds)
         self.stage = stage or run.final_stage()
         self.stages = run.graph.chain(self.stage)
         replayed = {st.name for st in self.stages}

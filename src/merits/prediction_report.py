@@ -30,6 +30,19 @@ def conversations(table: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def shares(table: pd.DataFrame, labels: tuple[str, ...]) -> dict[str, dict]:
+    """{conversation id: {shares, dominant, tied, mean_confidence}} of the conversations table, as the typed
+    results and the service answer them (a conversation with no predicted turn is absent)."""
+    out = {}
+    if not (table["predicted"] != "").any():
+        return out
+    for r in conversations(table, labels).to_dict("records"):
+        out[r["conversation_id"]] = {"shares": {n: r[f"share_{n}"] for n in labels}, "dominant": r["dominant"],
+                                     "tied": [t.strip() for t in r["tied"].split(",") if t.strip()],
+                                     "mean_confidence": r["mean_confidence"]}
+    return out
+
+
 def plot_timelines(table: pd.DataFrame, labels: tuple[str, ...], path: str | Path, most: int = 12) -> Path:
     """The predicted label of every turn of the first ``most`` conversations, one panel each; fainter = less sure."""
     import matplotlib

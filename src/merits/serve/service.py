@@ -27,9 +27,10 @@ import pandas as pd
 from merits.data.manifest import Manifest, is_blank
 from merits.errors import MeritsError
 from merits.predict import Predictor, PredictResult, TrainedRun, TurnPrediction
-from merits.prediction_report import conversations as conversation_shares
+from merits.prediction_report import shares as _shares
 from merits.serve.config import ServeConfig
 from merits.serve.live import LiveStore
+from merits.turns import Conversation, Turn, manifest_of
 
 log = logging.getLogger("merits")
 CONVERSATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -41,20 +42,6 @@ class RequestError(MeritsError):
     def __init__(self, message: str, status: int = 422):
         super().__init__(message)
         self.status = status
-
-
-@dataclass
-class Turn:
-    text: str = ""
-    audio: str = ""   # a decodable file on disk, or ""
-    label: str = ""   # a gold label, where the caller knows it (then scored)
-    speaker: str = "" # who speaks, where known (a run trained with speaker names reads it)
-
-
-@dataclass
-class Conversation:
-    id: str
-    turns: list[Turn]
 
 
 @dataclass
@@ -242,15 +229,9 @@ class Service:
             self._settle(job, lambda job=job: self._conversations([("r0", job)], online)["r0"])
 
     def _conversations(self, tagged: list[tuple[str, _Job]], online: bool) -> dict[str, dict]:
-        rows, names = [], {}
-        for tag, job in tagged:
-            for c in job.conversations:
-                cid = f"{tag}|{c.id}"
-                names[cid] = (tag, c.id)
-                rows += [{"utterance_id": f"{cid}|{k}", "conversation_id": cid, "turn": k, "split": "test",
-                          "text": t.text, "label": t.label, "audio_path": t.audio, "speaker": t.speaker}
-                         for k, t in enumerate(c.turns)]
-        manifest = Manifest("request", self.labels, pd.DataFrame(rows), source="merits serve").validate()
+        names = {f"{tag}|{c.id}": (tag, c.id) for tag, job in tagged for c in job.conversations}
+        manifest = manifest_of([Conversation(f"{tag}|{c.id}", c.turns) for tag, job in tagged for c in job.conversations],
+                               self.labels, "merits serve", name="request")
         with tempfile.TemporaryDirectory(prefix="merits-serve-") as work:
             result = self._predict(manifest, Path(work), self.cfg.asr, online)
         answer = self._answer(result)
@@ -288,10 +269,7 @@ class Service:
         context = past[-(window - 1):] if window and window > 1 else [] if window == 1 else past
         turns = context + [Turn(turn.text, kept or turn.audio, turn.label, turn.speaker)]
         first = k - len(context)  # the turn number of the first turn read
-        rows = [{"utterance_id": f"{conversation}|{first + i}", "conversation_id": conversation, "turn": first + i,
-                 "split": "test", "text": t.text, "label": t.label, "audio_path": t.audio, "speaker": t.speaker}
-                for i, t in enumerate(turns)]
-        manifest = Manifest("live", self.labels, pd.DataFrame(rows), source="merits serve").validate()
+        manifest = manifest_of([Conversation(conversation, turns)], self.labels, "merits serve", first, name="live")
         try:
             with tempfile.TemporaryDirectory(prefix="merits-live-") as work:
                 # the turns so far and nothing later: the last turn's prediction is its online one, for a causal
@@ -319,13 +297,9 @@ class Service:
     # ------------------------------------------------------------------ answers
     def _answer(self, result: PredictResult) -> dict:
         """The prediction as JSON: per conversation (under its id in the input) its turns and shares."""
-        shares = _shares(result.table, self.labels)
-        by_conversation: dict[str, list[dict]] = {}
-        for t in result.turns:
-            by_conversation.setdefault(t.conversation_id, []).append(_turn_json(t))
-        convs = [{"id": cid, "turns": turns,
-                  **shares.get(cid, {"shares": {n: 0.0 for n in self.labels}, "dominant": None, "tied": []})}
-                 for cid, turns in by_conversation.items()]
+        convs = [{"id": c.id, "turns": [_turn_json(t) for t in c.turns], "shares": c.shares, "dominant": c.dominant,
+                  "tied": c.tied, **({"mean_confidence": c.mean_confidence} if c.mean_confidence is not None else {})}
+                 for c in result.conversations]
         s = result.summary
         return {"run": self.run.directory.name, "stage": s["stage"], "labels": list(self.labels),
                 "seeds": s["seeds"], "online": s["online"], "conversations": convs, "left_out": s["left_out"],
@@ -345,18 +319,6 @@ def _turn_json(t: TurnPrediction) -> dict:
     if t.gold:
         row["gold"] = t.gold
     return row
-
-
-def _shares(table: pd.DataFrame, labels: tuple[str, ...]) -> dict[str, dict]:
-    """{conversation id: {shares, dominant, tied, mean_confidence}} from merits predict's conversations table."""
-    out = {}
-    if not (table["predicted"] != "").any():
-        return out
-    for r in conversation_shares(table, labels).to_dict("records"):
-        out[r["conversation_id"]] = {"shares": {n: r[f"share_{n}"] for n in labels}, "dominant": r["dominant"],
-                                     "tied": [t.strip() for t in r["tied"].split(",") if t.strip()],
-                                     "mean_confidence": r["mean_confidence"]}
-    return out
 
 
 def new_request_id() -> str:

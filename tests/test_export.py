@@ -43,6 +43,12 @@ def test_the_folder_holds_only_what_replay_needs_and_a_model_card(exported):
     assert meta["datasets"] == ["iemocap"] and meta["model-index"][0]["results"][0]["metrics"]
     for section in ("## What it is", "## How it was trained", "## How to use", "## Limits", "## Licence"):
         assert section in card
+    from transformers import AutoModel, AutoTokenizer  # the encoder loads without merits
+
+    encoder = out / "stage1_text" / "seed-0" / "checkpoint" / "encoder"
+    tokens = AutoTokenizer.from_pretrained(encoder)("I see.", return_tensors="pt")
+    assert AutoModel.from_pretrained(encoder)(**tokens).last_hidden_state.shape[0] == 1
+    assert "AutoModel.from_pretrained" in card
     listing = json.loads((out / "merits-export.json").read_text())
     assert listing["seeds"] == [0] and listing["stage"] == "stage3"
     assert all(len(f["sha256"]) == 64 for f in listing["files"].values())

@@ -153,6 +153,7 @@ def model_card(run: TrainedRun, chain, seeds: list[int], scores: dict, meta: dic
         fmt = lambda xs: f"{100 * _mean_std(xs)[0]:.2f} ± {100 * _mean_std(xs)[1]:.2f}" if xs else "–"  # noqa: E731
         rows.append(f"| {s.label} | {fmt(val)} | {fmt(vals)} |")
     context = getattr(getattr(run.cfg, "stage1_text", None), "context", None)
+    pooling = run.cfg.text_encoder.pooling if encoder and any(s.name == "stage1_text" for s in chain) else None
     reads = ("the utterance alone" if context is None or not (context.past or context.future or context.speakers)
              else f"{context.past} past and {context.future} later turn(s)" + (", with speaker names" if
                                                                                  context.speakers else ""))
@@ -178,6 +179,12 @@ def model_card(run: TrainedRun, chain, seeds: list[int], scores: dict, meta: dic
         "print(result.to_pandas()[[\"text\", \"predicted\", \"confidence\"]])", "```", "",
         "Or from the shell: `merits predict FOLDER conversations.csv --out predictions/`; "
         "`merits serve FOLDER` for an HTTP service.", "",
+        *([f"The fine-tuned text encoder of each seed is a Hugging Face folder of its own "
+           f"(`stage1_text/seed-{seeds[0]}/checkpoint/encoder/`, with its tokenizer): "
+           f"`transformers.AutoModel.from_pretrained(...)` loads it. The classifier on top is merits' own "
+           f"({'mean pooling over the current turn' if pooling == 'mean' else 'the first token'}, then a linear "
+           "layer: `head.safetensors`), not a transformers classification head, so the labels come from merits.", ""]
+          if pooling else []),
         "## Limits", "",
         "- English only: the encoders and the training data are English.",
         ("- Class imbalance: in training, " + ", ".join(f"{label} {100 * p:.0f}%" for p, label in share)

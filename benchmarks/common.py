@@ -14,6 +14,8 @@ import resource
 import sys
 from pathlib import Path
 
+import numpy as np
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PROJECT = Path(__file__).resolve().parents[1]
 DATA = PROJECT.parent / "shared" / "data"                # the corpora, beside the project
@@ -122,3 +124,11 @@ def finished_run(profile: str, overrides: list[str]):
     except ConfigError:
         run_experiment(cfg)
         return TrainedRun.open(Path(cfg.runs_dir) / cfg.name)
+
+
+def seconds_per_epoch(run_dir: str, stage: str, seed: int, metrics: dict) -> float:
+    """A stage's seconds per epoch; a stacked Stage I has none of its own: the median of its fold models'."""
+    if "seconds_per_epoch" in metrics:
+        return metrics["seconds_per_epoch"]
+    folds = sorted(Path(run_dir, stage, "folds", f"seed-{seed}").glob("fold-*/metrics.json"))
+    return float(np.median([json.loads(f.read_text())["seconds_per_epoch"] for f in folds]))

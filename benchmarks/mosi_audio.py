@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from common import bench_config, peak_rss_mb, write_result
+from common import bench_config, peak_rss_mb, seconds_per_epoch, write_result
 from merits.encoders.speech import build_speech_encoder
 from merits.features import extract_features
 from merits.metrics import mean_std, weighted_f1
@@ -44,7 +44,8 @@ def main() -> None:
         runs = result["per_seed"][stage]
         s = mean_std([m["test"]["weighted_f1"] for m in runs.values()])
         figures.update({f"{stage}_wf1_mean": s["mean"], f"{stage}_wf1_std": s["std"], f"{stage}_wf1_per_seed": s["values"],
-                        f"{stage}_seconds_per_epoch": float(np.mean([m["seconds_per_epoch"] for m in runs.values()]))})
+                        f"{stage}_seconds_per_epoch": float(np.mean([seconds_per_epoch(result["dir"], stage, k, m)
+                                                                     for k, m in runs.items()]))})
     figures.update(reference_logreg_wf1=logreg_reference(cfg), peak_rss_mb=peak_rss_mb(), overrides=overrides,
                    target="stage2_audio_wf1_mean > stage1_audio_wf1_mean", table=result["table"])
     write_result("mosi_audio", figures)

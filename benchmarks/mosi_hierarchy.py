@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import BENCH_RUNS, bench_config, frozen_text_embeddings, peak_rss_mb, tier, write_result
+from common import BENCH_RUNS, bench_config, frozen_text_embeddings, peak_rss_mb, seconds_per_epoch, tier, write_result
 from merits.encoders.speech import build_speech_encoder
 from merits.features import extract_features
 from merits.metrics import mean_std, weighted_f1
@@ -46,14 +46,6 @@ def logreg_references(cfg) -> dict:
 
     return {"text_logreg_wf1": score(text), "audio_logreg_wf1": score(audio),
             "concat_baseline_wf1": score(np.hstack([text, audio]))}
-
-
-def seconds_per_epoch(run_dir: str, stage: str, seed: int, metrics: dict) -> float:
-    """A stage's seconds per epoch; a stacked Stage I has none of its own: the median of its fold models'."""
-    if "seconds_per_epoch" in metrics:
-        return metrics["seconds_per_epoch"]
-    folds = sorted(Path(run_dir, stage, "folds", f"seed-{seed}").glob("fold-*/metrics.json"))
-    return float(np.median([json.loads(f.read_text())["seconds_per_epoch"] for f in folds]))
 
 
 def main() -> None:

@@ -139,3 +139,20 @@ def test_the_documented_examples_run(exported):
     failures, tried = doctest.testfile(str(DOCS / "python.md"), module_relative=False, globs={"MODEL": str(out)},
                                        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert tried >= 5 and failures == 0
+
+
+def test_serve_answers_from_an_exported_folder_as_from_the_run(exported, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from merits.serve import ServeConfig, create_app
+
+    root, out = exported
+    body = {"conversations": [{"id": "c", "turns": ["You did what?", "I said I'm sorry."]}]}
+    answers = []
+    for name, folder in (("run", root), ("export", out)):
+        cfg = ServeConfig(live_store=str(tmp_path / f"{name}.sqlite"), stage="stage2_text")
+        with TestClient(create_app(folder, cfg), base_url="http://localhost") as client:
+            answers.append(client.post("/v1/predict", json=body).json())
+    run, export = answers
+    assert run.pop("run") == "iemocap" and export.pop("run") == "iemocap-model"
+    assert run == export

@@ -144,3 +144,39 @@ def test_the_stronger_offline_tier_is_installed_and_assembles():
     assert config["model_type"] == "mpnet" and config["hidden_size"] == 768 and (mpnet / "model.safetensors").is_file()
     _, base = resolve_whisper("base")
     assert json.loads((base / "config.json").read_text())["lang_ids"]  # multilingual, unlike tiny.en
+
+
+def test_a_gguf_teacher_split_in_parts_is_joined_checked_by_size_and_hash(tmp_path, monkeypatch):
+    """The layout of the Qwen teacher's 22 packages (a GGUF as plain byte ranges), here with SmolLM2's packaged
+    GGUF in three parts: joined, size and SHA-256 checked, resolved to the file itself; a part damaged in place
+    (same size) fails the hash with a named error."""
+    import hashlib
+
+    from merits.errors import DamagedFileError
+
+    gguf = Path(packaged.packaged_path(packaged.PACKAGED_MODELS["SmolLM2-135M-Instruct"]))
+    data = gguf.read_bytes()
+    parts = _split(data, 3)
+    names = [f"merits-test-gguf-{i}" for i in range(3)]
+    fake_distributions(tmp_path / "site", {n: {f"{n.replace('-', '_')}/data/part{i + 1:02d}.bin": p}
+                                           for i, (n, p) in enumerate(zip(names, parts))})
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("MERITS_MODEL_CACHE", str(tmp_path / "cache"))
+    entry = packaged.SplitModel("causal_lm", "tiny-teacher", tuple(names),
+                                tuple(f"data/part{i:02d}.bin" for i in (1, 2, 3)), "concat", extra="qwen",
+                                target="tiny.gguf", size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    monkeypatch.setitem(packaged.PACKAGED_MODELS, "tiny-teacher", entry)
+    path = Path(packaged.resolve_model("tiny-teacher", "causal_lm"))
+    assert path.name == "tiny.gguf" and path.read_bytes() == data
+    second = tmp_path / "site" / names[1].replace("-", "_") / "data" / "part02.bin"
+    flipped = bytearray(second.read_bytes())
+    flipped[100] ^= 0xFF
+    second.write_bytes(bytes(flipped))
+    with pytest.raises(DamagedFileError, match=r"published SHA-256.*merits\[qwen\]"):
+        packaged.resolve_model("tiny-teacher", "causal_lm")
+
+
+def test_the_qwen_teacher_is_a_packaged_split_model():
+    entry = packaged.PACKAGED_MODELS["Qwen2.5-Coder-1.5B-Instruct"]
+    assert entry.kind == "causal_lm" and len(entry.packages) == 22 and entry.size == 1_117_320_768
+    assert entry.extra == "qwen" and entry.licence == "apache-2.0" and entry.target.endswith(".gguf")

@@ -176,7 +176,7 @@ def test_local_smollm2_is_deterministic_and_gives_valid_or_invalid_labels():
     assert teacher.name == "local:SmolLM2-135M-Instruct"
 
     # choice decoding: the same model's next-token distribution restricted to the three labels (calibrated)
-    choice = LocalLMTeacher("SmolLM2-135M-Instruct", batch_size=4, threads=1, decoding="choice")
+    choice = LocalLMTeacher("SmolLM2-135M-Instruct", batch_size=4, threads=1, decoding="choice", backend="transformers")
     choice._loaded = teacher._loaded  # the same weights, loaded once for both tests
     answers = choice.label(texts)
     assert choice.name == "local:SmolLM2-135M-Instruct:choice-calibrated" != teacher.name  # its own store key
@@ -189,6 +189,24 @@ def test_local_smollm2_is_deterministic_and_gives_valid_or_invalid_labels():
     assert alone.tolist() == pytest.approx(batched.tolist(), abs=1e-3)
     with pytest.raises(ConfigError, match="decoding"):
         LocalLMTeacher(decoding="sample")
+
+    # llama.cpp reads the GGUF as it is (the default for choice on a GGUF): the shared prompt prefix evaluated once,
+    # each text after it; the same label scores as transformers' dequantised weights, to quantisation noise
+    llama = LocalLMTeacher("SmolLM2-135M-Instruct", threads=1, decoding="choice", spellings="lowercase",
+                           calibrate=False)
+    assert llama.uses_llama_cpp() and llama.name.endswith(":choice-lowercase")
+    fast = llama._label_scores(texts)
+    again = llama._label_scores(texts[::-1]).flip(0)  # another order: the kept prefix cache is exact
+    assert fast.flatten().tolist() == pytest.approx(again.flatten().tolist(), abs=1e-4)
+    fresh = LocalLMTeacher("SmolLM2-135M-Instruct", threads=1, decoding="choice", spellings="lowercase",
+                           calibrate=False)
+    assert fresh._label_scores(texts[-1:])[0].tolist() == pytest.approx(fast[-1].tolist(), abs=1e-4)
+    slow = LocalLMTeacher("SmolLM2-135M-Instruct", threads=1, decoding="choice", spellings="lowercase",
+                          calibrate=False, backend="transformers")
+    slow._loaded = teacher._loaded
+    assert fast.flatten().tolist() == pytest.approx(slow._label_scores(texts).flatten().tolist(), abs=0.5)
+    with pytest.raises(ConfigError, match="needs local.decoding=choice"):
+        LocalLMTeacher(backend="llama_cpp")
 
 
 def test_local_teacher_names_a_missing_model(tmp_path):

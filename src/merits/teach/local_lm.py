@@ -9,12 +9,16 @@ import collections
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from merits import packaged
 from merits.errors import ConfigError
 from merits.teach.base import Answer, TeacherError, batched, prompt_text, teacher_config
 from merits.teach.prompt import SENTIMENTS, Prompt
 
 DECODINGS = ("generate", "choice")
+BACKENDS = ("auto", "transformers", "llama_cpp")
+SPELLINGS = {"all": lambda w: (w, w.capitalize(), " " + w, " " + w.capitalize()), "lowercase": lambda w: (w,)}
 
 
 @dataclass
@@ -28,10 +32,21 @@ class LocalTeacherConfig:
     device: str = "auto"                       # auto (cuda when available) | cpu | cuda
     decoding: str = "generate"                 # generate (parse the reply strictly) | choice (restricted to the labels)
     calibrate: bool = True                     # choice: subtract the content-free ("N/A") label scores
+    spellings: str = "all"                     # choice: the label words scored: all (lower / Capital, with and
+                                               # without a leading space) | lowercase (only "positive", ...)
+    backend: str = "auto"                      # transformers | llama_cpp (a GGUF read as it is, choice only) |
+                                               # auto (llama_cpp for a GGUF with decoding=choice)
 
     def __post_init__(self) -> None:
         if self.decoding not in DECODINGS:
             raise ConfigError(f"local.decoding: {self.decoding!r} is not one of {DECODINGS}")
+        if self.spellings not in SPELLINGS:
+            raise ConfigError(f"local.spellings: {self.spellings!r} is not one of {tuple(SPELLINGS)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"local.backend: {self.backend!r} is not one of {BACKENDS}")
+        if self.backend == "llama_cpp" and self.decoding != "choice":
+            raise ConfigError("local.backend=llama_cpp scores the label words: it needs local.decoding=choice "
+                              "(or backend=transformers to generate)")
 
 
 def resolve_causal_lm(name: str) -> tuple[str, str | None]:
@@ -62,7 +77,8 @@ class LocalLMTeacher:
         self.prompt = prompt or Prompt()
         self.name = f"local:{Path(c.model).name if Path(c.model).expanduser().exists() else c.model}"
         if c.decoding == "choice":  # another way of answering: another teacher in the label store
-            self.name += ":choice" + ("-calibrated" if c.calibrate else "")
+            self.name += ":choice" + ("-calibrated" if c.calibrate else "") + (
+                "-lowercase" if c.spellings == "lowercase" else "")
         from merits.runtime import resolve_device  # (torch only where a local LM runs)
 
         self.device = str(resolve_device(c.device))
@@ -103,24 +119,60 @@ class LocalLMTeacher:
         system = f"{self.prompt.system}\n\n" if self.prompt.system else ""
         return system + self.prompt.render(text)  # a base model without a chat template gets the bare prompt
 
+    def uses_llama_cpp(self) -> bool:
+        """backend auto: llama.cpp for a GGUF file when it only has to score the label words."""
+        if self.cfg.backend != "auto":
+            return self.cfg.backend == "llama_cpp"
+        import importlib.util
+
+        return (self.cfg.decoding == "choice" and importlib.util.find_spec("llama_cpp") is not None
+                and resolve_causal_lm(self.model)[1] is not None)
+
+    def _label_ids(self, first_token) -> list[list[int]]:
+        """Per label (SENTIMENTS order) the first token ids of its spellings; a token two labels share is nobody's."""
+        first = {label: {first_token(v) for v in SPELLINGS[self.cfg.spellings](label)} for label in SENTIMENTS}
+        counts = collections.Counter(t for ids in first.values() for t in ids)
+        shared = {t for t, n in counts.items() if n > 1}
+        ids = [sorted(first[label] - shared) for label in SENTIMENTS]
+        if not all(ids):
+            raise TeacherError(f"{self.model}: the labels {SENTIMENTS} share their first tokens; use decoding=generate")
+        return ids
+
+    def _llama_scores(self, texts: list[str]):
+        """(B, 3) as :meth:`_label_scores`, from llama.cpp: the shared prompt prefix evaluated once, then each text."""
+        import torch
+
+        if self._loaded is None:
+            from merits.teach.llama_scorer import LlamaScorer
+
+            where, gguf = resolve_causal_lm(self.model)
+            if gguf is None:
+                raise ConfigError(f"local.backend=llama_cpp reads GGUF files; {self.model} is not one")
+            scorer = LlamaScorer(str(Path(where) / gguf), self.cfg.threads)
+            scorer.set_prompt(self.prompt.messages)
+            self._loaded = scorer
+        scorer = self._loaded
+        if self._choices is None:
+            ids = self._label_ids(scorer.first_token)
+            self._choices = (ids, None)
+            if self.cfg.calibrate:
+                self._choices = (ids, self._llama_scores(["N/A"])[0])
+        ids, prior = self._choices
+        logp = torch.from_numpy(np.stack([scorer.log_probs(t) for t in texts]))  # (B, vocab)
+        scores = torch.stack([logp[:, i].logsumexp(-1) for i in ids], dim=1).float()  # (B, 3)
+        return scores - prior if prior is not None else scores
+
     def _label_scores(self, texts: list[str]):
         """(B, 3) log-probability of each label (SENTIMENTS order) as the first answer token."""
         import torch
 
+        if self.uses_llama_cpp():
+            return self._llama_scores(texts)
         tokenizer, lm = self.load()
         if self._choices is None:
-            first = {}  # label -> first token ids of its spellings; a token two labels share is nobody's
-            for label in SENTIMENTS:
-                first[label] = {tokenizer.encode(v, add_special_tokens=False)[0]
-                                for v in (label, label.capitalize(), " " + label, " " + label.capitalize())}
-            counts = collections.Counter(t for ids in first.values() for t in ids)
-            shared = {t for t, n in counts.items() if n > 1}
-            ids = [sorted(first[label] - shared) for label in SENTIMENTS]
-            if not all(ids):
-                raise TeacherError(f"{self.model}: the labels {SENTIMENTS} share their first tokens; use decoding=generate")
-            self._choices = (ids, None)
+            self._choices = (self._label_ids(lambda v: tokenizer.encode(v, add_special_tokens=False)[0]), None)
             if self.cfg.calibrate:
-                self._choices = (ids, self._label_scores(["N/A"])[0])
+                self._choices = (self._choices[0], self._label_scores(["N/A"])[0])
         ids, prior = self._choices
         enc = tokenizer([self._render(tokenizer, t) for t in texts], return_tensors="pt", padding=True,
                         add_special_tokens=False).to(self.device)

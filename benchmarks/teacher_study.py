@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common import DATA, PROJECT, bench_config, write_result
+from common import DATA, MOSI_TABLE, PROJECT, bench_config, write_result
 from merits.config import load_config
 from merits.pretrain import PretrainConfig
 from merits.data import prepare
@@ -39,7 +39,34 @@ PODCASTS = DATA / "podcast_asr" / "vtt"
 
 def teachers() -> dict:
     return {"vader": VaderTeacher(),
-            "smollm2": LocalLMTeacher(decoding="choice", calibrate=True, batch_size=16)}
+            "smollm2": LocalLMTeacher(decoding="choice", calibrate=True, batch_size=16),
+            # the teach-qwen profile's teacher (merits[qwen]): llama.cpp, lowercase label words, no prior correction
+            "qwen": LocalLMTeacher("Qwen2.5-Coder-1.5B-Instruct", decoding="choice", backend="llama_cpp",
+                                   spellings="lowercase", calibrate=False, batch_size=16, threads=1)}
+
+
+def agreement_figures(key: str, teacher, sample, mosi_sample, store) -> dict:
+    """The teacher's agreement (overlap, Cohen's kappa, confusion) with MELD's gold sentiment and with CMU-MOSI's
+    polarity (score < 0 negative, > 0 positive) on seeded samples, labelling them first (resumable)."""
+    import time
+
+    out = {}
+    for corpus, manifest, options in (("meld", sample, {"reference": "sentiment"}),
+                                      ("mosi", mosi_sample, {"reference": "valence", "negative_below": 0.0,
+                                                             "positive_above": 0.0})):
+        start = time.perf_counter()
+        run = label_manifest(manifest, teacher, store)
+        rows = store.table(manifest.corpus, teacher.name)
+        table = agreement_table(manifest, store, teachers=[teacher.name], **options)
+        (r,) = table.to_dict()["teachers"]
+        name = "sentiment" if corpus == "meld" else "polarity"
+        out.update({f"{corpus}_{name}_agreement_{key}": r["overlap"] / 100, f"{corpus}_{name}_kappa_{key}": r["kappa"],
+                    f"{corpus}_{name}_confusion_{key}": r["confusion"],
+                    f"{corpus}_{name}_agreement_markdown_{key}": table.to_markdown(),
+                    f"{corpus}_agreement_labels_per_s_{key}": len(rows) / max(float(rows["latency_s"].sum()), 1e-9),
+                    f"{corpus}_agreement_seconds_this_call_{key}": time.perf_counter() - start,
+                    f"{corpus}_agreement_asked_this_call_{key}": run.asked})
+    return out
 
 
 def stage1_on(dataset: str, name: str, encoder: str | None, seeds: list[int]) -> dict:
@@ -65,12 +92,36 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--meld-seeds", type=int, nargs="+", help="MELD seeds if fewer (MELD Stage I is the slow part)")
     ap.add_argument("--pretrain-epochs", type=int, default=5)
+    ap.add_argument("--teachers", default="vader,smollm2", help="comma-separated, of vader, smollm2, qwen")
+    ap.add_argument("--agreement-only", action="store_true",
+                    help="only the teachers' agreement with MELD sentiment and CMU-MOSI polarity (kept beside the "
+                         "committed figures of the other teachers)")
     args = ap.parse_args()
     figures: dict = {"segments": args.segments, "agreement_sample": args.agreement_sample, "seeds": args.seeds,
                      "pretrain_epochs": args.pretrain_epochs, "timings_s": {}, "notes": []}
+    if args.agreement_only:  # the study's other figures stay as committed
+        import json
+
+        from common import RESULTS
+
+        figures = json.loads((RESULTS / "teacher_study.json").read_text())
 
     def save() -> None:
         write_result("teacher_study", figures)
+
+    if args.agreement_only:
+        meld = prepare("meld")
+        sample = meld.select(meld.split("train").sample(args.agreement_sample, random_state=0)["utterance_id"])
+        mosi = prepare("mosi", MOSI_TABLE)
+        mosi_sample = mosi.select(mosi.table.sample(min(args.agreement_sample, len(mosi.table)),
+                                                    random_state=0)["utterance_id"])
+        WORK.mkdir(parents=True, exist_ok=True)
+        study = teachers()
+        with LabelStore(WORK / "labels.sqlite") as store:
+            for key in args.teachers.split(","):
+                figures.update(agreement_figures(key, study[key], sample, mosi_sample, store))
+                save()
+        return
 
     corpus = prepare("podcast_vtt", PODCASTS, max_segments=args.segments, seed=0)
     meld = prepare("meld")
@@ -78,7 +129,7 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     encoders = {"none": None}
     with LabelStore(WORK / "labels.sqlite") as store:
-        study = teachers()
+        study = {k: t for k, t in teachers().items() if k in args.teachers.split(",")}
         for name, teacher in study.items():
             run = label_manifest(corpus, teacher, store)
             label_manifest(sample, teacher, store)

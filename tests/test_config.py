@@ -23,7 +23,7 @@ def test_every_shipped_config_is_valid(path):
     assert isinstance(cfg, ExperimentConfig)
     assert cfg.seeds and cfg.stage1_text.epochs >= 1
     # a paper profile names the paper's encoder; an offline profile a packaged one (the base tier: MPNet)
-    if path.stem.endswith("offline-base"):
+    if "offline-base" in path.stem:
         assert cfg.text_encoder.model == "all-mpnet-base-v2"
     elif "offline" in path.stem:
         assert cfg.text_encoder.model == "all-MiniLM-L6-v2"
@@ -82,3 +82,10 @@ def test_the_config_reference_page_matches_the_code():
         table = rows(_load(path))
         assert table and all(meaning for *_, meaning in table), [k for k, *_, m in table if not m]
     assert "| `data.unlabelled` | str | `context` |" in page and "| `custom` | `label_map` | `null` |" in page
+
+
+def test_the_context_profiles_read_the_window_chosen_on_validation():
+    for name in ("offline-context", "offline-base-context"):
+        context = load_experiment(name).stage1_text.context
+        assert (context.past, context.future, context.speakers, context.max_tokens) == (3, 1, True, 128)
+    assert load_experiment("offline").stage1_text.context.past == 0  # the paper's utterance-only Stage I stays default

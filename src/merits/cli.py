@@ -285,29 +285,35 @@ def cmd_serve(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="merits", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # -q / --debug before the step or after it (merits prepare x --debug): every step's parser shares them
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars, warnings only")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error, not just its message")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error, not just its message")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("prepare", help="build and check a corpus manifest")
+    p = sub.add_parser("prepare", parents=[common], help="build and check a corpus manifest")
     p.add_argument("corpus", help="meld | iemocap | mosi | msp_podcast | custom | podcast_vtt | audio_folder")
     p.add_argument("--root", help="the raw release (default for meld: the embedded text CSVs)")
     p.add_argument("--out", help="directory to save manifest.csv + manifest.json")
     p.add_argument("--option", "-o", action="append", help="adapter option key=value (repeatable)")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("train", help="run an experiment from a config")
+    p = sub.add_parser("train", parents=[common], help="run an experiment from a config")
     p.add_argument("config", help="a YAML file, or a shipped profile name (offline, meld, iemocap, mosi)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stage1_text.epochs=2 seeds=[0]")
     p.add_argument("--seed", type=int, action="append", help="train only this seed of the config's seeds (repeatable): "
                                                              "one process per seed, merged by merits report RUN_DIR")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("demo", help="the main job on the embedded default (MELD text, offline encoder)")
+    p = sub.add_parser("demo", parents=[common], help="the main job on the embedded default (MELD text, offline encoder)")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the offline profile")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("report", help="print the report of a finished experiment, or one Table I for several")
+    p = sub.add_parser("report", parents=[common], help="print the report of a finished experiment, or one Table I for several")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", help="with several runs: also write table.md and a grouped bar chart stages.png here")
     p.add_argument("--metric", help="the table's metric: weighted_f1 (default: the run's), macro_f1, micro_f1, accuracy")
@@ -315,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "but 'others' for micro F1)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("asr", help="transcribe a manifest's audio into a new manifest (resumable)")
+    p = sub.add_parser("asr", parents=[common], help="transcribe a manifest's audio into a new manifest (resumable)")
     p.add_argument("manifest", help="a manifest directory (merits prepare --out), or a corpus name built with --root/-o")
     p.add_argument("--out", required=True, help="output directory: manifest + transcripts.jsonl + asr_report.json")
     p.add_argument("--root", help="the raw release, when MANIFEST is a corpus name")
@@ -334,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="more ASR config key=value, e.g. audio.on_error=skip drop_empty=true")
     p.set_defaults(func=cmd_asr)
 
-    p = sub.add_parser("wer", help="word error rate of hypotheses against references, paired by utterance id")
+    p = sub.add_parser("wer", parents=[common], help="word error rate of hypotheses against references, paired by utterance id")
     p.add_argument("ref", help="references: a manifest directory, or a .csv / .jsonl with utterance_id,text")
     p.add_argument("hyp", help="hypotheses: same forms (e.g. the --out directory of merits asr)")
     p.add_argument("--case-sensitive", action="store_true", help="do not lower-case before comparing")
@@ -343,16 +349,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the scores (corpus and per utterance) to this JSON file")
     p.set_defaults(func=cmd_wer)
 
-    p = sub.add_parser("pretrain", help="fine-tune the text encoder on teacher pseudo-labels (RoBERTa-FT)")
+    p = sub.add_parser("pretrain", parents=[common], help="fine-tune the text encoder on teacher pseudo-labels (RoBERTa-FT)")
     p.add_argument("manifest", help="a manifest directory whose label column holds pseudo-labels (merits teach)")
     p.add_argument("--out", required=True, help="output directory; the encoder lands in <out>/checkpoint/encoder")
     p.add_argument("--config", help="a YAML file of PretrainConfig values (default: the offline encoder)")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. text_encoder.model=roberta-large train.epochs=10")
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("care", help="CARE, the paper's speech encoder: pretrain it on unlabelled speech")
+    p = sub.add_parser("care", parents=[common], help="CARE, the paper's speech encoder: pretrain it on unlabelled speech")
     care = p.add_subparsers(dest="care_command", required=True)
-    p = care.add_parser("pretrain", help="pretrain CARE (step-based, resumable) on a manifest's audio + transcripts")
+    p = care.add_parser("pretrain", parents=[common], help="pretrain CARE (step-based, resumable) on a manifest's audio + transcripts")
     p.add_argument("manifest", help="a manifest directory with audio_path and text (merits asr writes one)")
     p.add_argument("--out", required=True, help="output directory; the model lands in <out>/care")
     p.add_argument("--config", default="care/offline", help="care/offline (default: a small CARE for a CPU) or "
@@ -360,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value, e.g. steps=2000 batch_size=16 precision=bf16")
     p.set_defaults(func=cmd_care)
 
-    p = sub.add_parser("pseudolabel", help="corpus-scale pseudo-labelling on Ray: ASR where needed, teacher actors, "
+    p = sub.add_parser("pseudolabel", parents=[common], help="corpus-scale pseudo-labelling on Ray: ASR where needed, teacher actors, "
                                           "the label store, the export (resumable)")
     p.add_argument("config", help="a teach profile (teach-vader, teach-local, teach-openai) or YAML file, or directly "
                                   "the first key=value override")
@@ -369,21 +375,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="a Ray cluster to run on (ray://head:10001, or auto); default: a local Ray")
     p.set_defaults(func=cmd_pseudolabel)
 
-    p = sub.add_parser("teach", help="pseudo-label transcripts with a teacher into the label store (resumable)")
+    p = sub.add_parser("teach", parents=[common], help="pseudo-label transcripts with a teacher into the label store (resumable)")
     p.add_argument("config", help="a YAML file or shipped profile (teach-vader, teach-local, teach-openai), "
                                   "or directly the first key=value override")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. data.corpus=meld splits=[train] limit=200 "
                                                 "chat.base_url=http://localhost:8000/v1 export=manifests/pseudo")
     p.set_defaults(func=cmd_teach)
 
-    p = sub.add_parser("agreement", help="agreement of stored teacher labels with gold sentiment or valence")
+    p = sub.add_parser("agreement", parents=[common], help="agreement of stored teacher labels with gold sentiment or valence")
     p.add_argument("config", help="the teach config (its store and manifest are read), or the first key=value")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. agreement.reference=valence agreement.negative_below=3")
     p.add_argument("--teacher", action="append", help="only this teacher name (repeatable; default: all stored)")
     p.add_argument("--json", help="also write the table as JSON to this file")
     p.set_defaults(func=cmd_agreement)
 
-    p = sub.add_parser("predict", help="predict the emotions of new conversations with a trained experiment")
+    p = sub.add_parser("predict", parents=[common], help="predict the emotions of new conversations with a trained experiment")
     p.add_argument("run_dir", help="a finished experiment directory (runs/<name>, written by merits train) or a "
                                    "model folder exported from one (merits export)")
     p.add_argument("input", help="a .csv / .jsonl of conversations (manifest columns; split optional), a folder of "
@@ -404,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", "-o", action="append", help="adapter option key=value (repeatable)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="a trained run as a self-contained model folder to share (weights, settings, "
+    p = sub.add_parser("export", parents=[common], help="a trained run as a self-contained model folder to share (weights, settings, "
                                       "model card, licence)")
     p.add_argument("run_dir", help="a finished experiment directory (runs/<name>)")
     p.add_argument("out", help="the model folder to write (new, or an earlier export, which is replaced)")
@@ -413,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", help="the last stage to export (default: the run's last)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("serve", help="a trained run as an HTTP service with a web page (FastAPI + uvicorn)")
+    p = sub.add_parser("serve", parents=[common], help="a trained run as an HTTP service with a web page (FastAPI + uvicorn)")
     p.add_argument("run_dir", help="a finished experiment directory (runs/<name>) or an exported model folder")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, help="port (default 8000)")

@@ -37,7 +37,11 @@ def register_adapter(corpus: str, build: str | Callable[..., Manifest]) -> None:
 def adapter(corpus: str) -> Callable[..., Manifest]:
     """The build function of ``corpus``; DataError naming the known corpora for an unknown one."""
     if corpus not in ADAPTERS:
-        raise DataError(f"unknown corpus {corpus!r}; known: {sorted(ADAPTERS)}")
+        import difflib
+
+        close = difflib.get_close_matches(str(corpus), sorted(ADAPTERS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise DataError(f"unknown corpus {corpus!r}{hint} known: {sorted(ADAPTERS)}")
     build = ADAPTERS[corpus]
     return importlib.import_module(build).build if isinstance(build, str) else build
 

@@ -55,6 +55,8 @@ def decode(path: Path, encoding: str | None = None) -> str:
 def _read_csv(path: Path, encoding: str | None) -> tuple[pd.DataFrame, list[str]]:
     try:
         t = pd.read_csv(StringIO(decode(path, encoding)), dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:  # not even a header line
+        raise DataError(f"custom data {path} holds no rows (the file is empty: not even a header line)") from None
     except pd.errors.ParserError as e:
         raise DataError(f"{path}: not a readable CSV ({e})") from None
     return t, [f"line {i + 2}" for i in range(len(t))]  # +2: the header line and 1-based numbering

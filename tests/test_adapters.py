@@ -420,7 +420,8 @@ def test_custom_jsonl_happy_path(tmp_path):
 def test_custom_bad_input(tmp_path):
     base = {"conversation_id": "c1", "split": "train", "text": "hi", "label": "joy"}
     path = _write_csv(tmp_path / "d.csv", [base, {**base, "label": "rage"}])
-    with pytest.raises(DataError, match=r"labels not among \['joy'\] \(rename them with the option label_map.*: line 3 \('rage'\)"):
+    with pytest.raises(DataError, match=r"1 label\(s\) not among \['joy'\]: 'rage' \(1 rows, first line 3\)\. Map them with "
+                                        r"the adapter option label_map.*-o label_map=rage:$"):
         prepare("custom", path, labels=["joy"])
     path = _write_csv(tmp_path / "d.csv", [{**base, "utterance_id": "x", "turn": 0}, {**base, "utterance_id": "x", "turn": 1}])
     with pytest.raises(DataError, match=r"duplicate utterance ids: line 2 \('x'\), line 3"):
@@ -608,7 +609,7 @@ def test_label_map_renames_merges_and_unlabels(tmp_path, caplog):
 
     with pytest.raises(DataError, match="label:class pairs"):
         prepare("custom", path, label_map="happiness=joy")
-    with pytest.raises(DataError, match="labels not among.*label_map"):  # without the map the file's names differ
+    with pytest.raises(DataError, match="not among.*label_map="):  # without the map the file's names differ
         prepare("custom", path, labels=["joy", "sadness"])
 
 

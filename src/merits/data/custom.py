@@ -168,8 +168,21 @@ def _label_names(t: pd.DataFrame, labels, where: list[str], path: Path) -> tuple
     names = [s.strip() for s in labels.split(",")] if isinstance(labels, str) else [str(s) for s in labels]
     if len(set(names)) != len(names) or "" in names:
         raise DataError(f"custom labels option must list distinct, non-empty names; got {names}")
-    _fail_rows((present != "") & ~present.isin(names), where, path, f"labels not among {names} (rename them with the option "
-               "label_map, e.g. label_map=happiness:joy, or happiness: to keep those turns unlabelled)", present)
+    unknown = (present != "") & ~present.isin(names)
+    if unknown.any():
+        counts = present[unknown].value_counts()
+        first = {label: where[unknown[present == label].idxmax()] for label in counts.index}
+        listed = ", ".join(f"{label!r} ({n} rows, first {first[label]})" for label, n in counts.items())
+        # a ready-to-edit map: each unknown label to the known name it most resembles, or to "" (kept unlabelled)
+        import difflib
+
+        guess = {label: (difflib.get_close_matches(label.lower(), [n.lower() for n in names], n=1) or [""])[0]
+                 for label in counts.index}
+        by_lower = {n.lower(): n for n in names}
+        pairs = ",".join(f"{label}:{by_lower.get(guess[label], '')}" for label in counts.index)
+        raise DataError(f"{path}: {len(counts)} label(s) not among {names}: {listed}. Map them with the adapter "
+                        f"option label_map (edit the classes; an empty one keeps those turns unlabelled): "
+                        f"-o label_map={pairs}")
     return tuple(names)
 
 

@@ -217,9 +217,12 @@ def test_the_tables_metric_is_selectable_without_retraining(finished, tmp_path, 
     cfg, _ = finished
     run = tmp_path / "e2e"
     shutil.copytree(Path(cfg.runs_dir) / "e2e", run)
+    own = {f: (run / f).read_bytes() for f in ("results.json", "report.md")}
     assert main(["-q", "report", str(run), "--metric", "micro_f1", "--classes", "anger,joy,sadness"]) == 0
-    assert "Test micro F1 over anger, joy, sadness (%)" in capsys.readouterr().out
-    result = json.loads((run / "results.json").read_text())
+    shown = capsys.readouterr().out
+    assert "Test micro F1 over anger, joy, sadness (%)" in shown and "report-micro_f1-anger-joy-sadness.md" in shown
+    assert {f: (run / f).read_bytes() for f in own} == own  # the run's own report is left alone
+    result = json.loads((run / "results-micro_f1-anger-joy-sadness.json").read_text())
     assert result["metric"] == {"name": "micro_f1", "classes": ["anger", "joy", "sadness"],
                                 "title": "micro F1 over anger, joy, sadness"}
     labels = json.loads((run / "manifest" / "manifest.json").read_text())["labels"]
@@ -233,13 +236,17 @@ def test_the_tables_metric_is_selectable_without_retraining(finished, tmp_path, 
     assert result["summary"]["stage2_text"]["score"]["values"] == pytest.approx(expected)
     assert main(["-q", "report", str(run), "--metric", "macro_f1"]) == 0
     assert "Test macro F1 (%)" in capsys.readouterr().out
-    macro = json.loads((run / "results.json").read_text())["summary"]["stage1_text"]
+    macro = json.loads((run / "results-macro_f1.json").read_text())["summary"]["stage1_text"]
     assert macro["score"]["values"] == pytest.approx(macro["macro_f1"]["values"])
     assert main(["-q", "report", str(run), "--metric", "micro_f1", "--classes", "joy,boredom"]) == 2
     assert "boredom" in capsys.readouterr().err
     assert main(["-q", "report", str(run), "--classes", "joy"]) == 2
+    assert "macro F1" in combine([run, run], suffix="-macro_f1")  # several runs in the metric asked for
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    shutil.copyfile(other / "results-macro_f1.json", other / "results.json")
     with pytest.raises(Exception, match="different metrics"):  # one table, one metric
-        combine([run, Path(cfg.runs_dir) / "e2e"])
+        combine([run, other])
     assert np.isfinite(macro["score"]["mean"])
     with pytest.raises(Exception, match="metric"):
         load_experiment("offline", ["metric=f2"])

@@ -80,12 +80,19 @@ def cmd_report(args) -> None:
         if args.metric:  # each run's report rebuilt in that metric first (from its confusion matrices)
             for run in args.run_dirs:
                 report_run(run, args.metric, classes)
-        print(combine(args.run_dirs, args.out))
+        from merits.report import metric_suffix
+
+        print(combine(args.run_dirs, args.out, metric_suffix(args.metric, classes)))
         if args.out:
             print(f"\nwritten to {args.out}/table.md and {args.out}/stages.png")
         return
     # rebuilt from every finished seed (seeds may have run in parallel)
     print(report_run(args.run_dirs[0], args.metric, classes))
+    if args.metric:
+        from merits.report import metric_suffix
+
+        print(f"\nwritten beside the run's own report: report{metric_suffix(args.metric, classes)}.md "
+              f"(the run's report.md and results.json are unchanged)")
 
 
 def cmd_asr(args) -> None:

@@ -25,7 +25,7 @@ from merits.errors import ConfigError, DataError, read_json
 from merits.experiment import load_experiment
 from merits.features import FeatureStore, extract_features
 from merits.metrics import check_metric
-from merits.report import write_report
+from merits.report import metric_suffix, write_report
 from merits.runs import DONE, finished_seeds, run_cached, stage_dir
 from merits.stages.base import Stage, TrainingData
 from merits.stages.graph import Graph, build_graph
@@ -214,7 +214,9 @@ def report_run(directory: str | Path, metric: str | None = None, classes: list[s
     manifest = Manifest.load(directory / "manifest")
     chosen = (metric or cfg.metric, list(classes if classes is not None else cfg.metric_classes if metric is None else []))
     _check_metric(*chosen, manifest.labels)
-    return write_report(directory, dataset_name(manifest.corpus, cfg), per_seed, graph, None, chosen)
+    # a metric asked for is written beside the run's own report, never over it
+    return write_report(directory, dataset_name(manifest.corpus, cfg), per_seed, graph, None, chosen,
+                        metric_suffix(metric, classes))
 
 
 def _check_metric(name: str, classes, labels) -> None:

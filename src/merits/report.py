@@ -128,9 +128,18 @@ def plot_stages(summary: dict, labels: dict[str, str], path: str | Path, title: 
     return path
 
 
+def metric_suffix(metric: str | None, classes=None) -> str:
+    """How the files of a report in a metric asked for are named beside the run's own (``merits report RUN --metric
+    macro_f1`` writes report-macro_f1.md, results-macro_f1.json, stages-macro_f1.png): "" for the run's own report."""
+    if metric is None:
+        return ""
+    return f"-{metric}" + ("-" + "-".join(classes) if classes else "")
+
+
 def write_report(experiment_dir: Path, dataset: str, per_seed: dict, graph, notes=None,
-                 metric=("weighted_f1", ())) -> str:
-    """Write results.json, report.md and stages.png under ``experiment_dir``; return the Markdown.
+                 metric=("weighted_f1", ()), suffix: str = "") -> str:
+    """Write results.json, report.md and stages.png under ``experiment_dir`` (``suffix``: beside them, named by the
+    metric asked for, see :func:`metric_suffix`); return the Markdown.
 
     graph: the experiment's stage graph (row names and order). notes: lines printed under the table (e.g. how many
     test utterances were left out for bad audio); None keeps those of the previous report. metric: the table's
@@ -152,7 +161,7 @@ def write_report(experiment_dir: Path, dataset: str, per_seed: dict, graph, note
     if by_class := per_class_table(per_class, labels):
         sections += ["", "Test F1 (%) per class, mean over seeds:", "", by_class]
     md = "\n".join(sections)
-    _write_atomic(experiment_dir / "results.json", json.dumps(
+    _write_atomic(experiment_dir / f"results{suffix}.json", json.dumps(
         {"dataset": dataset, "metric": {"name": name, "classes": classes, "title": title}, "rows": rows, "ablations": ablations, "labels": labels, "summary": summary,
          "per_class": per_class,
          "notes": list(notes),
@@ -160,9 +169,9 @@ def write_report(experiment_dir: Path, dataset: str, per_seed: dict, graph, note
                                                                            "seconds_per_epoch")}
                            for k, m in seeds.items()} for st, seeds in per_seed.items()}},
         indent=2))
-    _write_atomic(experiment_dir / "report.md", f"# {experiment_dir.name}\n\n{md}\n")
+    _write_atomic(experiment_dir / f"report{suffix}.md", f"# {experiment_dir.name}\n\n{md}\n")
     if summary:
-        plot_stages(summary, labels, experiment_dir / "stages.png", f"{dataset}: test {title} per stage", title)
+        plot_stages(summary, labels, experiment_dir / f"stages{suffix}.png", f"{dataset}: test {title} per stage", title)
     return md
 
 
@@ -173,12 +182,13 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def combine(experiment_dirs, out: str | Path | None = None) -> str:
-    """Table I (and the ablation) with one column per finished experiment, read from each ``results.json``; with
-    ``out``, also write it there as table.md and a grouped bar chart stages.png (one colour per experiment)."""
+def combine(experiment_dirs, out: str | Path | None = None, suffix: str = "") -> str:
+    """Table I (and the ablation) with one column per finished experiment, read from each ``results.json`` (or
+    ``results<suffix>.json``, a metric asked for); with ``out``, also write it there as table.md and a grouped bar
+    chart stages.png (one colour per experiment)."""
     summaries, runs_rows, ablations, labels, titles = {}, [], {}, {}, {}
     for d in map(Path, experiment_dirs):
-        path = d / "results.json"
+        path = d / f"results{suffix}.json"
         if not path.is_file():
             raise MeritsError(f"{d} has no results.json: is it a finished experiment directory (runs/<name>)?")
         result = json.loads(path.read_text())

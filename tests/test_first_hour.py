@@ -29,3 +29,28 @@ def test_debug_and_quiet_work_after_the_step_too(tmp_path, capsys):
 def test_an_unknown_corpus_name_gets_a_did_you_mean(capsys):
     assert main(["prepare", "costum"]) == 2
     assert "unknown corpus 'costum'; did you mean 'custom'?" in capsys.readouterr().err
+
+
+def test_predicts_macro_f1_is_over_the_classes_the_input_has(iemocap_run, tmp_path):
+    """New data often lacks a class: merits predict's macro F1 leaves it out (not counted as 0) and says so."""
+    import json
+
+    import pandas as pd
+    from sklearn.metrics import f1_score
+
+    from merits.data.manifest import Manifest
+
+    _, _, root = iemocap_run
+    m = Manifest.load(root / "manifest")
+    keep = m.table[(m.table["split"] == "test") & (m.table["label"] != "anger")]["utterance_id"]
+    path = tmp_path / "no-anger.csv"
+    m.select(keep).table.to_csv(path, index=False)
+    assert main(["-q", "predict", str(root), str(path), "--out", str(tmp_path / "p"), "--stage", "stage2_text"]) == 0
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    score = summary["scores"]["stage2_text"]["test"]
+    assert score["absent_classes"] == ["anger"]
+    assert any("no gold example of anger; macro F1 is over the 3 classes present" in n for n in summary["notes"])
+    table = pd.read_csv(tmp_path / "p" / "predictions.csv", keep_default_na=False)
+    present = ["happiness", "sadness", "neutral"]
+    assert score["macro_f1"] == __import__("pytest").approx(
+        f1_score(table["label"], table["predicted"], labels=present, average="macro", zero_division=0))

@@ -21,15 +21,21 @@ def weighted_f1(y_true, y_pred) -> float:
     return float(f1_score(y_true[known], y_pred[known], average="weighted", zero_division=0)) if known.any() else 0.0
 
 
-def classification_metrics(y_true, y_pred, label_names) -> dict:
-    """All scores of one prediction set. ``y_*`` are class ids; ``label_names[i]`` names class i."""
+def classification_metrics(y_true, y_pred, label_names, macro_over_present: bool = False) -> dict:
+    """All scores of one prediction set. ``y_*`` are class ids; ``label_names[i]`` names class i.
+
+    macro_over_present: macro F1 over the classes with a gold example only (new data often lacks some: counting
+    them as 0 would understate it), the absent ones named under ``absent_classes``."""
     ids = list(range(len(label_names)))
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    macro_ids = sorted(set(y_true.tolist())) if macro_over_present and len(y_true) else ids
+    extra = {"absent_classes": [label_names[i] for i in ids if i not in macro_ids]} if macro_over_present else {}
     return {
         "weighted_f1": float(f1_score(y_true, y_pred, labels=ids, average="weighted", zero_division=0)),
         "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
-        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=macro_ids, average="macro", zero_division=0)),
+        **extra,
         "n": int(len(y_true)),
         "per_class": {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
                       for i, name in enumerate(label_names)},

@@ -498,8 +498,13 @@ def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[
         for split in dict.fromkeys(splits):
             known = (o.label_ids >= 0) & (splits == split)
             if known.any():
-                scores.setdefault(s, {})[split] = classification_metrics(o.label_ids[known], o.predicted[known], run.labels)
+                scores.setdefault(s, {})[split] = classification_metrics(o.label_ids[known], o.predicted[known],
+                                                                         run.labels, macro_over_present=True)
     counts = pd.Series([t.label for t in turns if t.label is not None], dtype=object).value_counts()
+    absent = {split: m["absent_classes"] for split, m in scores.get(final, {}).items() if m["absent_classes"]}
+    for split, classes in absent.items():  # said once, for the final stage (every stage sees the same gold labels)
+        notes.append(f"{split}: no gold example of {', '.join(classes)}; macro F1 is over the "
+                     f"{len(run.labels) - len(classes)} classes present")
     summary = {
         "run": str(run.directory), "seeds": seeds, "stage": final, "stages": list(outputs),
         "stage_labels": {s: run.graph[s].label for s in outputs}, "online": online,
@@ -507,8 +512,8 @@ def _outputs(run: TrainedRun, manifest: Manifest, keep: Manifest, outputs: dict[
         "conversations": int(manifest.table["conversation_id"].nunique()), "predicted": len(outputs[final].utterance_ids),
         "left_out": sorted(set(manifest.table["utterance_id"]) - set(keep.table["utterance_id"])),
         "predicted_counts": {n: int(counts.get(n, 0)) for n in run.labels},
-        "scores": {s: {split: {k: m[k] for k in ("weighted_f1", "accuracy", "macro_f1", "n")} for split, m in by_split.items()}
-                   for s, by_split in scores.items()},
+        "scores": {s: {split: {k: m[k] for k in ("weighted_f1", "accuracy", "macro_f1", "n", "absent_classes")}
+                       for split, m in by_split.items()} for s, by_split in scores.items()},
         "notes": notes,
     }
     return summary, scores

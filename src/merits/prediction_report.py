@@ -93,13 +93,15 @@ def format_summary(summary: dict) -> str:
         lines.append(f"| {name} | {n} | {percent(n, total)} |")
     if summary["scores"]:
         lines += ["", "Against the input's gold labels:", "",
-                  "| stage | split | weighted F1 (%) | accuracy (%) | n |", "|---|---|---|---|---|"]
+                  "| stage | split | weighted F1 (%) | macro F1 (%) | accuracy (%) | n |", "|---|---|---|---|---|---|"]
         for s, by_split in summary["scores"].items():
             for split, m in by_split.items():
-                lines.append(f"| {names[s]} | {split} | {100 * m['weighted_f1']:.2f} | {100 * m['accuracy']:.2f} "
-                             f"| {m['n']} |")
+                lines.append(f"| {names[s]} | {split} | {100 * m['weighted_f1']:.2f} | {100 * m['macro_f1']:.2f} | "
+                             f"{100 * m['accuracy']:.2f} | {m['n']} |")
     if summary["left_out"]:
         lines += ["", f"left out (bad audio): {len(summary['left_out'])}: {_listing(summary['left_out'])}"]
+    if summary.get("notes"):
+        lines += ["", *(f"note: {n}" for n in summary["notes"])]
     return "\n".join(lines)
 
 

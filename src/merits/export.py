@@ -37,6 +37,7 @@ from merits.integrity import LISTING, write_listing
 from merits.packaged import packaged
 from merits.predict import Predictor, TrainedRun
 from merits.runs import DONE, finished_seeds
+from merits.stages.base import STAGE_FILE
 from merits.training.checkpoint import replace_dir
 
 log = logging.getLogger("merits")
@@ -79,6 +80,12 @@ def export_run(run_dir: str | Path, out: str | Path, seeds: list[int] | None = N
         for seed in seeds:
             src, dst = run.checkpoint(s.name, seed).parent, partial / s.name / f"seed-{seed}"
             shutil.copytree(src / "checkpoint", dst / "checkpoint")
+            # an ensemble's members (a stacked Stage I's fold models) live beside it: stage.json names them
+            info = json.loads((src / "checkpoint" / STAGE_FILE).read_text())
+            for member in info.get("members", []) + info.get("replay", {}).get("members", []):
+                at = (src / "checkpoint" / member).resolve().relative_to(run.directory.resolve())
+                if not (partial / at).exists():
+                    shutil.copytree(run.directory / at, partial / at)
             metrics = json.loads((src / DONE).read_text())["metrics"]
             (dst / "metrics.json").write_text(json.dumps(metrics, indent=2))
             outputs = {str(f.relative_to(dst)): f.stat().st_size for f in sorted(dst.rglob("*")) if f.is_file()}

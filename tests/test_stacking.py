@@ -96,6 +96,13 @@ def test_out_of_fold_stage_one_resumes_per_fold_and_replays(tmp_path, monkeypatc
     out = predict_run(run, build_manifest(run.cfg), tmp_path / "pred")
     recorded = json.loads((stage2 / "metrics.json").read_text())["test"]["weighted_f1"]
     assert out.summary["scores"]["stage2_audio"]["test"]["weighted_f1"] == pytest.approx(recorded, abs=1e-9)
+    # exported, the fold members travel with the stacked stage: the same predictions from the model folder
+    from merits.export import export_run
+
+    export_run(tmp_path / "runs" / "oof", tmp_path / "model")
+    assert (tmp_path / "model" / "stage1_audio" / "folds" / "seed-0" / "fold-2" / "checkpoint" / "stage.json").is_file()
+    again = predict_run(TrainedRun.open(tmp_path / "model"), build_manifest(run.cfg), tmp_path / "pred-model")
+    pd.testing.assert_frame_equal(out.table, again.table)
     # heldout=full: the three folds are reused, one more Stage I trains on all the training data
     trained.clear()
     run_experiment(mosi_audio(tmp_path, "oof", "stage2_audio.reads=logits", "stacking.heldout=full"))

@@ -184,3 +184,26 @@ def test_a_killed_fit_resumes_where_it_stopped(tmp_path, monkeypatch, where):
     assert got.best_epoch == expected.best_epoch and got.optimizer_steps == expected.optimizer_steps
     assert [h["train_loss"] for h in got.history] == pytest.approx([h["train_loss"] for h in expected.history])
     assert not (tmp_path / "epochs").exists()  # removed once the fit is over: the stage saves its model itself
+
+
+def test_a_resumed_stage_says_when_it_had_nothing_saved(tmp_path, caplog):
+    """After a kill before the loop's first save, the rerun says training starts at epoch 1 (not a bare
+    'resuming'); a fresh computation says nothing of the kind."""
+    import logging
+
+    from merits.models.context import ConversationModel, ConversationModelConfig
+
+    feats, labels, lengths = conversation_data(8, seed=1)
+    for marked in (False, True):
+        partial = tmp_path / f"stage-{marked}.partial"
+        partial.mkdir()
+        if marked:
+            (partial / ".resumed").touch()  # what runs.run_cached leaves when it continues a killed computation
+        model = ConversationModel(ConversationModelConfig(input_dim=8, num_classes=3, hidden=4, heads=2))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="merits"):
+            Trainer(TrainerConfig(epochs=1), "cpu").fit(
+                model, lambda e: global_batches(feats, labels, lengths, 4), lambda: global_batches(feats, labels, lengths, 4),
+                torch.optim.AdamW(model.parameters()), resume=partial / "epochs")
+        said = "no saved training state" in caplog.text and "training starts at epoch 1" in caplog.text
+        assert said == marked

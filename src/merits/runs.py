@@ -30,6 +30,7 @@ from merits.training.checkpoint import replace_dir
 log = logging.getLogger("merits")
 DONE = "done.json"
 KEY_FILE = ".key"  # in a .partial directory: the key it is being computed for
+RESUMED = ".resumed"  # in a .partial directory: this computation continues a killed one
 EMBEDDINGS = "embeddings.safetensors"
 
 
@@ -73,7 +74,9 @@ def _compute(path: Path, key: str, compute: Callable[[Path], dict], dist) -> dic
         # a partial directory of the same key is kept: a stage may resume inside it (Stage I text from its saved
         # checkpoint); one of another key is stale
         if (partial / KEY_FILE).is_file() and (partial / KEY_FILE).read_text() == key:
-            log.info("resuming %s in %s", path, partial)
+            log.info("resuming %s in %s: what it had saved is kept (a trained checkpoint, finished folds, the "
+                     "training loop's last saved state); the stage says below where it goes on", path, partial)
+            (partial / RESUMED).touch()
         else:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
@@ -89,6 +92,7 @@ def _compute(path: Path, key: str, compute: Callable[[Path], dict], dist) -> dic
                    peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     (partial / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (partial / KEY_FILE).unlink(missing_ok=True)
+    (partial / RESUMED).unlink(missing_ok=True)
     outputs = {str(f.relative_to(partial)): f.stat().st_size for f in sorted(partial.rglob("*")) if f.is_file()}
     # done.json is written last: a directory without it never counts as finished
     (partial / DONE).write_text(json.dumps({"key": key, "metrics": metrics, "outputs": outputs}, indent=2))

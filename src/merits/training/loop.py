@@ -166,6 +166,9 @@ class Trainer:
         best_state, best_wf1, best_epoch, stale = None, -1.0, -1, 0
         history, seconds = [], []
         saved = _load_epochs(resume) if resume is not None else None
+        if resume is not None and saved is None and (resume.parent / ".resumed").is_file():  # runs.RESUMED
+            log.info("%s: no saved training state in %s (killed before its first save): training starts at epoch 1",
+                     self.desc, resume)
 
         def save(done_epochs: int, group: int, total: float, count: int) -> None:
             if dist.is_main:

@@ -54,3 +54,17 @@ def test_predicts_macro_f1_is_over_the_classes_the_input_has(iemocap_run, tmp_pa
     present = ["happiness", "sadness", "neutral"]
     assert score["macro_f1"] == __import__("pytest").approx(
         f1_score(table["label"], table["predicted"], labels=present, average="macro", zero_division=0))
+
+
+def test_prepare_says_what_train_would_say_later(tmp_path, capsys):
+    """Labels that differ only by case, a class with no training example (warnings with their fix), and no
+    validation split (an error: merits train would stop) come out of merits prepare already."""
+    data = tmp_path / "chat.csv"
+    data.write_text("conversation_id,text,label,split\na,hi,Joy,train\na,ho,joy,train\nc,hu,anger,test\nb,he,joy,train\n")
+    assert main(["prepare", "custom", "--root", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "warning: labels ['Joy', 'joy'] differ only by case or spacing" in err and "-o label_map=joy:Joy" in err
+    assert "warning: classes without a training example (the model can never predict them): anger (only in test)" in err
+    assert "error: manifest of 'chat' has no 'validation' utterances" in err and "merits train would stop here" in err
+    assert main(["prepare", "custom", "--root", str(data), "-o", "validation_fraction=0.5",
+                 "-o", "label_map=Joy:joy"]) == 0

@@ -39,13 +39,23 @@ def _options(items) -> dict:
     return parse_overrides(items)
 
 
-def cmd_prepare(args) -> None:
+def cmd_prepare(args) -> int:
     from merits.data import prepare
 
     manifest = prepare(args.corpus, args.root, **_options(args.option))
     print(manifest.report())
     if args.out:
         print(f"manifest written to {manifest.save(args.out)}")
+    # what merits train would say only later: label problems (warnings with their fix), and what would stop it
+    for problem in manifest.label_problems():
+        print(f"warning: {problem}", file=sys.stderr)
+    if manifest.labels:  # a labelled corpus: can it be trained on?
+        try:
+            manifest.require_labels(unlabelled="context")
+        except MeritsError as e:
+            print(f"error: {e} (merits train would stop here)", file=sys.stderr)
+            return 2
+    return 0
 
 
 def cmd_train(args) -> None:

@@ -168,13 +168,17 @@ class Manifest:
             seen.setdefault(" ".join(str(name).split()).casefold(), []).append(name)
         for names in seen.values():
             if len(names) > 1:
-                problems.append(f"labels {names} differ only by case or spacing: they are {len(names)} classes")
+                merge = ",".join(f"{n}:{names[0]}" for n in names[1:])
+                problems.append(f"labels {names} differ only by case or spacing: they are {len(names)} classes; "
+                                f"merge them with the adapter option label_map, e.g. -o label_map={merge}")
         train = self.table.loc[self.table["split"] == "train", "label"]
         empty = [name for name in self.labels if not (train == name).any()]
         if empty:
             where = {name: sorted(self.table.loc[self.table["label"] == name, "split"].unique()) for name in empty}
             problems.append("classes without a training example (the model can never predict them): "
-                            + ", ".join(f"{n} (only in {'/'.join(w) or 'no split'})" for n, w in where.items()))
+                            + ", ".join(f"{n} (only in {'/'.join(w) or 'no split'})" for n, w in where.items())
+                            + "; leave them out of the labels option, map them onto a class (label_map), or move "
+                              "some of their conversations into train")
         present = sorted(set(self.table.loc[self.table["label"] != "", "label"]))
         if len(present) == 1:  # every score would be 100: nothing was learnt that a constant does not do
             problems.append(f"only one class ({present[0]!r}) in the whole corpus: every score is trivially 100; "

@@ -68,3 +68,18 @@ def test_prepare_says_what_train_would_say_later(tmp_path, capsys):
     assert "error: manifest of 'chat' has no 'validation' utterances" in err and "merits train would stop here" in err
     assert main(["prepare", "custom", "--root", str(data), "-o", "validation_fraction=0.5",
                  "-o", "label_map=Joy:joy"]) == 0
+
+
+def test_serve_logs_no_progress_bar_per_request(iemocap_run, tmp_path, monkeypatch, capfd):
+    from merits.serve import ServeConfig
+    from merits.serve.service import Conversation, Service, Turn
+
+    _, _, root = iemocap_run
+    monkeypatch.delenv("MERITS_QUIET", raising=False)
+    service = Service(root, ServeConfig(live_store=str(tmp_path / "live.sqlite"), stage="stage2_text"))
+    try:
+        capfd.readouterr()
+        service.predict([Conversation("c", [Turn("Hello there."), Turn("Go away!")])])
+        assert "Text I" not in capfd.readouterr().err  # no tqdm bar of the stages
+    finally:
+        service.close()

@@ -28,6 +28,7 @@ from merits.data.manifest import Manifest, is_blank
 from merits.errors import MeritsError
 from merits.predict import Predictor, PredictResult, TrainedRun, TurnPrediction
 from merits.prediction_report import shares as _shares
+from merits.progress import quiet_thread
 from merits.serve.config import ServeConfig
 from merits.serve.live import LiveStore
 from merits.turns import Conversation, Turn, manifest_of
@@ -173,6 +174,7 @@ class Service:
         return job.future.result()
 
     def _work(self) -> None:
+        quiet_thread()  # a bar per request would fill the log: requests are logged as one line each instead
         while True:
             jobs = [self._jobs.get()]
             while True:  # everything queued meanwhile is answered in this round

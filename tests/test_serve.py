@@ -288,6 +288,11 @@ def test_the_page_in_a_real_browser(iemocap_run, tmp_path):
         driver.get(f"http://127.0.0.1:{port}/")
         wait = WebDriverWait(driver, 120)
         wait.until(lambda d: "classes anger" in d.find_element(By.ID, "run-info").text)
+        # colours: another corpus' names get their expected hue or one of their own, never anger's red by position
+        hue = lambda name: driver.execute_script(f"return colour({name!r})")  # noqa: E731
+        assert hue("Joyful") == hue("joy") and hue("Mad") == hue("anger") and hue("Scared") == hue("fear")
+        named = {hue(n) for n in ("anger", "joy", "sadness", "neutral", "fear", "surprise", "disgust")}
+        assert hue("Hopeful") not in named and hue("Hopeful") == hue("hopeful")
         driver.find_element(By.ID, "audio-file").send_keys(str(FIXTURE))
         driver.find_element(By.ID, "predict-audio").click()
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".conversation tr.turn")))

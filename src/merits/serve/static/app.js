@@ -2,22 +2,29 @@
 // shares and its timeline, download predictions.csv. Plain JavaScript against the service's own API.
 "use strict";
 
-const PALETTE = ["#d1495b", "#edae49", "#00798c", "#30638e", "#8e5572", "#6a994e", "#bc6c25", "#5e548e", "#3d405b",
-                 "#81b29a"];
+// colours no named emotion uses, for the classes of other corpora (never anger's red for an unknown name)
+const PALETTE = ["#7b6d8d", "#2a9d8f", "#9c6644", "#577590", "#b5838d", "#6d6875", "#43aa8b", "#8d99ae", "#a98467",
+                 "#3d5a80"];
 let labels = [];
 let last = null;  // the last answer, for the CSV download
 
 const $ = (id) => document.getElementById(id);
 
 // the usual emotion and sentiment names get the colours readers expect; other classes take the palette in order
-const NAMED = {neutral: "#8a94a6", anger: "#d1495b", angry: "#d1495b", frustration: "#c0504d", joy: "#edae49",
-               happiness: "#edae49", happy: "#edae49", excited: "#f28f3b", sadness: "#30638e", sad: "#30638e",
-               fear: "#8e5572", surprise: "#00a6a6", disgust: "#6a994e", positive: "#4c9f70", negative: "#d1495b"};
+// (with the feeling-wheel names of corpora such as EmoryNLP: joyful, mad, scared, peaceful, powerful)
+const NAMED = {neutral: "#8a94a6", anger: "#d1495b", angry: "#d1495b", mad: "#d1495b", frustration: "#c0504d",
+               frustrated: "#c0504d", joy: "#edae49", joyful: "#edae49", happiness: "#edae49", happy: "#edae49",
+               excited: "#f28f3b", excitement: "#f28f3b", powerful: "#f28f3b", sadness: "#30638e", sad: "#30638e",
+               fear: "#8e5572", scared: "#8e5572", surprise: "#00a6a6", surprised: "#00a6a6", disgust: "#6a994e",
+               peaceful: "#90be6d", calm: "#90be6d", positive: "#4c9f70", negative: "#d1495b"};
 
 function colour(label) {
-  if (label && NAMED[label.toLowerCase()]) return NAMED[label.toLowerCase()];
-  const i = labels.filter((l) => !NAMED[l.toLowerCase()]).indexOf(label);
-  return i < 0 ? "#777" : PALETTE[i % PALETTE.length];
+  if (!label) return "#777";
+  const name = label.toLowerCase();
+  if (NAMED[name]) return NAMED[name];
+  let h = 0;  // any other class: a colour of its own name (stable whatever the label order or corpus)
+  for (const c of name) h = (h * 31 + c.codePointAt(0)) >>> 0;
+  return PALETTE[h % PALETTE.length];
 }
 
 function setStatus(text, error = false) {

@@ -156,3 +156,14 @@ def test_serve_answers_from_an_exported_folder_as_from_the_run(exported, tmp_pat
     run, export = answers
     assert run.pop("run") == "iemocap" and export.pop("run") == "iemocap-model"
     assert run == export
+
+
+def test_predict_audio_cuts_a_whole_recording_with_whisper(exported):
+    """model.predict_audio: the espeak-ng clip (two sentences) as one call, cut by Whisper, every stage run."""
+    _, out = exported
+    clip = Path(__file__).parent / "fixtures" / "asr" / "both.wav"
+    result = merits.load(out, device="cpu").predict_audio(clip)
+    (call,) = result.conversations
+    assert call.id == "both" and len(call.turns) >= 2
+    assert all(t.start is not None and t.end is not None and t.end > t.start for t in call.turns)
+    assert "lazy" in call.turns[0].text.lower() and "stage3" in call.turns[0].stages

@@ -88,6 +88,11 @@ def test_local_lm_teacher_runs_as_cpu_actors(local_ray, texts, tmp_path):
     run = label_corpus(config(tmp_path / "lm.sqlite", texts, "teacher=local", "limit=4", "ray.batch_size=2",
                               "ray.workers=1"))
     assert run.answered == 4 and run.counts.get("ok", 0) + run.counts.get("invalid", 0) == 4
+    # the llama.cpp back-end (the teach-qwen profile's) in actors too: here over SmolLM2's packaged GGUF
+    run = label_corpus(config(tmp_path / "llama.sqlite", texts, "teacher=local", "local.decoding=choice",
+                              "local.backend=llama_cpp", "local.spellings=lowercase", "limit=4", "ray.batch_size=2",
+                              "ray.workers=1"))
+    assert run.answered == 4 and run.counts.get("ok", 0) == 4
 
 
 def _pseudolabel(store, manifest, url, extra=(), env=None):

@@ -120,8 +120,8 @@ class TeacherWorker:
     def __init__(self, cfg: TeachConfig, concurrency: int | None, budget):
         if cfg.teacher == "chat" and concurrency:
             cfg = replace(cfg, chat=replace(cfg.chat, concurrency=concurrency))
-        if cfg.teacher == "local":
-            cfg = replace(cfg, local=replace(cfg.local, threads=1))  # one CPU per actor
+        if cfg.teacher == "local":  # one model per actor, as many threads as the CPUs it reserves
+            cfg = replace(cfg, local=replace(cfg.local, threads=max(1, int(cfg.ray.cpus_per_worker))))
         self.teacher = build_teacher(cfg)
         self.budget = SharedBudget(budget) if budget is not None else None
 

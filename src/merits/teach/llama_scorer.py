@@ -25,7 +25,8 @@ class LlamaScorer:
             raise ModelNotFoundError("local.backend=llama_cpp needs llama-cpp-python (pip install llama-cpp-python)") from e
         import os
 
-        self.llm = Llama(model_path=gguf, n_ctx=n_ctx, n_threads=threads or os.cpu_count(), n_batch=512,
+        threads = threads or os.cpu_count()  # for the prompt too (n_threads_batch): scoring is all prompt
+        self.llm = Llama(model_path=gguf, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512,
                          logits_all=False, verbose=False)
         self._prefix: list[int] | None = None
         self._suffix_template = ""

@@ -45,15 +45,17 @@ def teachers() -> dict:
                                    spellings="lowercase", calibrate=False, batch_size=16, threads=1)}
 
 
-def agreement_figures(key: str, teacher, sample, mosi_sample, store) -> dict:
-    """The teacher's agreement (overlap, Cohen's kappa, confusion) with MELD's gold sentiment and with CMU-MOSI's
-    polarity (score < 0 negative, > 0 positive) on seeded samples, labelling them first (resumable)."""
+AGREEMENT = {"meld": {"reference": "sentiment"},  # gold sentiment; CMU-MOSI: polarity (score < 0 / > 0)
+             "mosi": {"reference": "valence", "negative_below": 0.0, "positive_above": 0.0}}
+
+
+def agreement_figures(key: str, teacher, corpus: str, manifest, store) -> dict:
+    """The teacher's agreement (overlap, Cohen's kappa, confusion) with MELD's gold sentiment or CMU-MOSI's
+    polarity on a seeded sample, labelling it first (resumable)."""
     import time
 
     out = {}
-    for corpus, manifest, options in (("meld", sample, {"reference": "sentiment"}),
-                                      ("mosi", mosi_sample, {"reference": "valence", "negative_below": 0.0,
-                                                             "positive_above": 0.0})):
+    for options in (AGREEMENT[corpus],):
         start = time.perf_counter()
         run = label_manifest(manifest, teacher, store)
         rows = store.table(manifest.corpus, teacher.name)
@@ -93,6 +95,10 @@ def main() -> None:
     ap.add_argument("--meld-seeds", type=int, nargs="+", help="MELD seeds if fewer (MELD Stage I is the slow part)")
     ap.add_argument("--pretrain-epochs", type=int, default=5)
     ap.add_argument("--teachers", default="vader,smollm2", help="comma-separated, of vader, smollm2, qwen")
+    ap.add_argument("--agreement-corpora", default="meld,mosi", help="with --agreement-only: meld, mosi or both")
+    ap.add_argument("--speed-sample", type=int, default=0,
+                    help="with --agreement-only: also time each teacher alone on this many MELD test utterances "
+                         "(a fresh instance, nothing stored): <teacher>_labels_per_s")
     ap.add_argument("--agreement-only", action="store_true",
                     help="only the teachers' agreement with MELD sentiment and CMU-MOSI polarity (kept beside the "
                          "committed figures of the other teachers)")
@@ -119,8 +125,26 @@ def main() -> None:
         study = teachers()
         with LabelStore(WORK / "labels.sqlite") as store:
             for key in args.teachers.split(","):
-                figures.update(agreement_figures(key, study[key], sample, mosi_sample, store))
-                save()
+                for corpus, manifest in (("meld", sample), ("mosi", mosi_sample)):
+                    if corpus in args.agreement_corpora.split(","):
+                        figures.update(agreement_figures(key, study[key], corpus, manifest, store))
+                        save()
+        for key in args.teachers.split(",") if args.speed_sample else ():
+            import os
+            import time
+
+            texts = meld.split("test")["text"].head(args.speed_sample).tolist()
+            teacher = teachers()[key]  # fresh: its load is timed apart, its answers are not stored
+            start = time.perf_counter()
+            teacher.label(texts[:1])
+            loaded = time.perf_counter() - start
+            start = time.perf_counter()
+            teacher.label(texts)
+            figures.update({f"{key}_labels_per_s": len(texts) / (time.perf_counter() - start),
+                            f"{key}_speed": {"texts": len(texts), "load_and_first_label_seconds": loaded,
+                                             "threads": getattr(getattr(teacher, "cfg", None), "threads", None),
+                                             "load_average_1min": os.getloadavg()[0]}})
+            save()
         return
 
     corpus = prepare("podcast_vtt", PODCASTS, max_segments=args.segments, seed=0)

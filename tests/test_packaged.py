@@ -166,14 +166,16 @@ def test_a_gguf_teacher_split_in_parts_is_joined_checked_by_size_and_hash(tmp_pa
                                 tuple(f"data/part{i:02d}.bin" for i in (1, 2, 3)), "concat", extra="qwen",
                                 target="tiny.gguf", size=len(data), sha256=hashlib.sha256(data).hexdigest())
     monkeypatch.setitem(packaged.PACKAGED_MODELS, "tiny-teacher", entry)
-    path = Path(packaged.resolve_model("tiny-teacher", "causal_lm"))
-    assert path.name == "tiny.gguf" and path.read_bytes() == data
     second = tmp_path / "site" / names[1].replace("-", "_") / "data" / "part02.bin"
-    flipped = bytearray(second.read_bytes())
+    flipped = bytearray(parts[1])
     flipped[100] ^= 0xFF
-    second.write_bytes(bytes(flipped))
+    second.write_bytes(bytes(flipped))  # an install damaged in place: same size, other bytes
     with pytest.raises(DamagedFileError, match=r"published SHA-256.*merits\[qwen\]"):
         packaged.resolve_model("tiny-teacher", "causal_lm")
+    assert not (tmp_path / "cache" / "tiny-teacher").exists()  # nothing damaged is kept
+    second.write_bytes(parts[1])  # reinstalled
+    path = Path(packaged.resolve_model("tiny-teacher", "causal_lm"))
+    assert path.name == "tiny.gguf" and path.read_bytes() == data
 
 
 def test_the_qwen_teacher_is_a_packaged_split_model():

@@ -49,6 +49,14 @@ AGREEMENT = {"meld": {"reference": "sentiment"},  # gold sentiment; CMU-MOSI: po
              "mosi": {"reference": "valence", "negative_below": 0.0, "positive_above": 0.0}}
 
 
+def table_reference(manifest, options: dict):
+    """The three-class reference the agreement compares with, over the sample's rows that have one."""
+    from merits.teach.agreement import reference_labels
+
+    ref, _ = reference_labels(manifest, **options)
+    return ref[ref != ""]
+
+
 def agreement_figures(key: str, teacher, corpus: str, manifest, store) -> dict:
     """The teacher's agreement (overlap, Cohen's kappa, confusion) with MELD's gold sentiment or CMU-MOSI's
     polarity on a seeded sample, labelling it first (resumable)."""
@@ -67,7 +75,9 @@ def agreement_figures(key: str, teacher, corpus: str, manifest, store) -> dict:
                     f"{corpus}_{name}_agreement_markdown_{key}": table.to_markdown(),
                     f"{corpus}_agreement_labels_per_s_{key}": len(rows) / max(float(rows["latency_s"].sum()), 1e-9),
                     f"{corpus}_agreement_seconds_this_call_{key}": time.perf_counter() - start,
-                    f"{corpus}_agreement_asked_this_call_{key}": run.asked})
+                    f"{corpus}_agreement_asked_this_call_{key}": run.asked,
+                    f"{corpus}_agreement_sample_{key}": len(manifest.table),
+                    f"{corpus}_always_neutral_agreement": float((table_reference(manifest, options) == "neutral").mean())})
     return out
 
 

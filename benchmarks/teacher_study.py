@@ -63,21 +63,21 @@ def agreement_figures(key: str, teacher, corpus: str, manifest, store) -> dict:
     import time
 
     out = {}
-    for options in (AGREEMENT[corpus],):
-        start = time.perf_counter()
-        run = label_manifest(manifest, teacher, store)
-        rows = store.table(manifest.corpus, teacher.name)
-        table = agreement_table(manifest, store, teachers=[teacher.name], **options)
-        (r,) = table.to_dict()["teachers"]
-        name = "sentiment" if corpus == "meld" else "polarity"
-        out.update({f"{corpus}_{name}_agreement_{key}": r["overlap"] / 100, f"{corpus}_{name}_kappa_{key}": r["kappa"],
-                    f"{corpus}_{name}_confusion_{key}": r["confusion"],
-                    f"{corpus}_{name}_agreement_markdown_{key}": table.to_markdown(),
-                    f"{corpus}_agreement_labels_per_s_{key}": len(rows) / max(float(rows["latency_s"].sum()), 1e-9),
-                    f"{corpus}_agreement_seconds_this_call_{key}": time.perf_counter() - start,
-                    f"{corpus}_agreement_asked_this_call_{key}": run.asked,
-                    f"{corpus}_agreement_sample_{key}": len(manifest.table),
-                    f"{corpus}_always_neutral_agreement": float((table_reference(manifest, options) == "neutral").mean())})
+    options = AGREEMENT[corpus]
+    start = time.perf_counter()
+    run = label_manifest(manifest, teacher, store)
+    rows = store.table(manifest.corpus, teacher.name)
+    table = agreement_table(manifest, store, teachers=[teacher.name], **options)
+    (r,) = table.to_dict()["teachers"]
+    name = "sentiment" if corpus == "meld" else "polarity"
+    out.update({f"{corpus}_{name}_agreement_{key}": r["overlap"] / 100, f"{corpus}_{name}_kappa_{key}": r["kappa"],
+                f"{corpus}_{name}_confusion_{key}": r["confusion"],
+                f"{corpus}_{name}_agreement_markdown_{key}": table.to_markdown(),
+                f"{corpus}_agreement_labels_per_s_{key}": len(rows) / max(float(rows["latency_s"].sum()), 1e-9),
+                f"{corpus}_agreement_seconds_this_call_{key}": time.perf_counter() - start,
+                f"{corpus}_agreement_asked_this_call_{key}": run.asked,
+                f"{corpus}_agreement_sample_{key}": len(manifest.table),
+                f"{corpus}_always_neutral_agreement": float((table_reference(manifest, options) == "neutral").mean())})
     return out
 
 

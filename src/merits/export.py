@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import logging
 import shutil
 from pathlib import Path
 
@@ -40,7 +39,6 @@ from merits.runs import DONE, finished_seeds
 from merits.stages.base import STAGE_FILE
 from merits.training.checkpoint import replace_dir
 
-log = logging.getLogger("merits")
 FORMAT = 1
 
 

@@ -26,6 +26,7 @@ Output directory::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from dataclasses import dataclass, field, replace
@@ -176,9 +177,9 @@ class PredictResult:
     stages: dict[str, StageOutput] = field(default_factory=dict)
     scores: dict = field(default_factory=dict)  # stage -> split -> every score, where the input has gold labels
 
-    @property
+    @functools.cached_property
     def table(self) -> pd.DataFrame:
-        """predictions.csv: the turns as rows."""
+        """predictions.csv: the turns as rows (built once, on first use)."""
         return turns_table(self.turns, self.labels)
 
     def to_pandas(self) -> pd.DataFrame:

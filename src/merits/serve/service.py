@@ -251,8 +251,8 @@ class Service:
         start = time.perf_counter()
         result = self.predictor.predict(manifest, work, asr, online, window)
         self.stats["conversations"] += int(manifest.table["conversation_id"].nunique())
-        self.stats["turns"] += len(result.table)
-        log.info("predicted %d turns of %d conversations in %.3f s", len(result.table),
+        self.stats["turns"] += len(result.turns)
+        log.info("predicted %d turns of %d conversations in %.3f s", len(result.turns),
                  manifest.table["conversation_id"].nunique(), time.perf_counter() - start)
         return result
 
